@@ -1,0 +1,13 @@
+"""The one exception type for problems in what the user gave us (config, data, machine set-up).
+
+`main.py` prints these as a single message without a traceback; everything else is a bug and
+keeps its traceback.
+"""
+
+
+class UserError(Exception):
+  """Bad input from the user: the message names what is wrong and how to fix it."""
+
+
+class NonFiniteError(UserError):
+  """Training produced NaN or Inf; the message names the step and the metric."""

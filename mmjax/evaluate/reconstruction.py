@@ -1,0 +1,58 @@
+"""MAE reconstructions as a picture: for a few images, original | masked | reconstructed."""
+import einops
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mmjax.data import loader
+from mmjax.objectives import masked_modeling
+from mmjax.parallel import mesh as mesh_lib
+
+_UPSCALE = 16  # 8x8 digits are too small to see at 1:1.
+
+
+def _to_uint8(images_bhwc):
+  """Model pixel space [-1, 1] -> uint8."""
+  return np.asarray(np.clip((images_bhwc + 1.0) * 127.5, 0, 255), np.uint8)
+
+
+class Evaluator:
+  """Writes images/<name>_<step>.png and reports the masked-patch error of those images."""
+
+  def __init__(self, cfg, *, name, config, info, mesh):
+    self.cfg, self.name, self.config, self.info, self.mesh = cfg, name, config, info, mesh
+    self._forward = None
+    # Round up so the batch splits evenly over the data axes.
+    dp = mesh_lib.data_parallel_size(mesh)
+    self._batch_size = -(-cfg.num_images // dp) * dp
+
+  def _pictures(self, model, batch):
+    obj = self.config.objectives.masked_image
+    out = model(batch, key=jax.random.key(0), mask_ratios={"image": obj.mask_ratio},
+                embeddings=None)["image"]
+    target, pred, masked = out["target"], out["pred"], out["loss_mask"][..., None]
+    if obj.norm_targets:  # The head predicts normalized patches: undo with each patch's stats.
+      mean = target.mean(-1, keepdims=True)
+      std = jnp.sqrt(target.var(-1, keepdims=True) + masked_modeling.NORM_EPS)
+      pred = pred * std + mean
+    shown = jnp.where(masked, 0.0, target)  # Hidden patches shown as mid-grey.
+    mixed = jnp.where(masked, pred, target)  # MAE convention: visible patches pasted back.
+    mse = (jnp.square(pred - target) * masked).sum() / jnp.maximum(masked.sum() * target.shape[-1], 1)
+    return [model.unpatchify_image(x) for x in (target, shown, mixed)], mse
+
+  def run(self, model, step, writer):
+    graphdef, state = nnx.split(model)
+    if self._forward is None:
+      self._forward = jax.jit(lambda s, b: self._pictures(nnx.merge(graphdef, s), b),
+                              out_shardings=mesh_lib.replicated(self.mesh))
+    batch = next(loader.split_batches(self.config.data, self.info, self.cfg.split,
+                                      self._batch_size))
+    batch = {k: v for k, v in batch.items() if k in ("image", "text_ids", "text_mask")}
+    columns, mse = jax.device_get(self._forward(state, mesh_lib.host_to_global(batch, self.mesh)))
+    n = self.cfg.num_images
+    grid = einops.rearrange(np.stack([_to_uint8(c[:n]) for c in columns]),
+                            "col row h w c -> (row h) (col w) c")
+    grid = grid.repeat(_UPSCALE, axis=0).repeat(_UPSCALE, axis=1)
+    writer.write_png(step, self.name, grid)
+    return {f"eval/{self.name}/masked_mse": float(mse)}

@@ -1,0 +1,66 @@
+"""Zero-shot cross-modal retrieval: every modality against every other, R@1 and R@5.
+
+A query's hit is a candidate of the same class (for the built-in dataset: the same digit), so
+chance R@1 is 1 / num_classes.
+"""
+import itertools
+
+import jax
+import numpy as np
+from flax import nnx
+
+from mmjax.data import loader
+from mmjax.parallel import mesh as mesh_lib
+
+KS = (1, 5)
+
+
+def recall_at_k(queries_ne, candidates_me, query_labels, candidate_labels, ks=KS):
+  """Fraction of queries with a same-label candidate among their k most similar (cosine)."""
+  sims = queries_ne @ candidates_me.T
+  order = np.argsort(-sims, axis=1, kind="stable")[:, :max(ks)]
+  hits = candidate_labels[order] == query_labels[:, None]
+  return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+class Evaluator:
+  """Embeds a whole split with each modality alone and scores all retrieval directions."""
+
+  def __init__(self, cfg, *, name, config, info, mesh):
+    self.cfg, self.name, self.data_cfg, self.info, self.mesh = cfg, name, config.data, info, mesh
+    self._embed = None
+
+  def embed_split(self, model):
+    """Returns ({modality: f32[N,E]}, labels int32[N]) for the evaluator's split."""
+    graphdef, state = nnx.split(model)
+    if self._embed is None:  # One compile per run: the graphdef does not change.
+      self._embed = jax.jit(lambda s, b: nnx.merge(graphdef, s).embed(b),
+                            out_shardings=mesh_lib.replicated(self.mesh))
+    chunks, labels = [], []
+    for batch in loader.split_batches(self.data_cfg, self.info, self.cfg.split,
+                                      self.cfg.batch_size):
+      valid = batch.pop("valid")
+      labels.append(batch.pop("label")[valid])
+      z = jax.device_get(self._embed(state, mesh_lib.host_to_global(batch, self.mesh)))
+      chunks.append({m: np.asarray(v)[valid] for m, v in z.items()})
+    embeddings = {m: np.concatenate([c[m] for c in chunks]) for m in chunks[0]}
+    return embeddings, np.concatenate(labels)
+
+  def run(self, model, step, writer):
+    del step, writer
+    embeddings, labels = self.embed_split(model)
+    metrics = {}
+    for a, b in itertools.permutations(embeddings, 2):
+      for k, r in recall_at_k(embeddings[a], embeddings[b], labels, labels).items():
+        metrics[f"eval/{self.name}/{a}_to_{b}/r@{k}"] = r
+    return metrics
+
+
+def table(metrics, name="retrieval"):
+  """A plain-text results table of the R@k metrics in `metrics`."""
+  rows = sorted({k.split("/")[2] for k in metrics if k.startswith(f"eval/{name}/")})
+  lines = [f"{'direction':<16}" + "".join(f"{f'R@{k}':>8}" for k in KS)]
+  for row in rows:
+    lines.append(f"{row:<16}" + "".join(
+        f"{metrics[f'eval/{name}/{row}/r@{k}']:>8.3f}" for k in KS))
+  return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Config checks that run before anything is built or compiled.
+
+Each failure is one UserError naming the key, the bad value and what would be accepted.
+Unknown keys never get this far: configs are locked, so `--config.modle.size=S` already fails
+when the flags are parsed.
+"""
+import os
+import tempfile
+
+from mmjax.errors import UserError
+from mmjax.models import sizes
+
+
+
+def masked_modality(objective_name):
+  """`masked_<modality>` objectives reconstruct that modality; others return None."""
+  prefix = "masked_"
+  return objective_name[len(prefix):] if objective_name.startswith(prefix) else None
+
+
+def _check(ok, key, value, expected):
+  if not ok:
+    raise UserError(f"config.{key}={value!r} is out of range: expected {expected}.")
+
+
+def check_config(config):
+  """Raises UserError for the first out-of-range value in a training config."""
+  _check(config.total_steps > 0, "total_steps", config.total_steps, "a positive integer")
+  _check(config.batch_size > 0, "batch_size", config.batch_size, "a positive integer")
+  for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    _check(config[key] > 0, key, config[key], "a positive integer")
+
+  opt = config.optimizer
+  _check(opt.lr > 0, "optimizer.lr", opt.lr, "a positive learning rate")
+  _check(opt.warmup_steps >= 0, "optimizer.warmup_steps", opt.warmup_steps, ">= 0")
+  _check(0 <= opt.min_lr_ratio <= 1, "optimizer.min_lr_ratio", opt.min_lr_ratio, "in [0, 1]")
+  _check(opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, ">= 0")
+  for key in ("b1", "b2"):
+    _check(0 <= opt[key] < 1, f"optimizer.{key}", opt[key], "in [0, 1)")
+  _check(opt.grad_clip > 0, "optimizer.grad_clip", opt.grad_clip, "a positive norm")
+
+  model = config.model
+  if model.size not in sizes.SIZES:
+    raise UserError(f"config.model.size={model.size!r} is unknown: choose one of "
+                    f"{list(sizes.SIZES)}.")
+  _check(model.fusion in ("separate", "joint"), "model.fusion", model.fusion,
+         "'separate' or 'joint'")
+  _check(model.dtype in ("float32", "bfloat16"), "model.dtype", model.dtype,
+         "'float32' or 'bfloat16'")
+  _check(model.audio.frontend in ("logmel", "waveform"), "model.audio.frontend",
+         model.audio.frontend, "'logmel' or 'waveform'")
+
+  objectives = config.objectives
+  for name, obj in objectives.items():
+    _check(obj.weight >= 0, f"objectives.{name}.weight", obj.weight, ">= 0 (0 switches it off)")
+    if "mask_ratio" in obj:
+      _check(0 <= obj.mask_ratio < 1, f"objectives.{name}.mask_ratio", obj.mask_ratio,
+             "in [0, 1): the fraction of tokens hidden")
+  if not any(obj.weight > 0 for obj in objectives.values()):
+    raise UserError("config.objectives: every weight is 0, so there is nothing to train.")
+  contrastive = objectives.contrastive
+  _check(contrastive.type in ("infonce", "siglip"), "objectives.contrastive.type",
+         contrastive.type, "'infonce' or 'siglip'")
+  _check(contrastive.view in ("clean", "masked"), "objectives.contrastive.view",
+         contrastive.view, "'clean' or 'masked'")
+  if contrastive.weight > 0 and contrastive.view == "masked" and model.fusion == "joint":
+    raise UserError("config.objectives.contrastive.view='masked' needs model.fusion='separate': "
+                    "in a joint sequence each modality's tokens have seen the others.")
+
+
+def check_modalities(config, info):
+  """Objectives must only ask for modalities the dataset has."""
+  for name, obj in config.objectives.items():
+    modality = masked_modality(name)
+    if modality and obj.weight > 0 and modality not in info.modalities:
+      raise UserError(f"config.objectives.{name} needs {modality!r}, but dataset "
+                      f"{info.name!r} has only {list(info.modalities)}; set its weight to 0.")
+
+
+def check_workdir(workdir):
+  """The workdir must be creatable and writable before hours of compute depend on it."""
+  if not workdir:
+    raise UserError("--workdir is required: where checkpoints and metrics go.")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise UserError(f"--workdir={workdir!r} cannot be written: {e.strerror}.") from None

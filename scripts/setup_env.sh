@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for mmjax: espeak-ng (through apt-get, if missing) and a virtual
+# environment at .venv with the exact pinned packages of requirements.lock. A complete .venv
+# (same lock file) is reused, so running this again costs a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  echo "== Installing espeak-ng (speech for the built-in dataset)"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if command -v apt-get >/dev/null 2>&1; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq espeak-ng >/dev/null
+  else
+    echo "espeak-ng is missing and there is no apt-get here: install it yourself" \
+         "(e.g. 'brew install espeak-ng' on macOS), then run this again." >&2
+    exit 1
+  fi
+fi
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "mmjax is pinned for Python 3.11; $PYTHON is $("$PYTHON" --version 2>&1)." >&2
+  exit 1
+fi
+
+want=$(sha256sum requirements.lock | cut -d' ' -f1)
+if [ "$(cat .venv/.complete 2>/dev/null)" != "$want" ]; then
+  echo "== Creating .venv with the pinned packages (a few minutes the first time)"
+  rm -rf .venv
+  "$PYTHON" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+  echo "$want" > .venv/.complete  # Written last: a broken install is redone next time.
+fi
