@@ -57,10 +57,18 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
+class _QuietLibraries(logging.logging.Filter):
+  """Orbax logs every step of every save at INFO; keep its warnings, drop the rest."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  logging.logging.getLogger("absl").addFilter(_QuietLibraries())
   from mmjax.train import trainer  # pylint: disable=g-import-not-at-top
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -20,6 +20,10 @@ from configs import common
 from mmjax.data import loader
 from mmjax.models import mmt
 
+# Every variant above; tests/test_configs.py checks each one.
+VARIANTS = ("", "runlocal", "size=S", "fusion=joint", "contrastive=siglip", "audio=waveform",
+            "runlocal,fusion=joint,contrastive=siglip,audio=waveform")
+
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, runlocal=False, size="tiny", fusion="separate",

@@ -28,7 +28,8 @@ class MetricWriter:
     self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
     self._jsonl.flush()
     for name, value in scalars.items():
-      self._tb.add_scalar(name, value, int(step))
+      # TensorBoard tags cannot hold '@' (r@1 -> r1); metrics.jsonl keeps the real names.
+      self._tb.add_scalar(name.replace("@", ""), value, int(step))
     self._tb.flush()
 
   def write_png(self, step, name, image_hwc):

@@ -4,7 +4,7 @@ import optax
 
 # Parameters whose path contains one of these get no weight decay: norms and biases (1-D), and
 # embeddings that encode where or what a token is rather than content.
-_NO_DECAY_NAMES = ("pos", "type", "mask_token", "logit_scale", "logit_bias")
+_NO_DECAY_NAMES = ("bias", "pos", "type", "mask_token", "logit_scale", "logit_bias")
 
 
 def schedule(opt_cfg, total_steps):

@@ -170,9 +170,14 @@ def train_and_evaluate(config, workdir):
   progress = tqdm.tqdm(total=config.total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)
   last_time, last_step = time.perf_counter(), start_step
+  in_flight = None
   for step in range(start_step + 1, config.total_steps + 1):
     batch = mesh_lib.host_to_global(next(data_iter), mesh)
     state, metrics = step_fn(state, batch)
+    # Wait for the previous step only: one step stays in flight (the next batch loads while it
+    # runs), and the progress bar's rate and ETA are real rather than dispatch speed.
+    jax.block_until_ready(in_flight)
+    in_flight = metrics
     progress.update()
 
     if step % config.log_every == 0 or step == config.total_steps:

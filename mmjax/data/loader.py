@@ -1,0 +1,286 @@
+"""From a data config to host batches: build the dataset once, then read it with grain.
+
+  info = loader.prepare(config.data)          # builds on first use, learns the vocab
+  for batch in loader.train_loader(config.data, info, global_batch_size=128, seed=0): ...
+  for batch in loader.split_batches(config.data, info, "test", 256): ...   # evaluation
+
+A dataset name `mmjax_<x>` is the module `mmjax.data.<x>`, which provides `MODALITIES`,
+`IMAGE_SHAPE`, `make_builder(data_cfg)` (a TFDS builder writing ArrayRecord files) and
+`require_build_tools()`. Examples are read by random access from the ArrayRecord files through
+TFDS data sources, without TensorFlow. TFDS is imported inside the functions: configs import
+this module for default_config(), and TFDS takes a while to import.
+
+Host batches are dicts of numpy arrays (B: this process's batch):
+  image uint8[B,H,W,C], text_ids int32[B,L], text_mask bool[B,L], audio float32[B,T],
+  audio_mask bool[B,T], label int32[B], image_id int32[B]  (split_batches adds valid bool[B]).
+"""
+import dataclasses
+import importlib
+import os
+
+import grain
+import ml_collections
+import numpy as np
+
+from mmjax.data import preprocess
+from mmjax.data import text_tokenizer
+from mmjax.errors import UserError
+
+# Training-time audio augmentation: a random start offset and a random gain in this range (dB).
+# espeak-ng peaks near 0.65 of full scale, so +3 dB still does not clip.
+_GAIN_DB = (-10.0, 3.0)
+_MIN_TEXT_LEN = 3  # [CLS], one wordpiece, [SEP].
+
+
+def default_config():
+  """The data settings every training config has (`config.data`)."""
+  return ml_collections.ConfigDict(dict(
+      name="mmjax_digits",  # `mmjax_<x>`: the builder in mmjax/data/<x>.py.
+      dir="",  # Where built datasets live; configs set it (configs.common.default_data_dir).
+      sample_rate=8000,  # Hz of the stored speech; part of the built dataset's identity.
+      audio_seconds=1.0,  # Waveforms are cropped/padded to this length.
+      text_len=16,  # Token rows: [CLS] wordpieces [SEP] [PAD]...
+      vocab_file="",  # A BERT-style vocab.txt; '' learns one from the train captions.
+      vocab_size=200,  # Upper bound when learning the vocab.
+      max_images=0,  # 0: all images; otherwise a smaller dataset (its own build).
+      examples_per_image=3,  # Train split: pairings (caption, voice) per image.
+      augment=True,  # Random audio gain and start offset in training batches.
+      num_workers=0,  # grain worker processes; 0 reads and preprocesses in the main process.
+  ))
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What models and evaluators need to know about a prepared dataset."""
+  name: str
+  modalities: tuple  # Subset of ("image", "text", "audio"), in that order.
+  image_shape: tuple  # (H, W, C).
+  text_len: int  # L.
+  vocab_size: int  # Tokens in vocab_file (a learned vocab can be smaller than asked for).
+  vocab_file: str
+  audio_len: int  # T, in samples.
+  sample_rate: int
+  num_classes: int
+  class_names: tuple
+  split_sizes: dict  # Split name -> number of examples.
+
+
+def _dataset_module(name):
+  """The module that defines dataset `name` ("mmjax_digits" -> mmjax.data.digits)."""
+  module = None
+  if isinstance(name, str) and name.startswith("mmjax_") and name[6:].isidentifier():
+    try:
+      module = importlib.import_module(f"mmjax.data.{name[6:]}")
+    except ModuleNotFoundError as e:
+      if e.name != f"mmjax.data.{name[6:]}":
+        raise
+  if module is None or not hasattr(module, "make_builder"):
+    raise UserError(f"Unknown dataset data.name={name!r}. Built-in datasets are named "
+                    "mmjax_<x> after a builder module mmjax/data/<x>.py, e.g. 'mmjax_digits'.")
+  return module
+
+
+def _check_config(data_cfg):
+  """Raises UserError, naming the key, for settings that cannot work."""
+  def need(ok, key, what):
+    if not ok:
+      raise UserError(f"data.{key}={data_cfg[key]!r}: {what}")
+
+  need(isinstance(data_cfg.dir, str) and data_cfg.dir.strip(), "dir",
+       "set it to a directory for the built datasets, e.g. --config.data.dir=~/mmjax_data.")
+  need(data_cfg.sample_rate > 0, "sample_rate", "must be a positive number of Hz, e.g. 8000.")
+  need(data_cfg.audio_seconds > 0, "audio_seconds", "must be positive, e.g. 1.0.")
+  need(round(data_cfg.audio_seconds * data_cfg.sample_rate) >= 1, "audio_seconds",
+       "is shorter than one sample at data.sample_rate.")
+  need(data_cfg.text_len >= _MIN_TEXT_LEN, "text_len",
+       f"must be at least {_MIN_TEXT_LEN} ([CLS], one token, [SEP]), e.g. 16.")
+  need(data_cfg.vocab_size > len(text_tokenizer.SPECIAL_TOKENS), "vocab_size",
+       f"must exceed the {len(text_tokenizer.SPECIAL_TOKENS)} special tokens, e.g. 200.")
+  need(data_cfg.num_workers >= 0, "num_workers", "must be >= 0 (0: no worker processes).")
+  need(not data_cfg.vocab_file or os.path.isfile(os.path.expanduser(data_cfg.vocab_file)),
+       "vocab_file", "no such file; give a BERT-style vocab.txt, or '' to learn a vocab "
+       "from the training captions.")
+
+
+def _writable_dir(path, why):
+  """Creates `path` if needed; raises UserError (naming data.dir) if it cannot be written."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"data.dir: cannot create {path!r} ({e.strerror}), but {why}. Point "
+                    "--config.data.dir at a writable directory.") from e
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise UserError(f"data.dir: {path!r} is not writable, but {why}. Point --config.data.dir "
+                    "at a writable directory.")
+
+
+def _builder(data_cfg):
+  module = _dataset_module(data_cfg.name)
+  cfg = ml_collections.ConfigDict(data_cfg.to_dict())
+  cfg.dir = os.path.expanduser(data_cfg.dir)
+  return module, module.make_builder(cfg)
+
+
+def prepare(data_cfg):
+  """Builds the dataset (first use only) and its vocab; returns its DatasetInfo.
+
+  Building needs the dataset's tools (espeak-ng for mmjax_digits) and a writable data.dir;
+  reading a built dataset needs neither.
+  """
+  _check_config(data_cfg)
+  module, builder = _builder(data_cfg)
+  if not builder.is_prepared():
+    _writable_dir(os.fspath(builder.data_dir_root), f"{data_cfg.name} must be built there first")
+    module.require_build_tools()
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    builder.download_and_prepare(
+        # Everything is generated locally: never look for a prebuilt copy on GCS.
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+
+  vocab_file = os.path.expanduser(data_cfg.vocab_file)
+  if not vocab_file:
+    # Saved with the built data: each build (and vocab size) gets its own vocab.
+    vocab_file = os.path.join(builder.data_dir, f"wordpiece_{data_cfg.vocab_size}.txt")
+    if not os.path.exists(vocab_file):
+      _writable_dir(os.fspath(builder.data_dir), "the learned vocab is saved there")
+      train = data_source(data_cfg, "train")
+      captions = (ex["caption"].decode("utf-8") for ex in train)
+      text_tokenizer.learn_vocab(captions, data_cfg.vocab_size, vocab_file)
+  tokenizer = text_tokenizer.WordPieceTokenizer(vocab_file, data_cfg.text_len)
+
+  label = builder.info.features["label"]
+  return DatasetInfo(
+      name=data_cfg.name,
+      modalities=tuple(module.MODALITIES),
+      image_shape=tuple(module.IMAGE_SHAPE),
+      text_len=data_cfg.text_len,
+      vocab_size=tokenizer.vocab_size,
+      vocab_file=vocab_file,
+      audio_len=round(data_cfg.audio_seconds * data_cfg.sample_rate),
+      sample_rate=data_cfg.sample_rate,
+      num_classes=label.num_classes,
+      class_names=tuple(label.names),
+      split_sizes={name: split.num_examples for name, split in builder.info.splits.items()},
+  )
+
+
+def data_source(data_cfg, split):
+  """The stored examples of `split` of a prepared dataset, by random access (no TensorFlow).
+
+  Examples are dicts as stored: for mmjax_digits, image uint8[8,8,1], audio int16[T],
+  caption and voice bytes, label and image_id int.
+  """
+  _, builder = _builder(data_cfg)
+  # What tfds.data_source(name, download=False, ...) does, minus building a second builder.
+  return builder.as_data_source(split=split)
+
+
+class _Map(grain.transforms.Map):
+  """A preprocess op as a grain transform."""
+
+  def __init__(self, op):
+    self._op = op
+
+  def map(self, element):
+    return self._op(element)
+
+
+class _RandomMap(grain.transforms.RandomMap):
+  """A random preprocess op as a grain transform: grain seeds `rng` from the seed and index."""
+
+  def __init__(self, op):
+    self._op = op
+
+  def random_map(self, element, rng):
+    return self._op(element, rng)
+
+
+def _transforms(info, *, augment):
+  """Per-example grain transforms from a decoded example to the host-batch keys."""
+  ops, random_ops, keys = [], [], []
+  if "image" in info.modalities:
+    ops.append(preprocess.get_image_uint8("image"))
+    keys.append("image")
+  if "text" in info.modalities:
+    tokenizer = text_tokenizer.WordPieceTokenizer(info.vocab_file, info.text_len)
+    ops.append(preprocess.get_tokenize(tokenizer, "caption", "text_ids", "text_mask"))
+    keys += ["text_ids", "text_mask"]
+  if "audio" in info.modalities:
+    ops.append(preprocess.get_audio_to_float("audio"))
+    if augment:
+      random_ops += [preprocess.get_random_crop_or_pad(info.audio_len, "audio", "audio_mask"),
+                     preprocess.get_random_gain(*_GAIN_DB, "audio")]
+    else:
+      ops.append(preprocess.get_crop_or_pad(info.audio_len, "audio", "audio_mask"))
+    keys += ["audio", "audio_mask"]
+  ops += [preprocess.get_cast(np.int32, "label"), preprocess.get_cast(np.int32, "image_id")]
+  keys += ["label", "image_id"]
+  transforms = [_Map(preprocess.chain(ops))]
+  if random_ops:
+    transforms.append(_RandomMap(preprocess.chain_random(random_ops)))
+  # Last, so that the random ops may still read any feature.
+  transforms.append(_Map(preprocess.get_keep(*keys)))
+  return transforms
+
+
+def _shard(process_index, process_count):
+  import jax  # pylint: disable=g-import-not-at-top
+  return (jax.process_index() if process_index is None else process_index,
+          jax.process_count() if process_count is None else process_count)
+
+
+def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
+                 process_count=None):
+  """An endless, shuffled, process-sharded grain DataLoader over the train split.
+
+  Each process reads a disjoint shard and yields batches of global_batch_size // process_count
+  examples. The order and the augmentation depend only on `seed` and the process's shard, and
+  `iter(loader)` is a grain DataLoaderIterator whose get_state()/set_state() resume it exactly.
+  """
+  process_index, process_count = _shard(process_index, process_count)
+  if not 0 <= seed < 2**32:
+    raise UserError(f"seed={seed}: grain's shuffle needs a seed in [0, 2**32).")
+  if global_batch_size % process_count:
+    raise UserError(f"batch_size={global_batch_size} must be divisible by the number of "
+                    f"processes ({process_count}).")
+  # No remainder dropped: shards may differ by one example, but every example is seen.
+  shard = grain.sharding.ShardOptions(shard_index=process_index, shard_count=process_count,
+                                      drop_remainder=False)
+  source = data_source(data_cfg, "train")
+  if len(source) < process_count:
+    raise UserError(f"{info.name} train split has {len(source)} examples, fewer than the "
+                    f"{process_count} processes; use a larger dataset (data.max_images).")
+  operations = _transforms(info, augment=bool(data_cfg.augment)) + [
+      grain.transforms.Batch(global_batch_size // process_count, drop_remainder=True)]
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=seed)
+  # grain's default 16 reader threads fight over the GIL for records that take microseconds to
+  # read (1.5x slower here); data.num_workers processes are the way to scale up.
+  read_options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=64)
+  return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
+                          shard_options=shard, worker_count=data_cfg.num_workers,
+                          read_options=read_options)
+
+
+def split_batches(data_cfg, info, split, batch_size):
+  """Yields all of `split` once, in stored order, in batches of exactly batch_size.
+
+  No augmentation. The last batch is filled up by repeating its first row, with
+  valid bool[B] False on the filler rows.
+  """
+  if split not in info.split_sizes:
+    raise UserError(f"{info.name} has no split {split!r}; it has {sorted(info.split_sizes)}.")
+  if batch_size <= 0:
+    raise UserError(f"The evaluation batch_size must be positive, got {batch_size}.")
+  source = data_source(data_cfg, split)
+  transforms = _transforms(info, augment=False)
+  n = len(source)
+  for start in range(0, n, batch_size):
+    rows = source.__getitems__(list(range(start, min(n, start + batch_size))))
+    for t in transforms:
+      rows = [t.map(r) for r in rows]
+    valid = np.arange(batch_size) < len(rows)
+    rows += [rows[0]] * (batch_size - len(rows))
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    batch["valid"] = valid
+    yield batch

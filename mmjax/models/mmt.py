@@ -1,0 +1,284 @@
+"""The multimodal Transformer (model name 'mmt'): modality tokenizers, ONE shared encoder, one
+light shared decoder for masked modeling, and pooled projections for contrastive alignment.
+
+Masked modeling hides tokens per modality (mmjax.objectives.masking) and runs the visible ones
+through the encoder either each modality alone (fusion='separate', VATT) or all modalities in
+one sequence (fusion='joint', M3AE). Contrastive embeddings come from an extra unmasked pass of
+each modality alone ('clean'), or from the masked separate pass ('masked', FLIP: cheaper).
+
+The forward pass holds no RNG state: the masking key is an argument, so the training step is a
+plain jit over (graphdef, params).
+"""
+import itertools
+import math
+import typing
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from mmjax.errors import UserError
+from mmjax.models import posemb
+from mmjax.models import sizes
+from mmjax.models import tokenizers
+from mmjax.models.transformer import (EMBED_INIT, Block, Encoder, layer_norm, linear,
+                                      partitioned)
+from mmjax.objectives import masking
+
+MODALITIES = ("image", "text", "audio")
+MAX_LOGIT_SCALE = 100.0  # CLIP: a larger scale makes the contrastive loss unstable.
+
+
+def default_config():
+  """The model's own defaults; experiment configs override what they change."""
+  return ml_collections.ConfigDict(dict(
+      name="mmt",
+      size="tiny",
+      fusion="separate",  # 'separate' (VATT) or 'joint' (M3AE) for masked modeling.
+      dtype="float32",  # Compute dtype; parameters are always float32.
+      embed_dim=128,  # Width of the contrastive embeddings.
+      logit_scale_init=10.0,  # 1 / temperature.
+      logit_bias_init=-10.0,  # SigLIP's bias; unused by InfoNCE.
+      image=ml_collections.ConfigDict(dict(patch_size=2)),
+      audio=ml_collections.ConfigDict(dict(
+          frontend="logmel",  # 'logmel' (spectrogram patches) or 'waveform' (VATT frames).
+          n_fft=256, hop=128, n_mels=32,
+          fmin=0.0, fmax=0.0,  # 0 means sample_rate / 2.
+          patch_time=4, patch_freq=8,  # logmel patch: frames x mel bands.
+          frame_size=256,  # waveform frame in samples.
+      )),
+  ))
+
+
+def pair_names(modalities):
+  """'a_b' for every pair, in canonical modality order: image_text, image_audio, text_audio."""
+  ordered = [m for m in MODALITIES if m in modalities]
+  return [f"{a}_{b}" for a, b in itertools.combinations(ordered, 2)]
+
+
+def _masked_mean(x_bnd, valid_bn):
+  """f32[B, D] mean over valid tokens (0 for a row without any)."""
+  w = valid_bn[..., None].astype(jnp.float32)
+  return (x_bnd.astype(jnp.float32) * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+
+
+def _split(x_bn_, lengths):
+  """Splits the token axis into consecutive pieces of the given static lengths."""
+  return jnp.split(x_bn_, list(itertools.accumulate(lengths))[:-1], axis=1)
+
+
+class Visible(typing.NamedTuple):
+  """What the encoder sees of one modality in the masked pass.
+
+  x: [B, K, D] tokens; valid: bool[B, K] keys the encoder may attend to; hidden: bool[B, N];
+  restore: int32[B, N] inverse permutation for dropped tokens, or None when tokens were hidden
+  in place (text: K == N).
+  """
+  x: jax.Array
+  valid: jax.Array
+  hidden: jax.Array
+  restore: jax.Array | None
+
+
+class Projection(nnx.Module):
+  """Pooled encoder output -> LayerNorm -> Linear -> L2-normalized f32[B, E]."""
+
+  def __init__(self, width, embed_dim, *, dtype, rngs):
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
+    self.proj = linear(width, embed_dim, ("embed", None), dtype=dtype, rngs=rngs)
+
+  def __call__(self, pooled_bd):
+    z_be = self.proj(self.norm(pooled_bd)).astype(jnp.float32)
+    return z_be * jax.lax.rsqrt(jnp.maximum(jnp.square(z_be).sum(-1, keepdims=True), 1e-12))
+
+
+class Decoder(nnx.Module):
+  """MAE-style light decoder shared by all modalities: fills hidden positions with a learned mask
+  token, adds fixed sin-cos positions and a modality-type vector, and predicts with one output
+  head per modality."""
+
+  def __init__(self, width, size, modalities, out_dims, *, dtype, rngs):
+    dw = size.decoder_width
+    self.modalities = tuple(modalities)
+    self.width = dw
+    self.embed = linear(width, dw, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    self.mask_token = nnx.Param(partitioned(EMBED_INIT, "embed")(rngs.params(), (dw,)))
+    self.type_embed = nnx.Param(partitioned(EMBED_INIT, None, "embed")(
+        rngs.params(), (len(self.modalities), dw)))
+    self.blocks = nnx.List([Block(dw, size.decoder_heads, 4 * dw, dtype=dtype, rngs=rngs)
+                            for _ in range(size.decoder_depth)])
+    self.norm = layer_norm(dw, dtype=dtype, rngs=rngs)
+    self.heads = nnx.Dict({
+        m: linear(dw, out_dims[m], ("embed", "vocab" if m == "text" else "patch"),
+                  dtype=dtype, rngs=rngs)
+        for m in self.modalities})
+
+  def fill(self, modality, h_bkd, visible, grid):
+    """Encoded visible tokens [B, K, width] -> decoder input [B, N, decoder_width]."""
+    y = self.embed(h_bkd)
+    mask_token = self.mask_token[...].astype(y.dtype)
+    if visible.restore is None:
+      y = jnp.where(visible.hidden[..., None], mask_token, y)
+    else:
+      y = masking.restore_tokens(y, mask_token, visible.restore)
+    pos = posemb.for_grid(grid, self.width)
+    type_d = self.type_embed[...][self.modalities.index(modality)]
+    return y + pos.astype(y.dtype) + type_d.astype(y.dtype)
+
+  def __call__(self, y_bnd, valid_bn):
+    for block in self.blocks:
+      y_bnd = block(y_bnd, valid_bn)
+    return self.norm(y_bnd)
+
+  def predict(self, modality, y_bnd):
+    return self.heads[modality](y_bnd).astype(jnp.float32)
+
+
+class MultimodalTransformer(nnx.Module):
+  """See the module docstring. `info` gives the dataset's modalities and static shapes."""
+
+  def __init__(self, config, info, *, rngs):
+    size = sizes.get(config.size)
+    if config.fusion not in ("separate", "joint"):
+      raise UserError(f"config.model.fusion={config.fusion!r}: use 'separate' or 'joint'.")
+    if config.dtype not in ("float32", "bfloat16"):
+      raise UserError(f"config.model.dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
+    dtype = jnp.dtype(config.dtype)
+    unknown = set(info.modalities) - set(MODALITIES)
+    if unknown:
+      raise UserError(f"Dataset modalities {sorted(unknown)} are unknown; the model knows "
+                      f"{list(MODALITIES)}.")
+    self.modalities = tuple(m for m in MODALITIES if m in info.modalities)
+    self.fusion = config.fusion
+    self.tokenizers = nnx.Dict({
+        m: tokenizers.make(m, config, info, size.width, dtype=dtype, rngs=rngs)
+        for m in self.modalities})
+    self.encoder = Encoder(size.width, size.depth, size.num_heads, size.mlp_dim,
+                           dtype=dtype, rngs=rngs)
+    out_dims = {m: info.vocab_size if m == "text" else self.tokenizers[m].patch_dim
+                for m in self.modalities}
+    self.decoder = Decoder(size.width, size, self.modalities, out_dims, dtype=dtype, rngs=rngs)
+    self.projections = nnx.Dict({
+        m: Projection(size.width, config.embed_dim, dtype=dtype, rngs=rngs)
+        for m in self.modalities})
+    # Stored as log so the optimizer works on a scale-free quantity (CLIP).
+    self.logit_scale = nnx.Dict({
+        p: nnx.Param(jnp.asarray(math.log(config.logit_scale_init), jnp.float32))
+        for p in pair_names(self.modalities)})
+    self.logit_bias = nnx.Dict({
+        p: nnx.Param(jnp.asarray(config.logit_bias_init, jnp.float32))
+        for p in pair_names(self.modalities)})
+
+  # -- helpers ----------------------------------------------------------------------------------
+
+  def present(self, batch):
+    """The model's modalities that `batch` carries, in canonical order."""
+    return tuple(m for m in self.modalities
+                 if self.tokenizers[m].input_key in batch)
+
+  def _hide(self, modality, tokens, key, ratio):
+    """Chooses the visible part of one modality's tokens."""
+    b, n = tokens.valid.shape
+    if modality == "text":
+      hidden = masking.hide_valid(key, tokens.valid, ratio)
+      return Visible(tokens.x, tokens.valid & ~hidden, hidden, None)
+    keep_bk, restore_bn = masking.random_keep(key, b, n, ratio)
+    return Visible(masking.gather_tokens(tokens.x, keep_bk),
+                   masking.gather_tokens(tokens.valid, keep_bk),
+                   masking.hidden_from_restore(restore_bn, keep_bk.shape[1]), restore_bn)
+
+  def _encode_all(self, visible):
+    """{m: Visible} -> {m: encoded [B, K, width]}, per modality or as one joint sequence."""
+    if self.fusion == "separate":
+      return {m: self.encoder(v.x, v.valid) for m, v in visible.items()}
+    names = list(visible)
+    h = self.encoder(jnp.concatenate([visible[m].x for m in names], axis=1),
+                     jnp.concatenate([visible[m].valid for m in names], axis=1))
+    return dict(zip(names, _split(h, [visible[m].x.shape[1] for m in names])))
+
+  def _decode_all(self, encoded, visible, tokens):
+    """-> {m: decoder output [B, N, decoder_width]}, jointly when fusion is joint."""
+    filled = {m: self.decoder.fill(m, encoded[m], visible[m], tokens[m].grid) for m in encoded}
+    if self.fusion == "separate":
+      return {m: self.decoder(y, tokens[m].valid) for m, y in filled.items()}
+    names = list(filled)
+    y = self.decoder(jnp.concatenate([filled[m] for m in names], axis=1),
+                     jnp.concatenate([tokens[m].valid for m in names], axis=1))
+    return dict(zip(names, _split(y, [filled[m].shape[1] for m in names])))
+
+  def _embed_tokens(self, modality, tokens):
+    """Unmasked pass of one modality alone -> f32[B, E]."""
+    h = self.encoder(tokens.x, tokens.valid)
+    return self.projections[modality](_masked_mean(h, tokens.valid))
+
+  def _logit_params(self, modalities):
+    log_max = math.log(MAX_LOGIT_SCALE)
+    pairs = pair_names(modalities)
+    return ({p: jnp.exp(jnp.minimum(self.logit_scale[p][...], log_max)) for p in pairs},
+            {p: self.logit_bias[p][...].astype(jnp.float32) for p in pairs})
+
+  # -- public API -------------------------------------------------------------------------------
+
+  def __call__(self, batch, *, key, mask_ratios, embeddings="clean"):
+    """Masked modeling of the modalities in `mask_ratios` plus contrastive embeddings.
+
+    Args:
+      batch: dict with any of image uint8[B,H,W,C]; text_ids int32[B,L], text_mask bool[B,L];
+        audio f32[B,T], audio_mask bool[B,T].
+      key: PRNG key for the masking.
+      mask_ratios: {modality: fraction hidden} (Python floats; 0.0 allowed).
+      embeddings: 'clean' (extra unmasked pass per modality), 'masked' (pooled from the masked
+        separate pass; other present modalities get an unmasked pass; a row whose visible
+        tokens are all padding embeds to 0), or None.
+
+    Returns:
+      {m: {'pred' f32[B,N,P] (text: 'logits' f32[B,L,V]), 'target', 'loss_mask' bool[B,N]}}
+      for m in mask_ratios, 'embeddings' {m: f32[B,E]} unless embeddings is None, and
+      'logit_scale' / 'logit_bias' {pair: f32[]} for the pairs of present modalities.
+    """
+    present = self.present(batch)
+    missing = [m for m in mask_ratios if m not in present]
+    if missing:
+      raise UserError(f"Masked modeling of {missing} needs them in the batch, which has "
+                      f"{list(present)}.")
+    if embeddings not in ("clean", "masked", None):
+      raise UserError(f"embeddings={embeddings!r}: use 'clean', 'masked' or None.")
+    if embeddings == "masked" and self.fusion == "joint":
+      raise UserError("Masked-view embeddings need fusion='separate': in a joint sequence each "
+                      "modality's tokens have seen the others.")
+    needed = present if embeddings else tuple(m for m in present if m in mask_ratios)
+    tokens = {m: self.tokenizers[m](batch) for m in needed}
+
+    out = {}
+    # Canonical order keeps the joint sequence layout independent of the dict's order.
+    masked = [m for m in present if m in mask_ratios]
+    if masked:
+      visible = {m: self._hide(m, tokens[m], jax.random.fold_in(key, MODALITIES.index(m)),
+                               mask_ratios[m])
+                 for m in masked}
+      encoded = self._encode_all(visible)
+      decoded = self._decode_all(encoded, visible, tokens)
+      for m in masked:
+        pred = self.decoder.predict(m, decoded[m])
+        out[m] = {"logits" if m == "text" else "pred": pred,
+                  "target": tokens[m].target,
+                  "loss_mask": visible[m].hidden & tokens[m].valid}
+
+    if embeddings == "clean":
+      out["embeddings"] = {m: self._embed_tokens(m, tokens[m]) for m in present}
+    elif embeddings == "masked":
+      out["embeddings"] = {
+          m: (self.projections[m](_masked_mean(encoded[m], visible[m].valid)) if m in masked
+              else self._embed_tokens(m, tokens[m]))
+          for m in present}
+    out["logit_scale"], out["logit_bias"] = self._logit_params(present)
+    return out
+
+  def embed(self, batch):
+    """{m: f32[B, E]} L2-normalized, each present modality alone and unmasked."""
+    return {m: self._embed_tokens(m, self.tokenizers[m](batch)) for m in self.present(batch)}
+
+  def unpatchify_image(self, patches_bnp):
+    """f32[B, N, p*p*C] image patches -> f32[B, H, W, C] (pixel space [-1, 1])."""
+    return self.tokenizers["image"].unpatchify(patches_bnp)

@@ -1,0 +1,194 @@
+"""Modality tokenizers: raw batch arrays -> embedded tokens, validity and reconstruction targets.
+
+Each tokenizer adds its positions and a learned modality-type vector, so the shared encoder can
+tell where a token is and which modality it came from, also inside a joint sequence.
+"""
+import einops
+import flax
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mmjax.errors import UserError
+from mmjax.models import audio_frontend
+from mmjax.models import posemb
+from mmjax.models.transformer import EMBED_INIT, linear, partitioned
+
+# Epsilon of the per-example spectrogram normalization; keeps silence finite (it becomes 0).
+SPEC_NORM_EPS = 1e-5
+
+
+@flax.struct.dataclass
+class Tokens:
+  """One modality's tokens.
+
+  x: [B, N, D] embedded tokens (compute dtype), positions and type embedding included.
+  valid: bool[B, N], False for padding.
+  target: what masked modeling reconstructs: f32[B, N, P] patches, or int32[B, L] text ids.
+  grid: static token grid, (rows, cols) or (length,), prod(grid) == N.
+  """
+  x: jax.Array
+  valid: jax.Array
+  target: jax.Array
+  grid: tuple = flax.struct.field(pytree_node=False)
+
+
+def _type_embed(width, rngs):
+  return nnx.Param(partitioned(EMBED_INIT, "embed")(rngs.params(), (width,)))
+
+
+def _add_position_and_type(x_bnd, pos_nd, type_d):
+  return x_bnd + pos_nd.astype(x_bnd.dtype) + type_d.astype(x_bnd.dtype)
+
+
+class ImagePatchTokenizer(nnx.Module):
+  """uint8[B, H, W, C] images -> non-overlapping p x p patches, 2-D sin-cos positions."""
+  input_key = "image"
+
+  def __init__(self, image_shape, patch_size, width, *, dtype, rngs):
+    height, width_px, channels = image_shape
+    if height % patch_size or width_px % patch_size:
+      raise UserError(f"config.model.image.patch_size={patch_size} does not divide the "
+                      f"image size {height}x{width_px}.")
+    self.patch_size = patch_size
+    self.grid = (height // patch_size, width_px // patch_size)
+    self.patch_dim = patch_size * patch_size * channels
+    self.width = width
+    self.patch_embed = linear(self.patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
+    self.type_embed = _type_embed(width, rngs)
+
+  def patchify(self, images_bhwc):
+    """f32 images in [-1, 1] -> f32[B, N, p*p*C] patches, row-major over the patch grid."""
+    p = self.patch_size
+    return einops.rearrange(images_bhwc, "b (h p) (w q) c -> b (h w) (p q c)", p=p, q=p)
+
+  def unpatchify(self, patches_bnp):
+    """f32[B, N, p*p*C] -> f32[B, H, W, C]; the inverse of patchify."""
+    p, (h, _) = self.patch_size, self.grid
+    return einops.rearrange(patches_bnp.astype(jnp.float32),
+                            "b (h w) (p q c) -> b (h p) (w q) c", h=h, p=p, q=p)
+
+  def __call__(self, batch):
+    pixels = batch["image"].astype(jnp.float32) / 255.0 * 2.0 - 1.0
+    patches_bnp = self.patchify(pixels)
+    pos = posemb.sincos_2d(*self.grid, self.width)
+    x_bnd = _add_position_and_type(self.patch_embed(patches_bnp), pos, self.type_embed[...])
+    valid_bn = jnp.ones(patches_bnp.shape[:2], bool)
+    return Tokens(x=x_bnd, valid=valid_bn, target=patches_bnp, grid=self.grid)
+
+
+class TextTokenizer(nnx.Module):
+  """int32[B, L] word-piece ids -> token embeddings with learned positions."""
+  input_key = "text_ids"
+
+  def __init__(self, vocab_size, max_len, width, *, dtype, rngs):
+    self.max_len = max_len
+    self.token_embed = nnx.Embed(vocab_size, width, dtype=dtype,
+                                 embedding_init=partitioned(EMBED_INIT, "vocab", "embed"),
+                                 rngs=rngs)
+    self.pos_embed = nnx.Param(partitioned(EMBED_INIT, None, "embed")(
+        rngs.params(), (max_len, width)))
+    self.type_embed = _type_embed(width, rngs)
+
+  def __call__(self, batch):
+    ids_bl = batch["text_ids"].astype(jnp.int32)
+    length = ids_bl.shape[1]
+    if length > self.max_len:
+      raise UserError(f"Text of length {length} is longer than the model's {self.max_len} "
+                      "positions (dataset text_len).")
+    pos = self.pos_embed[...][:length]
+    x_bld = _add_position_and_type(self.token_embed(ids_bl), pos, self.type_embed[...])
+    valid_bl = batch["text_mask"].astype(bool)
+    return Tokens(x=x_bld, valid=valid_bl, target=ids_bl, grid=(length,))
+
+
+class AudioTokenizer(nnx.Module):
+  """f32[B, T] waveforms -> patches of a log-mel spectrogram (frontend 'logmel', computed here on
+  the accelerator) or of the raw waveform (frontend 'waveform', VATT).
+
+  A patch is valid when its first sample is a valid (not padded) audio sample.
+  """
+  input_key = "audio"
+
+  def __init__(self, audio_cfg, sample_rate, width, *, dtype, rngs):
+    self.frontend = audio_cfg.frontend
+    self.width = width
+    if self.frontend == "logmel":
+      if audio_cfg.n_mels % audio_cfg.patch_freq:
+        raise UserError(f"config.model.audio.patch_freq={audio_cfg.patch_freq} does not divide "
+                        f"n_mels={audio_cfg.n_mels}.")
+      self.sample_rate = sample_rate
+      self.n_fft, self.hop, self.n_mels = audio_cfg.n_fft, audio_cfg.hop, audio_cfg.n_mels
+      self.fmin = float(audio_cfg.fmin)
+      self.fmax = float(audio_cfg.fmax) or sample_rate / 2  # 0 means Nyquist.
+      self.patch_time, self.patch_freq = audio_cfg.patch_time, audio_cfg.patch_freq
+      patch_dim = self.patch_time * self.patch_freq
+    elif self.frontend == "waveform":
+      self.frame_size = audio_cfg.frame_size
+      patch_dim = self.frame_size
+    else:
+      raise UserError(f"config.model.audio.frontend={self.frontend!r} is unknown: "
+                      "use 'logmel' or 'waveform'.")
+    self.patch_dim = patch_dim
+    self.patch_embed = linear(patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
+    self.type_embed = _type_embed(width, rngs)
+
+  def _logmel_patches(self, wave_bt, mask_bt):
+    """-> (f32[B, N, pt*pf] patches of the normalized log-mel, bool[B, N], grid)."""
+    spec_bfm = audio_frontend.log_mel_spectrogram(
+        wave_bt, sample_rate=self.sample_rate, n_fft=self.n_fft, hop=self.hop,
+        n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax)
+    num_frames = spec_bfm.shape[1]
+    frame_valid_bf = mask_bt[:, :num_frames * self.hop:self.hop]
+    # Per example: zero mean, unit variance over valid frames, so loudness and recording level
+    # do not dominate the reconstruction loss; padded frames are then set to 0.
+    w = frame_valid_bf[..., None].astype(jnp.float32)
+    count = jnp.maximum(w.sum((1, 2), keepdims=True) * self.n_mels, 1.0)
+    mean = (spec_bfm * w).sum((1, 2), keepdims=True) / count
+    var = (jnp.square(spec_bfm - mean) * w).sum((1, 2), keepdims=True) / count
+    spec_bfm = (spec_bfm - mean) * jax.lax.rsqrt(var + SPEC_NORM_EPS) * w
+    rows = num_frames // self.patch_time
+    if rows == 0:
+      raise UserError(f"Audio of {wave_bt.shape[1]} samples gives {num_frames} frames, fewer "
+                      f"than patch_time={self.patch_time}.")
+    grid = (rows, self.n_mels // self.patch_freq)
+    # Frames that do not fill a whole patch row are dropped.
+    patches = einops.rearrange(spec_bfm[:, :rows * self.patch_time],
+                               "b (t p) (f q) -> b (t f) (p q)",
+                               p=self.patch_time, q=self.patch_freq)
+    valid = einops.repeat(frame_valid_bf[:, :rows * self.patch_time:self.patch_time],
+                          "b t -> b (t f)", f=grid[1])
+    return patches, valid, grid
+
+  def _waveform_patches(self, wave_bt, mask_bt):
+    """-> (f32[B, N, frame_size] raw frames, bool[B, N], grid)."""
+    n = wave_bt.shape[1] // self.frame_size
+    if n == 0:
+      raise UserError(f"Audio of {wave_bt.shape[1]} samples is shorter than "
+                      f"frame_size={self.frame_size}.")
+    frames = einops.rearrange(wave_bt[:, :n * self.frame_size], "b (n s) -> b n s",
+                              s=self.frame_size)
+    return frames, mask_bt[:, :n * self.frame_size:self.frame_size], (n,)
+
+  def __call__(self, batch):
+    wave_bt = batch["audio"].astype(jnp.float32)
+    mask_bt = batch["audio_mask"].astype(bool)
+    if self.frontend == "logmel":
+      patches, valid, grid = self._logmel_patches(wave_bt, mask_bt)
+    else:
+      patches, valid, grid = self._waveform_patches(wave_bt, mask_bt)
+    pos = posemb.for_grid(grid, self.width)
+    x_bnd = _add_position_and_type(self.patch_embed(patches), pos, self.type_embed[...])
+    return Tokens(x=x_bnd, valid=valid, target=patches, grid=grid)
+
+
+def make(modality, config, info, width, *, dtype, rngs):
+  """The tokenizer for `modality` ('image', 'text' or 'audio') under model config `config`."""
+  if modality == "image":
+    return ImagePatchTokenizer(tuple(info.image_shape), config.image.patch_size, width,
+                               dtype=dtype, rngs=rngs)
+  if modality == "text":
+    return TextTokenizer(info.vocab_size, info.text_len, width, dtype=dtype, rngs=rngs)
+  if modality == "audio":
+    return AudioTokenizer(config.audio, info.sample_rate, width, dtype=dtype, rngs=rngs)
+  raise UserError(f"Unknown modality {modality!r}: the model knows 'image', 'text', 'audio'.")

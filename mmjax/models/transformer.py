@@ -1,0 +1,96 @@
+"""Pre-LN Transformer blocks and the encoder stack shared by every modality.
+
+Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'kv', ...) that
+mmjax.parallel maps to mesh axes. Names are metadata only (eager_sharding=False): the trainer
+creates parameters under jit with out_shardings derived from these names, so building a model
+needs no mesh, and the same model can be placed on any mesh.
+"""
+import jax
+from flax import nnx
+
+XAVIER = nnx.initializers.xavier_uniform()
+ZEROS = nnx.initializers.zeros_init()
+ONES = nnx.initializers.ones_init()
+EMBED_INIT = nnx.initializers.normal(stddev=0.02)
+
+
+def partitioned(init, *names):
+  """`init` whose variables carry logical axis `names` (one per dimension)."""
+  return nnx.with_partitioning(init, names, eager_sharding=False)
+
+
+def layer_norm(width, *, dtype, rngs):
+  return nnx.LayerNorm(width, epsilon=1e-6, dtype=dtype,
+                       scale_init=partitioned(ONES, "embed"),
+                       bias_init=partitioned(ZEROS, "embed"), rngs=rngs)
+
+
+def linear(in_features, out_features, names, *, dtype, rngs):
+  """Dense layer with xavier-uniform kernel (MAE init) named `names` (in, out)."""
+  return nnx.Linear(in_features, out_features, dtype=dtype,
+                    kernel_init=partitioned(XAVIER, *names),
+                    bias_init=partitioned(ZEROS, names[1]), rngs=rngs)
+
+
+class Attention(nnx.Module):
+  """Multi-head self-attention with a key-padding mask."""
+
+  def __init__(self, width, num_heads, *, dtype, rngs):
+    if width % num_heads:
+      raise ValueError(f"width {width} is not divisible by num_heads {num_heads}.")
+    head_dim = width // num_heads
+    # One fused projection for q, k and v: a single larger matmul.
+    self.qkv = nnx.LinearGeneral(
+        width, (3, num_heads, head_dim), dtype=dtype,
+        kernel_init=partitioned(XAVIER, "embed", None, "heads", "kv"),
+        bias_init=partitioned(ZEROS, None, "heads", "kv"), rngs=rngs)
+    self.out = nnx.LinearGeneral(
+        (num_heads, head_dim), width, axis=(-2, -1), dtype=dtype,
+        kernel_init=partitioned(XAVIER, "heads", "kv", "embed"),
+        bias_init=partitioned(ZEROS, "embed"), rngs=rngs)
+
+  def __call__(self, x_bnd, valid_bn):
+    qkv = self.qkv(x_bnd)  # [B, N, 3, heads, head_dim]
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    # Padding keys are never attended to. A row with no valid key gets a finite uniform
+    # average (the mask uses a large negative number, not -inf); such rows are never used.
+    y = jax.nn.dot_product_attention(q, k, v, mask=valid_bn[:, None, None, :])
+    return self.out(y)
+
+
+class Mlp(nnx.Module):
+
+  def __init__(self, width, mlp_dim, *, dtype, rngs):
+    self.fc1 = linear(width, mlp_dim, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    self.fc2 = linear(mlp_dim, width, ("mlp", "embed"), dtype=dtype, rngs=rngs)
+
+  def __call__(self, x_bnd):
+    return self.fc2(jax.nn.gelu(self.fc1(x_bnd)))
+
+
+class Block(nnx.Module):
+  """Pre-LN block: x + attn(LN(x)), then x + mlp(LN(x))."""
+
+  def __init__(self, width, num_heads, mlp_dim, *, dtype, rngs):
+    self.norm1 = layer_norm(width, dtype=dtype, rngs=rngs)
+    self.attn = Attention(width, num_heads, dtype=dtype, rngs=rngs)
+    self.norm2 = layer_norm(width, dtype=dtype, rngs=rngs)
+    self.mlp = Mlp(width, mlp_dim, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x_bnd, valid_bn):
+    x_bnd = x_bnd + self.attn(self.norm1(x_bnd), valid_bn)
+    return x_bnd + self.mlp(self.norm2(x_bnd))
+
+
+class Encoder(nnx.Module):
+  """A stack of blocks and a final LayerNorm: (x_bnd: batch, tokens, width; valid_bn) -> x_bnd."""
+
+  def __init__(self, width, depth, num_heads, mlp_dim, *, dtype, rngs):
+    self.blocks = nnx.List([Block(width, num_heads, mlp_dim, dtype=dtype, rngs=rngs)
+                            for _ in range(depth)])
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x_bnd, valid_bn):
+    for block in self.blocks:
+      x_bnd = block(x_bnd, valid_bn)
+    return self.norm(x_bnd)

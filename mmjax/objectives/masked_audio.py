@@ -1,0 +1,12 @@
+"""Masked audio modeling: regress hidden spectrogram patches (or raw waveform frames).
+
+cfg: weight, mask_ratio, norm_targets. `loss` is unweighted; the trainer applies cfg.weight.
+"""
+from mmjax.objectives import masked_modeling
+
+MODALITY = "audio"
+
+
+def loss(outputs, cfg):
+  """(scalar loss, metrics) from the model outputs' 'audio' entry."""
+  return masked_modeling.patch_reconstruction(outputs[MODALITY], cfg)

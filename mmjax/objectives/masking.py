@@ -1,0 +1,56 @@
+"""Which tokens masked modeling hides: pure functions of an explicit key, fixed shapes.
+
+Image and audio drop tokens MAE-style (the encoder sees only N_keep of N tokens, gathered), so
+every row keeps exactly the same number and shapes stay static. Text keeps its full length and
+hides tokens through the attention mask instead, because captions differ in length and a fixed
+count of kept tokens would either cut long captions or pad short ones.
+"""
+import jax
+import jax.numpy as jnp
+
+
+def num_keep(num_tokens, ratio):
+  """Tokens kept from `num_tokens` at mask `ratio` (static): N - round(ratio * N), at least 1."""
+  return max(1, num_tokens - int(round(ratio * num_tokens)))
+
+
+def random_keep(key, batch_size, num_tokens, ratio):
+  """A uniformly random subset per row.
+
+  Returns keep_bk int32[B, K] (kept token indices, K = num_keep) and restore_bn int32[B, N]
+  (the inverse permutation: token n sits at position restore_bn[n] of [kept, hidden]).
+  """
+  noise_bn = jax.random.uniform(key, (batch_size, num_tokens))
+  shuffle_bn = jnp.argsort(noise_bn, axis=1).astype(jnp.int32)
+  restore_bn = jnp.argsort(shuffle_bn, axis=1).astype(jnp.int32)
+  return shuffle_bn[:, :num_keep(num_tokens, ratio)], restore_bn
+
+
+def hidden_from_restore(restore_bn, keep):
+  """bool[B, N]: True for tokens that random_keep did not keep."""
+  return restore_bn >= keep
+
+
+def gather_tokens(x_bn_, idx_bk):
+  """x[b, idx[b, k], ...] for every b, k: [B, N, ...] -> [B, K, ...]."""
+  idx = idx_bk.reshape(idx_bk.shape + (1,) * (x_bn_.ndim - 2))
+  return jnp.take_along_axis(x_bn_, idx, axis=1)
+
+
+def restore_tokens(x_bkd, fill_d, restore_bn):
+  """Puts kept tokens back in place and `fill_d` (the mask token) everywhere else: -> [B, N, D]."""
+  b, k, d = x_bkd.shape
+  n = restore_bn.shape[1]
+  fill_bnd = jnp.broadcast_to(fill_d.astype(x_bkd.dtype), (b, n - k, d))
+  return gather_tokens(jnp.concatenate([x_bkd, fill_bnd], axis=1), restore_bn)
+
+
+def hide_valid(key, valid_bl, ratio):
+  """bool[B, L]: exactly round(ratio * n_valid) of each row's valid tokens, uniformly at random,
+  leaving at least one valid token visible; padding is never hidden."""
+  n_valid = valid_bl.sum(axis=1, keepdims=True)
+  n_hide = jnp.clip(jnp.round(ratio * n_valid), 0, jnp.maximum(n_valid - 1, 0))
+  # Padding gets noise above every valid token's, so the lowest ranks are all valid tokens.
+  noise_bl = jnp.where(valid_bl, jax.random.uniform(key, valid_bl.shape), 2.0)
+  rank_bl = jnp.argsort(jnp.argsort(noise_bl, axis=1), axis=1)
+  return rank_bl < n_hide

@@ -1,0 +1,211 @@
+"""The built-in dataset, the grain loader and the preprocessing ops, on the small (runlocal)
+build of mmjax_digits: 200 images, one train example per image."""
+import numpy as np
+import pytest
+
+from mmjax.data import digits
+from mmjax.data import loader
+from mmjax.data import preprocess
+from mmjax.errors import UserError
+
+KEYS = {"image", "text_ids", "text_mask", "audio", "audio_mask", "label", "image_id"}
+
+
+def small_config(data_dir, **overrides):
+  cfg = loader.default_config()
+  cfg.dir = data_dir
+  cfg.max_images = 200
+  cfg.examples_per_image = 1
+  cfg.update(overrides)
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def small(data_dir):
+  cfg = small_config(data_dir)
+  return cfg, loader.prepare(cfg)
+
+
+def take(data_cfg, info, n, **kwargs):
+  it = iter(loader.train_loader(data_cfg, info, **kwargs))
+  return [next(it) for _ in range(n)]
+
+
+def stored(data_cfg, split, key):
+  return [ex[key] for ex in loader.data_source(data_cfg, split)]
+
+
+def check_batch(batch, info, batch_size):
+  b, l, t = batch_size, info.text_len, info.audio_len
+  expected = {"image": (np.uint8, (b, *info.image_shape)), "text_ids": (np.int32, (b, l)),
+              "text_mask": (np.bool_, (b, l)), "audio": (np.float32, (b, t)),
+              "audio_mask": (np.bool_, (b, t)), "label": (np.int32, (b,)),
+              "image_id": (np.int32, (b,))}
+  for key, (dtype, shape) in expected.items():
+    assert batch[key].dtype == dtype and batch[key].shape == shape, (key, batch[key].dtype,
+                                                                     batch[key].shape)
+  ids, mask = batch["text_ids"], batch["text_mask"]
+  lengths = mask.sum(1)
+  # Masks are prefixes: [CLS] pieces [SEP], then [PAD] (id 0) where the mask is off.
+  np.testing.assert_array_equal(mask, np.arange(l) < lengths[:, None])
+  assert (lengths >= 3).all()
+  cls_id, sep_id = ids[0, 0], ids[0, lengths[0] - 1]
+  assert (ids[:, 0] == cls_id).all() and (ids[np.arange(b), lengths - 1] == sep_id).all()
+  assert (ids[~mask] == 0).all() and (ids[mask] < info.vocab_size).all()
+  # Audio is silent outside its mask, speech inside, and within [-1, 1].
+  assert (batch["audio"][~batch["audio_mask"]] == 0).all()
+  assert batch["audio_mask"].any(1).all() and np.abs(batch["audio"]).max() <= 1.0
+  assert ((batch["label"] >= 0) & (batch["label"] < info.num_classes)).all()
+
+
+def test_prepare_info(small):
+  cfg, info = small
+  assert info.modalities == ("image", "text", "audio")
+  assert info.image_shape == (8, 8, 1) and info.audio_len == 8000
+  assert info.class_names[7] == "seven" and info.num_classes == 10
+  assert info.split_sizes == {"train": 140, "validation": 20, "test": 40}
+  assert 20 < info.vocab_size <= cfg.vocab_size
+  assert loader.prepare(cfg) == info  # Built once: the second call only reads.
+
+
+def test_train_batches(small):
+  cfg, info = small
+  for batch in take(cfg, info, 2, global_batch_size=8, seed=0, process_index=0,
+                    process_count=1):
+    assert set(batch) == KEYS
+    check_batch(batch, info, 8)
+
+
+def test_split_batches_cover_each_example_once(small):
+  cfg, info = small
+  for split in ("validation", "test"):
+    batches = list(loader.split_batches(cfg, info, split, 16))
+    n = info.split_sizes[split]
+    assert len(batches) == -(-n // 16)
+    for batch in batches:
+      assert set(batch) == KEYS | {"valid"}
+      check_batch(batch, info, 16)
+      # No augmentation: every waveform starts at sample 0.
+      assert batch["audio_mask"][:, 0].all()
+    valid = np.concatenate([b["valid"] for b in batches])
+    assert valid.sum() == n and valid[:n].all()
+    # One example per image in these splits, in stored order.
+    ids = np.concatenate([b["image_id"] for b in batches])[valid]
+    np.testing.assert_array_equal(ids, stored(cfg, split, "image_id"))
+
+
+def test_splits_separate_images_and_voices(small):
+  cfg, _ = small
+  ids = {s: set(stored(cfg, s, "image_id")) for s in ("train", "validation", "test")}
+  voices = {s: {v.decode() for v in stored(cfg, s, "voice")}
+            for s in ("train", "validation", "test")}
+  assert not ids["train"] & ids["test"]
+  assert not ids["train"] & ids["validation"]
+  assert not ids["validation"] & ids["test"]
+  assert not voices["train"] & voices["test"]
+  train_pool, test_pool = map(set, digits.voice_pools())
+  assert voices["validation"] <= train_pool and voices["train"] <= train_pool
+  # Test voices differ from every training voice in variant, speed and pitch.
+  for voice in voices["test"]:
+    name, speed, pitch = digits.parse_voice(voice)
+    assert name.split("+")[1] in digits.TEST_VARIANTS
+    assert speed not in digits.TRAIN_SPEEDS and pitch not in digits.TRAIN_PITCHES
+
+
+def test_seed_determines_batches(small):
+  cfg, info = small
+  kwargs = dict(global_batch_size=8, process_index=0, process_count=1)
+  a, b, c = (take(cfg, info, 3, seed=s, **kwargs) for s in (0, 0, 1))
+  for x, y in zip(a, b):
+    for key in KEYS:
+      np.testing.assert_array_equal(x[key], y[key])
+  assert any((x["image_id"] != z["image_id"]).any() for x, z in zip(a, c))
+
+
+def test_augment_only_when_asked(data_dir, small):
+  _, info = small
+  kwargs = dict(global_batch_size=16, seed=0, process_index=0, process_count=1)
+  plain = take(small_config(data_dir, augment=False), info, 1, **kwargs)[0]
+  augmented = take(small_config(data_dir, augment=True), info, 1, **kwargs)[0]
+  np.testing.assert_array_equal(plain["image_id"], augmented["image_id"])
+  assert plain["audio_mask"][:, 0].all()
+  assert not augmented["audio_mask"][:, 0].all()  # Random start offsets.
+  assert not np.allclose(plain["audio"], augmented["audio"])
+
+
+def test_iterator_state_resumes(small):
+  cfg, info = small
+  make = lambda: iter(loader.train_loader(cfg, info, global_batch_size=8, seed=3,
+                                          process_index=0, process_count=1))
+  it = make()
+  next(it), next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(2)]
+  resumed = make()
+  resumed.set_state(state)
+  for x, y in zip(expected, [next(resumed) for _ in range(2)]):
+    for key in KEYS:
+      np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_process_shards_are_disjoint_and_cover_an_epoch(small):
+  cfg, info = small
+  n = info.split_sizes["train"]  # 140: 70 per process, 10 batches of 7.
+  shards = []
+  for index in range(2):
+    batches = take(cfg, info, n // 14, global_batch_size=14, seed=0, process_index=index,
+                   process_count=2)
+    ids = np.concatenate([b["image_id"] for b in batches])
+    assert len(set(ids)) == len(ids) == n // 2
+    shards.append(set(ids))
+  assert not shards[0] & shards[1]
+  assert shards[0] | shards[1] == set(stored(cfg, "train", "image_id"))
+
+
+def test_prepare_without_espeak_says_how_to_install(tmp_path, monkeypatch):
+  monkeypatch.setenv("PATH", str(tmp_path))
+  with pytest.raises(UserError, match="apt-get install espeak-ng"):
+    loader.prepare(small_config(str(tmp_path / "data")))
+
+
+def test_prepare_built_dataset_needs_no_espeak(data_dir, small, tmp_path, monkeypatch):
+  monkeypatch.setenv("PATH", str(tmp_path))
+  assert loader.prepare(small_config(data_dir)) == small[1]
+
+
+@pytest.mark.parametrize("key,value", [
+    ("name", "mmjax_nope"), ("name", "mnist"), ("dir", ""), ("sample_rate", 0),
+    ("audio_seconds", 0.0), ("text_len", 2), ("vocab_file", "/no/such/vocab.txt"),
+    ("max_images", 5), ("examples_per_image", 0),
+])
+def test_bad_config_value_names_the_key(data_dir, key, value):
+  with pytest.raises(UserError, match=f"data.{key}"):
+    loader.prepare(small_config(data_dir, **{key: value}))
+
+
+def test_unusable_dir_names_the_key(tmp_path):
+  (tmp_path / "file").write_text("not a directory")
+  with pytest.raises(UserError, match="data.dir"):
+    loader.prepare(small_config(str(tmp_path / "file" / "data")))
+
+
+def test_random_crop_or_pad():
+  op = preprocess.get_random_crop_or_pad(10)
+  short = {"audio": np.arange(1, 5, dtype=np.float32)}
+  for seed in range(5):
+    out = op(short, np.random.default_rng(seed))
+    start = int(np.argmax(out["audio_mask"]))
+    np.testing.assert_array_equal(out["audio"][start:start + 4], short["audio"])
+    assert out["audio_mask"].sum() == 4 and out["audio"].sum() == short["audio"].sum()
+  long = {"audio": np.arange(1, 21, dtype=np.float32)}
+  out = op(long, np.random.default_rng(0))
+  assert out["audio_mask"].all() and np.all(np.diff(out["audio"]) == 1)
+  again = op(long, np.random.default_rng(0))
+  np.testing.assert_array_equal(out["audio"], again["audio"])
+
+
+def test_crop_or_pad_and_float():
+  op = preprocess.chain([preprocess.get_audio_to_float(), preprocess.get_crop_or_pad(4)])
+  out = op({"audio": np.array([-32768, 16384, 1], np.int16)})
+  np.testing.assert_allclose(out["audio"], [-1.0, 0.5, 1 / 32768, 0.0])
+  np.testing.assert_array_equal(out["audio_mask"], [True, True, True, False])

@@ -1,0 +1,214 @@
+"""Tokenizers and the multimodal Transformer at the tiny size: shapes, masks, dtypes, fusion."""
+import types
+
+import einops
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmjax.errors import UserError
+from mmjax.models import audio_frontend, mmt, sizes, tokenizers
+
+INFO = types.SimpleNamespace(
+    name="test", modalities=("image", "text", "audio"), image_shape=(8, 8, 1), text_len=16,
+    vocab_size=200, audio_len=8000, sample_rate=8000)
+RATIOS = {"image": 0.75, "text": 0.3, "audio": 0.75}
+B = 3
+TEXT_LENGTHS = (16, 9, 4)
+AUDIO_LENGTHS = (8000, 3000, 200)
+LOGICAL_AXES = {"embed", "mlp", "heads", "kv", "vocab", "patch", None}
+
+
+def make_batch(seed=0):
+  rng = np.random.default_rng(seed)
+  text_mask = np.arange(INFO.text_len)[None] < np.array(TEXT_LENGTHS)[:, None]
+  audio_mask = np.arange(INFO.audio_len)[None] < np.array(AUDIO_LENGTHS)[:, None]
+  t = np.arange(INFO.audio_len) / INFO.sample_rate
+  audio = 0.5 * np.sin(2 * np.pi * (300 * t + 800 * t ** 2)) + 0.05 * rng.normal(size=(B, t.size))
+  return {
+      "image": rng.integers(0, 256, (B, *INFO.image_shape)).astype(np.uint8),
+      "text_ids": np.where(text_mask, rng.integers(1, INFO.vocab_size, text_mask.shape),
+                           0).astype(np.int32),
+      "text_mask": text_mask,
+      "audio": np.where(audio_mask, audio, 0.0).astype(np.float32),
+      "audio_mask": audio_mask,
+  }
+
+
+def _config(**overrides):
+  config = mmt.default_config()
+  for k, v in overrides.items():
+    if k == "frontend":
+      config.audio.frontend = v
+    else:
+      config[k] = v
+  return config
+
+
+class Forward:
+  """A model and its jitted forward over explicit (graphdef, state), as in the training step."""
+
+  def __init__(self, **overrides):
+    self.model = mmt.MultimodalTransformer(_config(**overrides), INFO, rngs=nnx.Rngs(0))
+    self.graphdef, self.state = nnx.split(self.model)
+    self._fns = {}
+
+  def __call__(self, batch, embeddings="clean", key=0):
+    if embeddings not in self._fns:
+      self._fns[embeddings] = jax.jit(lambda s, b, k: nnx.merge(self.graphdef, s)(
+          b, key=k, mask_ratios=RATIOS, embeddings=embeddings))
+    return self._fns[embeddings](self.state, batch, jax.random.key(key))
+
+
+@pytest.fixture(scope="module")
+def batch():
+  return make_batch()
+
+
+@pytest.fixture(scope="module")
+def separate():
+  return Forward(fusion="separate")
+
+
+@pytest.fixture(scope="module")
+def joint():
+  return Forward(fusion="joint")
+
+
+# -- tokenizers -------------------------------------------------------------------------------
+
+def _tokenizer(modality, **overrides):
+  return tokenizers.make(modality, _config(**overrides), INFO, 128, dtype=jnp.float32,
+                         rngs=nnx.Rngs(0))
+
+
+def test_image_tokens(batch):
+  tok = _tokenizer("image")
+  t = tok(batch)
+  assert t.x.shape == (B, 16, 128) and t.target.shape == (B, 16, 4) and t.grid == (4, 4)
+  assert t.valid.all()
+  pixels = batch["image"].astype(np.float32) / 255 * 2 - 1
+  np.testing.assert_allclose(t.target[:, 0], pixels[:, :2, :2, 0].reshape(B, 4), atol=1e-6)
+  np.testing.assert_allclose(tok.unpatchify(t.target), pixels, atol=1e-6)
+
+
+def test_text_tokens(batch):
+  t = _tokenizer("text")(batch)
+  assert t.x.shape == (B, 16, 128)
+  np.testing.assert_array_equal(t.valid, batch["text_mask"])
+  np.testing.assert_array_equal(t.target, batch["text_ids"])
+
+
+def test_logmel_audio_tokens(batch):
+  t = _tokenizer("audio")(batch)
+  frames = 1 + (8000 - 256) // 128  # 61 frames -> 15 rows of 4 frames, 32 mels -> 4 columns.
+  rows = frames // 4
+  assert t.grid == (rows, 4)
+  assert t.x.shape == (B, rows * 4, 128) and t.target.shape == (B, rows * 4, 4 * 8)
+  # A patch row is valid iff its first sample (row * 4 frames * 128 hop) is a valid sample.
+  row_valid = (np.arange(rows) * 4 * 128)[None] < np.array(AUDIO_LENGTHS)[:, None]
+  np.testing.assert_array_equal(t.valid, np.repeat(row_valid, 4, axis=1))
+  # Each example's log-mel is normalized over its valid frames; padded frames become 0.
+  spec = audio_frontend.log_mel_spectrogram(batch["audio"], sample_rate=8000, n_fft=256,
+                                            hop=128, n_mels=32)
+  for row, length in enumerate(AUDIO_LENGTHS):
+    frame_valid = np.arange(frames) * 128 < length
+    s = np.asarray(spec[row], np.float64)
+    s = np.where(frame_valid[:, None], (s - s[frame_valid].mean()) / s[frame_valid].std(), 0.0)
+    expected = einops.rearrange(s[:rows * 4], "(t p) (f q) -> (t f) (p q)", p=4, q=8)
+    np.testing.assert_allclose(t.target[row], expected, atol=2e-3)
+
+
+def test_waveform_audio_tokens(batch):
+  t = _tokenizer("audio", frontend="waveform")(batch)
+  n = 8000 // 256
+  assert t.grid == (n,) and t.x.shape == (B, n, 128) and t.target.shape == (B, n, 256)
+  np.testing.assert_array_equal(
+      t.valid, (np.arange(n) * 256)[None] < np.array(AUDIO_LENGTHS)[:, None])
+  np.testing.assert_array_equal(t.target[:, 1], batch["audio"][:, 256:512])
+
+
+def test_parameters_are_float32_with_logical_axes():
+  model = mmt.MultimodalTransformer(_config(dtype="bfloat16"), INFO, rngs=nnx.Rngs(0))
+  for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    assert var[...].dtype == jnp.float32, path
+    if var[...].ndim >= 2:
+      names = var.get_metadata().get("out_sharding")
+      assert names is not None and len(names) == var[...].ndim, path
+      assert set(names) <= LOGICAL_AXES, (path, names)
+
+
+def test_unknown_size_is_a_user_error():
+  with pytest.raises(UserError, match="tiny"):
+    sizes.get("XXL")
+
+
+# -- the whole model --------------------------------------------------------------------------
+
+def _check_outputs(out, embeddings):
+  n_audio = 15 * 4
+  for m, n, p in (("image", 16, 4), ("audio", n_audio, 32)):
+    assert out[m]["pred"].shape == out[m]["target"].shape == (B, n, p)
+    assert out[m]["pred"].dtype == jnp.float32
+    assert out[m]["loss_mask"].shape == (B, n) and out[m]["loss_mask"].dtype == bool
+  np.testing.assert_array_equal(out["image"]["loss_mask"].sum(1), 12)  # 16 - round(0.75 * 16)
+  assert out["text"]["logits"].shape == (B, 16, 200)
+  assert out["text"]["logits"].dtype == jnp.float32
+  np.testing.assert_array_equal(out["text"]["loss_mask"].sum(1),
+                                [min(round(0.3 * n), n - 1) for n in TEXT_LENGTHS])
+  if embeddings:
+    assert set(out["embeddings"]) == {"image", "text", "audio"}
+    for m, z in out["embeddings"].items():
+      assert z.shape == (B, 128) and z.dtype == jnp.float32
+      norms = np.linalg.norm(z, axis=1)
+      if embeddings == "masked" and m == "audio":
+        # The 200-sample clip has 4 valid patches of 60; if masking hid them all, nothing is
+        # left to pool and its embedding is 0.
+        norms[2] = norms[2] or 1.0
+      np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+  else:
+    assert "embeddings" not in out
+  pairs = {"image_text", "image_audio", "text_audio"}
+  assert set(out["logit_scale"]) == set(out["logit_bias"]) == pairs
+  np.testing.assert_allclose(out["logit_scale"]["image_text"], 10.0, rtol=1e-5)
+  np.testing.assert_allclose(out["logit_bias"]["text_audio"], -10.0)
+  for leaf in jax.tree.leaves(out):
+    assert np.isfinite(np.asarray(leaf, np.float32)).all()
+
+
+@pytest.mark.parametrize("fusion,embeddings",
+                         [("separate", "clean"), ("separate", "masked"), ("joint", "clean")])
+def test_forward_shapes(request, batch, fusion, embeddings):
+  forward = request.getfixturevalue(fusion)
+  _check_outputs(forward(batch, embeddings), embeddings)
+
+
+def test_joint_with_masked_embeddings_is_a_user_error(joint, batch):
+  with pytest.raises(UserError, match="separate"):
+    joint(batch, "masked")
+
+
+def test_embed_matches_clean_embeddings(separate, batch):
+  z = jax.jit(lambda s, b: nnx.merge(separate.graphdef, s).embed(b))(separate.state, batch)
+  clean = separate(batch, "clean")["embeddings"]
+  for m in ("image", "text", "audio"):
+    np.testing.assert_allclose(z[m], clean[m], atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_outputs(batch):
+  forward = Forward(dtype="bfloat16")
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(forward.model, nnx.Param)))
+  out = forward(batch, "clean")
+  for leaf in jax.tree.leaves(out):
+    assert leaf.dtype in (jnp.float32, jnp.int32, jnp.bool_)
+  _check_outputs(out, "clean")
+
+
+def test_image_sees_text_only_in_joint_mode(separate, joint, batch):
+  other_text = dict(batch, text_ids=make_batch(seed=1)["text_ids"])
+  for forward, depends in ((separate, False), (joint, True)):
+    a = forward(batch, "clean")["image"]["pred"]
+    b = forward(other_text, "clean")["image"]["pred"]
+    assert (np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-4) == depends

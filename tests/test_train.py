@@ -1,0 +1,99 @@
+"""The training loop end to end (tiny model, built-in data) and its pieces."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmjax.data import loader
+from mmjax.parallel import mesh as mesh_lib
+from mmjax.train import metrics as metrics_lib
+from mmjax.train import optimizer
+from mmjax.train import trainer
+
+
+@pytest.fixture(scope="module")
+def trained(runlocal_config, tmp_path_factory):
+  """A 24-step run, then the same workdir resumed to 30 steps."""
+  config = runlocal_config.copy_and_resolve_references()
+  config.total_steps, config.log_every = 24, 1
+  config.checkpoint_every = config.eval_every = 12
+  workdir = str(tmp_path_factory.mktemp("run"))
+  trainer.train_and_evaluate(config, workdir)
+  first_rows = metrics_lib.read_jsonl(workdir)
+  config.total_steps = 30
+  final = trainer.train_and_evaluate(config, workdir)
+  return workdir, first_rows, metrics_lib.read_jsonl(workdir), final
+
+
+def _losses(rows):
+  return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+
+
+def test_loss_decreases(trained):
+  _, rows, _, _ = trained
+  losses = [loss for _, loss in _losses(rows)]
+  assert len(losses) == 24
+  assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_writes_checkpoints_metrics_and_pictures(trained):
+  workdir, _, _, final = trained
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["24", "30"]
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["total_steps"] == 30
+  pictures = os.listdir(os.path.join(workdir, "images"))
+  assert "reconstruction_000012.png" in pictures and "reconstruction_000030.png" in pictures
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  directions = {k.split("/")[2] for k in final if k.startswith("eval/retrieval/")}
+  assert directions == {f"{a}_to_{b}" for a in ("image", "text", "audio")
+                        for b in ("image", "text", "audio") if a != b}
+  assert all(0 <= v <= 1 for k, v in final.items() if "/r@" in k)
+
+
+def test_resume_continues_from_checkpoint(trained):
+  _, first_rows, all_rows, _ = trained
+  steps = [s for s, _ in _losses(all_rows)]
+  # The resumed run starts at step 25: nothing before it is trained (or logged) twice.
+  assert steps == list(range(1, 31))
+  resumed_first = dict(_losses(all_rows))[25]
+  initial = np.mean([loss for _, loss in _losses(first_rows)][:3])
+  assert resumed_first < initial  # Trained weights were restored, not re-initialized.
+
+
+def _one_step(config, info, batch, devices):
+  mesh = mesh_lib.make_mesh({"data": -1}, devices=devices)
+  tx, lr = optimizer.make(config.optimizer, config.total_steps)
+  with nnx.use_eager_sharding(False):
+    state = trainer.init_state(config, info, tx)
+  graphdef, _ = nnx.split(
+      mmt_model(config, info), nnx.Param)
+  shardings = mesh_lib.param_shardings(state, mesh)
+  state = jax.device_put(state, shardings)
+  step = jax.jit(lambda s, b: trainer.train_step(
+      s, b, graphdef=graphdef, tx=tx, lr_schedule=lr, config=config, modalities=info.modalities),
+      in_shardings=(shardings, mesh_lib.batch_sharding(mesh)))
+  new_state, metrics = step(state, mesh_lib.host_to_global(batch, mesh))
+  return jax.device_get(metrics), jax.device_get(new_state["params"])
+
+
+def mmt_model(config, info):
+  from mmjax.models import mmt
+  with nnx.use_eager_sharding(False):
+    return nnx.eval_shape(lambda: mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(0)))
+
+
+def test_train_step_same_on_8_devices_as_on_1(runlocal_config):
+  config = runlocal_config
+  info = loader.prepare(config.data)
+  batch = next(iter(loader.train_loader(config.data, info, global_batch_size=16, seed=0)))
+  assert len(jax.devices()) == 8
+  m1, p1 = _one_step(config, info, batch, jax.devices()[:1])
+  m8, p8 = _one_step(config, info, batch, jax.devices())
+  np.testing.assert_allclose(m8["train/loss"], m1["train/loss"], rtol=1e-5)
+  for name in m1:
+    np.testing.assert_allclose(m8[name], m1[name], rtol=1e-4, atol=1e-6, err_msg=name)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)
