@@ -61,15 +61,15 @@ class _QuietLibraries(logging.logging.Filter):
   """Orbax logs every step of every save at INFO; keep its warnings, drop the rest."""
 
   def filter(self, record):
-    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+    return record.levelno >= logging.logging.WARNING or "/orbax/" not in record.pathname
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  logging.logging.getLogger("absl").addFilter(_QuietLibraries())
   from mmjax.train import trainer  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_logger().addFilter(_QuietLibraries())
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:

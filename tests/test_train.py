@@ -1,14 +1,15 @@
 """The training loop end to end (tiny model, built-in data) and its pieces."""
+import functools
 import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from mmjax.data import loader
+from mmjax.models import mmt
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import optimizer
@@ -65,25 +66,19 @@ def test_resume_continues_from_checkpoint(trained):
 
 
 def _one_step(config, info, batch, devices):
+  """Initializes and takes one train step on a data-parallel mesh over `devices`."""
   mesh = mesh_lib.make_mesh({"data": -1}, devices=devices)
   tx, lr = optimizer.make(config.optimizer, config.total_steps)
   with nnx.use_eager_sharding(False):
     state = trainer.init_state(config, info, tx)
-  graphdef, _ = nnx.split(
-      mmt_model(config, info), nnx.Param)
+    graphdef, _ = nnx.split(mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(0)),
+                            nnx.Param)
   shardings = mesh_lib.param_shardings(state, mesh)
-  state = jax.device_put(state, shardings)
-  step = jax.jit(lambda s, b: trainer.train_step(
-      s, b, graphdef=graphdef, tx=tx, lr_schedule=lr, config=config, modalities=info.modalities),
-      in_shardings=(shardings, mesh_lib.batch_sharding(mesh)))
-  new_state, metrics = step(state, mesh_lib.host_to_global(batch, mesh))
+  step = jax.jit(functools.partial(trainer.train_step, graphdef=graphdef, tx=tx, lr_schedule=lr,
+                                   config=config, modalities=info.modalities),
+                 in_shardings=(shardings, mesh_lib.batch_sharding(mesh)))
+  new_state, metrics = step(jax.device_put(state, shardings), mesh_lib.host_to_global(batch, mesh))
   return jax.device_get(metrics), jax.device_get(new_state["params"])
-
-
-def mmt_model(config, info):
-  from mmjax.models import mmt
-  with nnx.use_eager_sharding(False):
-    return nnx.eval_shape(lambda: mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(0)))
 
 
 def test_train_step_same_on_8_devices_as_on_1(runlocal_config):

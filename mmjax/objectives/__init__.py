@@ -19,8 +19,17 @@ def available():
   return sorted(names)
 
 
+def modality(name):
+  """The modality a masked-modeling objective reconstructs (its module's MODALITY), or None."""
+  return getattr(_module(name), "MODALITY", None)
+
+
 def get(name):
   """The `loss` function of objective module `name`."""
+  return _module(name).loss
+
+
+def _module(name):
   module = None
   if name.isidentifier():
     try:
@@ -31,4 +40,4 @@ def get(name):
   if module is None or not hasattr(module, "loss"):
     raise UserError(f"Unknown objective {name!r} (config.objectives.{name}); available: "
                     f"{available()}.")
-  return module.loss
+  return module

@@ -36,7 +36,7 @@ def mask_ratios(objectives_cfg, modalities):
   """{modality: mask ratio} for every switched-on masked-modeling objective."""
   ratios = {}
   for name, cfg in objectives_cfg.items():
-    modality = validate.masked_modality(name)
+    modality = objectives.modality(name)
     if modality in modalities and cfg.weight > 0:
       ratios[modality] = cfg.mask_ratio
   return ratios
@@ -196,7 +196,8 @@ def train_and_evaluate(config, workdir):
     if step % config.eval_every == 0 or step == config.total_steps:
       eval_metrics = run_evals(step)
       progress.write(f"step {step}: " + ", ".join(
-          f"{k.split('/', 1)[1]}={v:.3f}" for k, v in eval_metrics.items() if "r@1" in k))
+          f"{k.split('/')[-2]} {k.split('/')[-1]}={v:.3f}"
+          for k, v in eval_metrics.items() if k.endswith("r@1")))
       last_time = time.perf_counter()  # Evals are not training throughput.
   progress.close()
 
@@ -207,6 +208,9 @@ def train_and_evaluate(config, workdir):
   mngr.close()
   writer.close()
   if jax.process_index() == 0 and any(k.startswith("eval/retrieval/") for k in eval_metrics):
-    print("\nZero-shot retrieval on the test split (hit = same digit):")
+    print(f"\nZero-shot retrieval on the {config.evals.retrieval.split} split, step "
+          f"{max(start_step, config.total_steps)} (a hit is an item of the same class):")
     print(retrieval.table(eval_metrics))
+    print(f"Metrics: {workdir}/metrics.jsonl; pictures: {workdir}/images/; "
+          f"TensorBoard: {workdir}/tensorboard/")
   return eval_metrics

@@ -7,15 +7,10 @@ when the flags are parsed.
 import os
 import tempfile
 
+from mmjax import objectives as objective_lib
 from mmjax.errors import UserError
 from mmjax.models import sizes
 
-
-
-def masked_modality(objective_name):
-  """`masked_<modality>` objectives reconstruct that modality; others return None."""
-  prefix = "masked_"
-  return objective_name[len(prefix):] if objective_name.startswith(prefix) else None
 
 
 def _check(ok, key, value, expected):
@@ -52,6 +47,7 @@ def check_config(config):
 
   objectives = config.objectives
   for name, obj in objectives.items():
+    objective_lib.get(name)  # An unknown objective name fails here, listing the known ones.
     _check(obj.weight >= 0, f"objectives.{name}.weight", obj.weight, ">= 0 (0 switches it off)")
     if "mask_ratio" in obj:
       _check(0 <= obj.mask_ratio < 1, f"objectives.{name}.mask_ratio", obj.mask_ratio,
@@ -71,7 +67,7 @@ def check_config(config):
 def check_modalities(config, info):
   """Objectives must only ask for modalities the dataset has."""
   for name, obj in config.objectives.items():
-    modality = masked_modality(name)
+    modality = objective_lib.modality(name)
     if modality and obj.weight > 0 and modality not in info.modalities:
       raise UserError(f"config.objectives.{name} needs {modality!r}, but dataset "
                       f"{info.name!r} has only {list(info.modalities)}; set its weight to 0.")
