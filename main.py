@@ -5,6 +5,7 @@ r"""mmjax entry point: flags only; the work happens in mmjax.train.trainer.
       --config.batch_size=32
 """
 import difflib
+import importlib.util
 import os
 import sys
 
@@ -25,9 +26,19 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _load_config_file(argv):
+  """The config that `--config=path[:arg]` in argv names, without the overrides."""
+  spec = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_user_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
 def _unknown_override(argv):
   """The first `--config.a.b=v` in argv whose key the config lacks, with a suggestion."""
-  config = _CONFIG.value
+  config = _load_config_file(argv)
   for arg in argv:
     if not arg.startswith("--config."):
       continue
@@ -47,9 +58,10 @@ def _parse_flags(argv):
   rather than a traceback from inside ml_collections."""
   try:
     return flags.FLAGS(argv)
+  except UserError as e:  # From a config file's get_config(arg).
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   except (AttributeError, KeyError):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS([a for a in argv if not a.startswith("--config.")])
     message = _unknown_override(argv)
     if message is None:
       raise

@@ -3,6 +3,8 @@ import os
 
 import ml_collections
 
+from mmjax.errors import UserError
+
 
 def parse_arg(arg, **defaults):
   """Parses `configs/x.py:arg` strings such as "runlocal,size=S,fusion=joint".
@@ -14,12 +16,12 @@ def parse_arg(arg, **defaults):
   for part in filter(None, (arg or "").split(",")):
     name, eq, value = part.partition("=")
     if name not in defaults:
-      raise ValueError(
+      raise UserError(
           f"Unknown config argument {name!r}; this config takes {sorted(defaults)}.")
     default = defaults[name]
     if not eq:
       if not isinstance(default, bool):
-        raise ValueError(f"Config argument {name!r} needs a value: {name}=...")
+        raise UserError(f"Config argument {name!r} needs a value: {name}=...")
       parsed[name] = True
     elif isinstance(default, bool):
       parsed[name] = value.lower() in ("1", "true", "yes")

@@ -54,5 +54,6 @@ def test_unknown_config_key_from_the_command_line(tmp_path):
 def test_unknown_config_argument(tmp_path):
   result = _run_main("--config=configs/pretrain_digits.py:runlocal,sise=S",
                      f"--workdir={tmp_path}")
-  assert result.returncode != 0
+  assert result.returncode == 2
   assert "Unknown config argument 'sise'" in result.stderr
+  assert "Traceback" not in result.stderr
