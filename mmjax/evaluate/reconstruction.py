@@ -10,6 +10,7 @@ from mmjax.objectives import masked_modeling
 from mmjax.parallel import mesh as mesh_lib
 
 _UPSCALE = 16  # 8x8 digits are too small to see at 1:1.
+_BORDER = 2
 
 
 def _to_uint8(images_bhwc):
@@ -51,8 +52,11 @@ class Evaluator:
     batch = {k: v for k, v in batch.items() if k in ("image", "text_ids", "text_mask")}
     columns, mse = jax.device_get(self._forward(state, mesh_lib.host_to_global(batch, self.mesh)))
     n = self.cfg.num_images
-    grid = einops.rearrange(np.stack([_to_uint8(c[:n]) for c in columns]),
-                            "col row h w c -> (row h) (col w) c")
-    grid = grid.repeat(_UPSCALE, axis=0).repeat(_UPSCALE, axis=1)
+    tiles = np.stack([_to_uint8(c[:n]) for c in columns])  # [col, row, h, w, c]
+    tiles = tiles.repeat(_UPSCALE, axis=2).repeat(_UPSCALE, axis=3)
+    # A white frame around each tile, so neighbouring digits do not run together.
+    tiles = np.pad(tiles, ((0, 0), (0, 0), (_BORDER,) * 2, (_BORDER,) * 2, (0, 0)),
+                   constant_values=255)
+    grid = einops.rearrange(tiles, "col row h w c -> (row h) (col w) c")
     writer.write_png(step, self.name, grid)
     return {f"eval/{self.name}/masked_mse": float(mse)}
