@@ -29,6 +29,9 @@ class Evaluator:
   def __init__(self, cfg, *, name, config, info, mesh):
     self.cfg, self.name, self.data_cfg, self.info, self.mesh = cfg, name, config.data, info, mesh
     self._embed = None
+    # Round up so the batch splits evenly over the data axes (filler rows are marked invalid).
+    dp = mesh_lib.data_parallel_size(mesh)
+    self._batch_size = -(-cfg.batch_size // dp) * dp
 
   def embed_split(self, model):
     """Returns ({modality: f32[N,E]}, labels int32[N]) for the evaluator's split."""
@@ -38,7 +41,7 @@ class Evaluator:
                             out_shardings=mesh_lib.replicated(self.mesh))
     chunks, labels = [], []
     for batch in loader.split_batches(self.data_cfg, self.info, self.cfg.split,
-                                      self.cfg.batch_size):
+                                      self._batch_size):
       valid = batch.pop("valid")
       labels.append(batch.pop("label")[valid])
       z = jax.device_get(self._embed(state, mesh_lib.host_to_global(batch, self.mesh)))

@@ -1,0 +1,26 @@
+"""Retrieval metrics on hand-checkable embeddings."""
+import numpy as np
+
+from mmjax.evaluate import retrieval
+
+
+def test_recall_at_k_by_hand():
+  # Queries on the unit circle; candidates at known angles with known labels.
+  angle = lambda deg: [np.cos(np.radians(deg)), np.sin(np.radians(deg))]
+  candidates = np.array([angle(0), angle(10), angle(90), angle(180), angle(270)])
+  candidate_labels = np.array([0, 1, 1, 2, 3])
+  queries = np.array([angle(1), angle(8), angle(175), angle(300)])
+  query_labels = np.array([0, 0, 3, 3])
+  # Query 0: nearest is 0° (label 0): hit at 1.
+  # Query 1: nearest is 10° (label 1), then 0° (label 0): miss at 1, hit at 2.
+  # Query 2: 180° (2), 90° (1), 270° (3) ...: hit only from k=3.
+  # Query 3: 270° (3): hit at 1.
+  r = retrieval.recall_at_k(queries, candidates, query_labels, candidate_labels, ks=(1, 2, 3))
+  assert r == {1: 0.5, 2: 0.75, 3: 1.0}
+
+
+def test_table_lists_every_direction():
+  metrics = {f"eval/retrieval/{d}/r@{k}": 0.5 for d in ("image_to_text", "text_to_image")
+             for k in retrieval.KS}
+  lines = retrieval.table(metrics).splitlines()
+  assert [line.split()[0] for line in lines[1:]] == ["image_to_text", "text_to_image"]
