@@ -135,15 +135,25 @@ class Decoder(nnx.Module):
     return self.heads[modality](y_bnd).astype(jnp.float32)
 
 
+def check_config(config):
+  """Raises UserError naming the key for a model config that cannot work (`config.model`)."""
+  if config.size not in sizes.SIZES:
+    raise UserError(f"config.model.size={config.size!r} is unknown: choose one of "
+                    f"{list(sizes.SIZES)}.")
+  for key, allowed in (("fusion", ("separate", "joint")), ("dtype", ("float32", "bfloat16"))):
+    if config[key] not in allowed:
+      raise UserError(f"config.model.{key}={config[key]!r}: use one of {list(allowed)}.")
+  if config.audio.frontend not in ("logmel", "waveform"):
+    raise UserError(f"config.model.audio.frontend={config.audio.frontend!r}: use 'logmel' or "
+                    "'waveform'.")
+
+
 class MultimodalTransformer(nnx.Module):
   """See the module docstring. `info` gives the dataset's modalities and static shapes."""
 
   def __init__(self, config, info, *, rngs):
+    check_config(config)
     size = sizes.get(config.size)
-    if config.fusion not in ("separate", "joint"):
-      raise UserError(f"config.model.fusion={config.fusion!r}: use 'separate' or 'joint'.")
-    if config.dtype not in ("float32", "bfloat16"):
-      raise UserError(f"config.model.dtype={config.dtype!r}: use 'float32' or 'bfloat16'.")
     dtype = jnp.dtype(config.dtype)
     unknown = set(info.modalities) - set(MODALITIES)
     if unknown:

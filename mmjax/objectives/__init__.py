@@ -24,6 +24,13 @@ def modality(name):
   return getattr(_module(name), "MODALITY", None)
 
 
+def check_config(name, cfg):
+  """Runs objective `name`'s own config checks, if its module has any (`check_config(cfg)`)."""
+  module = _module(name)  # An unknown name fails here, listing the known ones.
+  if hasattr(module, "check_config"):
+    module.check_config(cfg)
+
+
 def get(name):
   """The `loss` function of objective module `name`."""
   return _module(name).loss

@@ -34,14 +34,21 @@ def siglip(z_a, z_b, scale, bias):
   return -jax.nn.log_sigmoid(labels * logits).sum() / logits.shape[0]
 
 
+def check_config(cfg):
+  """Raises UserError naming the key for a bad `config.objectives.contrastive`."""
+  for key, allowed in (("type", ("infonce", "siglip")), ("view", ("clean", "masked"))):
+    if cfg[key] not in allowed:
+      raise UserError(f"config.objectives.contrastive.{key}={cfg[key]!r}: use one of "
+                      f"{list(allowed)}.")
+
+
 def loss(outputs, cfg):
   """Mean over the pairs of modalities with embeddings; metrics per pair (e.g. 'image_text')."""
   z = outputs.get("embeddings")
   if not z:
     raise UserError("The contrastive objective needs embeddings: call the model with "
                     "embeddings='clean' or 'masked'.")
-  if cfg.type not in ("infonce", "siglip"):
-    raise UserError(f"config.objectives.contrastive.type={cfg.type!r}: use 'infonce' or 'siglip'.")
+  check_config(cfg)
   pairs = [p for p in outputs["logit_scale"] if all(m in z for m in p.split("_"))]
   if not pairs:
     raise UserError(f"The contrastive objective needs two modalities, got {list(z)}.")

@@ -9,7 +9,7 @@ import tempfile
 
 from mmjax import objectives as objective_lib
 from mmjax.errors import UserError
-from mmjax.models import sizes
+from mmjax.models import mmt
 
 
 
@@ -34,32 +34,20 @@ def check_config(config):
     _check(0 <= opt[key] < 1, f"optimizer.{key}", opt[key], "in [0, 1)")
   _check(opt.grad_clip > 0, "optimizer.grad_clip", opt.grad_clip, "a positive norm")
 
-  model = config.model
-  if model.size not in sizes.SIZES:
-    raise UserError(f"config.model.size={model.size!r} is unknown: choose one of "
-                    f"{list(sizes.SIZES)}.")
-  _check(model.fusion in ("separate", "joint"), "model.fusion", model.fusion,
-         "'separate' or 'joint'")
-  _check(model.dtype in ("float32", "bfloat16"), "model.dtype", model.dtype,
-         "'float32' or 'bfloat16'")
-  _check(model.audio.frontend in ("logmel", "waveform"), "model.audio.frontend",
-         model.audio.frontend, "'logmel' or 'waveform'")
+  mmt.check_config(config.model)
 
   objectives = config.objectives
   for name, obj in objectives.items():
-    objective_lib.get(name)  # An unknown objective name fails here, listing the known ones.
+    objective_lib.check_config(name, obj)
     _check(obj.weight >= 0, f"objectives.{name}.weight", obj.weight, ">= 0 (0 switches it off)")
     if "mask_ratio" in obj:
       _check(0 <= obj.mask_ratio < 1, f"objectives.{name}.mask_ratio", obj.mask_ratio,
              "in [0, 1): the fraction of tokens hidden")
   if not any(obj.weight > 0 for obj in objectives.values()):
     raise UserError("config.objectives: every weight is 0, so there is nothing to train.")
-  contrastive = objectives.contrastive
-  _check(contrastive.type in ("infonce", "siglip"), "objectives.contrastive.type",
-         contrastive.type, "'infonce' or 'siglip'")
-  _check(contrastive.view in ("clean", "masked"), "objectives.contrastive.view",
-         contrastive.view, "'clean' or 'masked'")
-  if contrastive.weight > 0 and contrastive.view == "masked" and model.fusion == "joint":
+  contrastive = objectives.get("contrastive")
+  if (contrastive and contrastive.weight > 0 and contrastive.view == "masked"
+      and config.model.fusion == "joint"):
     raise UserError("config.objectives.contrastive.view='masked' needs model.fusion='separate': "
                     "in a joint sequence each modality's tokens have seen the others.")
 
