@@ -33,3 +33,27 @@ def parse_arg(arg, **defaults):
 def default_data_dir():
   """Where built datasets live unless `--config.data.dir` says otherwise."""
   return os.environ.get("MMJAX_DATA_DIR", os.path.expanduser("~/mmjax_data"))
+
+
+# Mesh shapes of the named sharding strategies (mmjax/parallel/sharding.py); -1 takes the rest
+# of the devices. Override any size with --config.mesh.<axis>=N.
+STRATEGY_MESHES = {
+    "data_parallel": {"data": -1, "fsdp": 1, "tensor": 1},
+    "fsdp": {"data": 1, "fsdp": -1, "tensor": 1},
+    "fsdp_tensor": {"data": 1, "fsdp": -1, "tensor": 2},
+}
+
+
+def parallel_config(strategy="data_parallel"):
+  """(config.mesh, config.parallel) for a named sharding strategy: the overlay every
+  training config applies (`strategy=` in its argument)."""
+  from mmjax.parallel import sharding  # pylint: disable=g-import-not-at-top
+  if strategy not in STRATEGY_MESHES:
+    raise UserError(f"Unknown strategy {strategy!r}: use one of {list(STRATEGY_MESHES)}.")
+  mesh = ml_collections.ConfigDict(STRATEGY_MESHES[strategy])
+  parallel = ml_collections.ConfigDict(dict(
+      loop="jit",  # 'jit' (any mesh) or 'pmap' (data parallel, replicated parameters).
+      grad_accum_steps=1,  # Micro-batches per step (exact for contrastive losses: GradCache).
+      rules=sharding.strategy_rules(strategy),  # Logical axis -> mesh axes.
+  ))
+  return mesh, parallel

@@ -13,6 +13,8 @@ Variants (`configs/pretrain_digits.py:ARGS`, comma separated):
   fusion=joint       M3AE-style joint sequence for masked modeling (default: separate, VATT-style).
   contrastive=siglip sigmoid contrastive loss (default: infonce).
   audio=waveform     VATT-style raw-waveform audio frames (default: logmel).
+  strategy=fsdp      sharding strategy: data_parallel (default), fsdp, fsdp_tensor
+                     (mmjax/parallel/sharding.py); sets config.mesh and config.parallel.rules.
 """
 import ml_collections
 
@@ -22,12 +24,13 @@ from mmjax.models import mmt
 
 # Every variant above; tests/test_configs.py checks each one.
 VARIANTS = ("", "runlocal", "size=S", "fusion=joint", "contrastive=siglip", "audio=waveform",
+            "strategy=fsdp", "strategy=fsdp_tensor",
             "runlocal,fusion=joint,contrastive=siglip,audio=waveform")
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, runlocal=False, size="tiny", fusion="separate",
-                         contrastive="infonce", audio="logmel")
+                         contrastive="infonce", audio="logmel", strategy="data_parallel")
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.total_steps = 800
@@ -36,7 +39,7 @@ def get_config(arg=None):
   config.eval_every = 200
   config.checkpoint_every = 200
   config.keep_checkpoints = 2
-  config.mesh = ml_collections.ConfigDict({"data": -1})
+  config.mesh, config.parallel = common.parallel_config(arg.strategy)
   config.init_from = ""
 
   config.data = loader.default_config()
@@ -60,7 +63,7 @@ def get_config(arg=None):
   config.objectives.masked_audio = ml_collections.ConfigDict(
       dict(weight=1.0, mask_ratio=0.75, norm_targets=True))
   config.objectives.contrastive = ml_collections.ConfigDict(
-      dict(weight=1.0, type=arg.contrastive, view="clean"))
+      dict(weight=1.0, type=arg.contrastive, view="clean", impl="dense"))
 
   config.optimizer = ml_collections.ConfigDict(dict(
       lr=1e-3, warmup_steps=100, min_lr_ratio=0.01, weight_decay=0.05,

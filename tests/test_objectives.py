@@ -17,7 +17,7 @@ from mmjax.objectives import contrastive, masked_modeling, masking
 @pytest.mark.parametrize("num_tokens,ratio", [(16, 0.75), (60, 0.75), (16, 0.0), (10, 0.33)])
 def test_random_keep_exact_count_and_inverse(num_tokens, ratio):
   b = 5
-  keep_bk, restore_bn = masking.random_keep(jax.random.key(1), b, num_tokens, ratio)
+  keep_bk, restore_bn = masking.random_keep(jax.random.split(jax.random.key(1), b), num_tokens, ratio)
   k = num_tokens - round(ratio * num_tokens)
   assert keep_bk.shape == (b, k)
   for row_keep, row_restore in zip(np.asarray(keep_bk), np.asarray(restore_bn)):
@@ -38,7 +38,8 @@ def test_random_keep_exact_count_and_inverse(num_tokens, ratio):
 def test_hide_valid_exact_count_among_valid(ratio):
   lengths = np.array([16, 10, 7, 3, 2, 1])
   valid = np.arange(16)[None] < lengths[:, None]
-  hidden = np.asarray(masking.hide_valid(jax.random.key(2), jnp.asarray(valid), ratio))
+  hidden = np.asarray(masking.hide_valid(jax.random.split(jax.random.key(2), len(valid)),
+                                             jnp.asarray(valid), ratio))
   expected = [min(round(ratio * n), n - 1) for n in lengths]
   np.testing.assert_array_equal(hidden.sum(1), expected)
   assert not (hidden & ~valid).any()  # Padding is never hidden.
@@ -84,9 +85,9 @@ def test_masked_image_uses_normalized_targets():
   target = rng.uniform(-1, 1, (2, 4, 12)).astype(np.float32)
   out = {"image": {"pred": masked_modeling.normalize_patches(target), "target": target,
                    "loss_mask": np.ones((2, 4), bool)}}
-  loss_fn = objectives.get("masked_image")
-  assert loss_fn(out, ConfigDict(dict(weight=1.0, mask_ratio=0.75, norm_targets=True)))[0] < 1e-10
-  assert loss_fn(out, ConfigDict(dict(weight=1.0, mask_ratio=0.75, norm_targets=False)))[0] > 0.1
+  loss_fn = lambda cfg: masked_modeling.mean(objectives.get("masked_image")(out, cfg).sums["loss"])
+  assert loss_fn(ConfigDict(dict(weight=1.0, mask_ratio=0.75, norm_targets=True))) < 1e-10
+  assert loss_fn(ConfigDict(dict(weight=1.0, mask_ratio=0.75, norm_targets=False))) > 0.1
 
 
 # -- contrastive ------------------------------------------------------------------------------
@@ -143,12 +144,14 @@ def test_contrastive_loss_is_mean_over_pairs(kind):
   pairs = ("image_text", "image_audio", "text_audio")
   outputs = {"embeddings": z, "logit_scale": {p: 10.0 for p in pairs},
              "logit_bias": {p: -10.0 for p in pairs}}
-  loss, metrics = objectives.get("contrastive")(
-      outputs, ConfigDict(dict(weight=1.0, type=kind, view="clean")))
-  np.testing.assert_allclose(loss, np.mean([metrics[p] for p in pairs]), rtol=1e-6)
+  terms = objectives.get("contrastive")(
+      outputs, ConfigDict(dict(weight=1.0, type=kind, view="clean", impl="dense")))
+  mean = {k: masked_modeling.mean(v) for k, v in terms.sums.items()}
+  np.testing.assert_allclose(mean["loss"], np.mean([mean[p] for p in pairs]), rtol=1e-6)
   one = contrastive.infonce if kind == "infonce" else (
       lambda a, b, s: contrastive.siglip(a, b, s, -10.0))
-  np.testing.assert_allclose(metrics["image_audio"], one(z["image"], z["audio"], 10.0), rtol=1e-6)
+  np.testing.assert_allclose(mean["image_audio"], one(z["image"], z["audio"], 10.0), rtol=1e-6)
+  assert terms.values["image_text/logit_scale"] == 10.0
 
 
 # -- registry ---------------------------------------------------------------------------------

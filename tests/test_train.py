@@ -1,18 +1,11 @@
 """The training loop end to end (tiny model, built-in data) and its pieces."""
-import functools
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-from mmjax.data import loader
-from mmjax.models import mmt
-from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import metrics as metrics_lib
-from mmjax.train import optimizer
 from mmjax.train import trainer
 
 
@@ -63,32 +56,3 @@ def test_resume_continues_from_checkpoint(trained):
   resumed_first = dict(_losses(all_rows))[25]
   initial = np.mean([loss for _, loss in _losses(first_rows)][:3])
   assert resumed_first < initial  # Trained weights were restored, not re-initialized.
-
-
-def _one_step(config, info, batch, devices):
-  """Initializes and takes one train step on a data-parallel mesh over `devices`."""
-  mesh = mesh_lib.make_mesh({"data": -1}, devices=devices)
-  tx, lr = optimizer.make(config.optimizer, config.total_steps)
-  with nnx.use_eager_sharding(False):
-    state = trainer.init_state(config, info, tx)
-    graphdef, _ = nnx.split(mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(0)),
-                            nnx.Param)
-  shardings = mesh_lib.param_shardings(state, mesh)
-  step = jax.jit(functools.partial(trainer.train_step, graphdef=graphdef, tx=tx, lr_schedule=lr,
-                                   config=config, modalities=info.modalities),
-                 in_shardings=(shardings, mesh_lib.batch_sharding(mesh)))
-  new_state, metrics = step(jax.device_put(state, shardings), mesh_lib.host_to_global(batch, mesh))
-  return jax.device_get(metrics), jax.device_get(new_state["params"])
-
-
-def test_train_step_same_on_8_devices_as_on_1(runlocal_config):
-  config = runlocal_config
-  info = loader.prepare(config.data)
-  batch = next(iter(loader.train_loader(config.data, info, global_batch_size=16, seed=0)))
-  assert len(jax.devices()) == 8
-  m1, p1 = _one_step(config, info, batch, jax.devices()[:1])
-  m8, p8 = _one_step(config, info, batch, jax.devices())
-  np.testing.assert_allclose(m8["train/loss"], m1["train/loss"], rtol=1e-5)
-  for name in m1:
-    np.testing.assert_allclose(m8[name], m1[name], rtol=1e-4, atol=1e-6, err_msg=name)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)

@@ -229,13 +229,35 @@ def _shard(process_index, process_count):
           jax.process_count() if process_count is None else process_count)
 
 
+class _ProcessRows(grain.MapDataset):
+  """This process's rows of every global batch: element j is element
+  (j // b) * B + p * b + j % b of the global stream (B global, b = B / P per process)."""
+
+  def __init__(self, parent, global_batch_size, process_index, process_count):
+    super().__init__(parent)
+    self._global = global_batch_size
+    self._local = global_batch_size // process_count
+    self._offset = process_index * self._local
+
+  def __len__(self):
+    return len(self._parent) // self._global * self._local
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(index, self._local)
+    return self._parent[batch * self._global + self._offset + row]
+
+
 def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
                  process_count=None):
-  """An endless, shuffled, process-sharded grain DataLoader over the train split.
+  """An endless, shuffled stream of this process's share of every global batch.
 
-  Each process reads a disjoint shard and yields batches of global_batch_size // process_count
-  examples. The order and the augmentation depend only on `seed` and the process's shard, and
-  `iter(loader)` is a grain DataLoaderIterator whose get_state()/set_state() resume it exactly.
+  The global stream (shuffle order, epochs and augmentation) depends only on `seed`: global
+  batch t is stream elements [t*B, (t+1)*B), and process p reads, decodes and preprocesses only
+  its rows [p*B/P, (p+1)*B/P) of it. So every process count and every mesh sees the same global
+  batches, and a run can resume on a different number of hosts. `iter(loader)` is a grain
+  DatasetIterator whose get_state()/set_state() resume it exactly.
   """
   process_index, process_count = _shard(process_index, process_count)
   if not 0 <= seed < 2**32:
@@ -243,23 +265,24 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
   if global_batch_size % process_count:
     raise UserError(f"batch_size={global_batch_size} must be divisible by the number of "
                     f"processes ({process_count}).")
-  # No remainder dropped: shards may differ by one example, but every example is seen.
-  shard = grain.sharding.ShardOptions(shard_index=process_index, shard_count=process_count,
-                                      drop_remainder=False)
   source = data_source(data_cfg, "train")
-  if len(source) < process_count:
-    raise UserError(f"{info.name} train split has {len(source)} examples, fewer than the "
-                    f"{process_count} processes; use a larger dataset (data.max_images).")
-  operations = _transforms(info, augment=bool(data_cfg.augment)) + [
-      grain.transforms.Batch(global_batch_size // process_count, drop_remainder=True)]
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=seed)
+  if len(source) < global_batch_size:
+    raise UserError(f"{info.name} train split has {len(source)} examples, fewer than "
+                    f"batch_size={global_batch_size}; use a larger dataset (data.max_images).")
+  # A fresh permutation of the whole split every epoch (repeat reseeds the shuffle per epoch);
+  # random ops are seeded by the element's position in the global stream.
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+  for transform in _transforms(info, augment=bool(data_cfg.augment)):
+    ds = (ds.random_map(transform, seed=seed) if isinstance(transform, _RandomMap)
+          else ds.map(transform))
+  ds = _ProcessRows(ds, global_batch_size, process_index, process_count)
+  ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   # grain's default 16 reader threads fight over the GIL for records that take microseconds to
   # read (1.5x slower here); data.num_workers processes are the way to scale up.
-  read_options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=64)
-  return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                          shard_options=shard, worker_count=data_cfg.num_workers,
-                          read_options=read_options)
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=64))
+  if data_cfg.num_workers:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.num_workers))
+  return ds
 
 
 def split_batches(data_cfg, info, split, batch_size):

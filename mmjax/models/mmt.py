@@ -22,8 +22,8 @@ from mmjax.errors import UserError
 from mmjax.models import posemb
 from mmjax.models import sizes
 from mmjax.models import tokenizers
-from mmjax.models.transformer import (EMBED_INIT, Block, Encoder, layer_norm, linear,
-                                      partitioned)
+from mmjax.models.transformer import (EMBED_INIT, REMAT_POLICIES, Encoder, Stack, layer_norm,
+                                      linear, partitioned)
 from mmjax.objectives import masking
 
 MODALITIES = ("image", "text", "audio")
@@ -36,7 +36,9 @@ def default_config():
       name="mmt",
       size="tiny",
       fusion="separate",  # 'separate' (VATT) or 'joint' (M3AE) for masked modeling.
-      dtype="float32",  # Compute dtype; parameters are always float32.
+      dtype="float32",  # Compute dtype ('bfloat16' on accelerators); parameters stay float32.
+      scan_layers=False,  # Scan over stacked blocks: compile time flat in depth.
+      remat="none",  # Per block: 'none', 'full' (keep only its input) or 'dots' (matmuls).
       embed_dim=128,  # Width of the contrastive embeddings.
       logit_scale_init=10.0,  # 1 / temperature.
       logit_bias_init=-10.0,  # SigLIP's bias; unused by InfoNCE.
@@ -98,7 +100,8 @@ class Decoder(nnx.Module):
   token, adds fixed sin-cos positions and a modality-type vector, and predicts with one output
   head per modality."""
 
-  def __init__(self, width, size, modalities, out_dims, *, dtype, rngs):
+  def __init__(self, width, size, modalities, out_dims, *, dtype, rngs, scan=False,
+               remat="none"):
     dw = size.decoder_width
     self.modalities = tuple(modalities)
     self.width = dw
@@ -106,8 +109,8 @@ class Decoder(nnx.Module):
     self.mask_token = nnx.Param(partitioned(EMBED_INIT, "embed")(rngs.params(), (dw,)))
     self.type_embed = nnx.Param(partitioned(EMBED_INIT, None, "embed")(
         rngs.params(), (len(self.modalities), dw)))
-    self.blocks = nnx.List([Block(dw, size.decoder_heads, 4 * dw, dtype=dtype, rngs=rngs)
-                            for _ in range(size.decoder_depth)])
+    self.blocks = Stack(dw, size.decoder_depth, size.decoder_heads, 4 * dw, dtype=dtype,
+                        rngs=rngs, scan=scan, remat=remat)
     self.norm = layer_norm(dw, dtype=dtype, rngs=rngs)
     self.heads = nnx.Dict({
         m: linear(dw, out_dims[m], ("embed", "vocab" if m == "text" else "patch"),
@@ -127,9 +130,7 @@ class Decoder(nnx.Module):
     return y + pos.astype(y.dtype) + type_d.astype(y.dtype)
 
   def __call__(self, y_bnd, valid_bn):
-    for block in self.blocks:
-      y_bnd = block(y_bnd, valid_bn)
-    return self.norm(y_bnd)
+    return self.norm(self.blocks(y_bnd, valid_bn))
 
   def predict(self, modality, y_bnd):
     return self.heads[modality](y_bnd).astype(jnp.float32)
@@ -140,7 +141,8 @@ def check_config(config):
   if config.size not in sizes.SIZES:
     raise UserError(f"config.model.size={config.size!r} is unknown: choose one of "
                     f"{list(sizes.SIZES)}.")
-  for key, allowed in (("fusion", ("separate", "joint")), ("dtype", ("float32", "bfloat16"))):
+  for key, allowed in (("fusion", ("separate", "joint")), ("dtype", ("float32", "bfloat16")),
+                       ("remat", tuple(REMAT_POLICIES))):
     if config[key] not in allowed:
       raise UserError(f"config.model.{key}={config[key]!r}: use one of {list(allowed)}.")
   if config.audio.frontend not in ("logmel", "waveform"):
@@ -164,11 +166,13 @@ class MultimodalTransformer(nnx.Module):
     self.tokenizers = nnx.Dict({
         m: tokenizers.make(m, config, info, size.width, dtype=dtype, rngs=rngs)
         for m in self.modalities})
+    stack = dict(scan=config.scan_layers, remat=config.remat)
     self.encoder = Encoder(size.width, size.depth, size.num_heads, size.mlp_dim,
-                           dtype=dtype, rngs=rngs)
+                           dtype=dtype, rngs=rngs, **stack)
     out_dims = {m: info.vocab_size if m == "text" else self.tokenizers[m].patch_dim
                 for m in self.modalities}
-    self.decoder = Decoder(size.width, size, self.modalities, out_dims, dtype=dtype, rngs=rngs)
+    self.decoder = Decoder(size.width, size, self.modalities, out_dims, dtype=dtype, rngs=rngs,
+                           **stack)
     self.projections = nnx.Dict({
         m: Projection(size.width, config.embed_dim, dtype=dtype, rngs=rngs)
         for m in self.modalities})
@@ -187,13 +191,13 @@ class MultimodalTransformer(nnx.Module):
     return tuple(m for m in self.modalities
                  if self.tokenizers[m].input_key in batch)
 
-  def _hide(self, modality, tokens, key, ratio):
-    """Chooses the visible part of one modality's tokens."""
-    b, n = tokens.valid.shape
+  def _hide(self, modality, tokens, keys_b, ratio):
+    """Chooses the visible part of one modality's tokens (row b drawn from keys_b[b])."""
+    n = tokens.valid.shape[1]
     if modality == "text":
-      hidden = masking.hide_valid(key, tokens.valid, ratio)
+      hidden = masking.hide_valid(keys_b, tokens.valid, ratio)
       return Visible(tokens.x, tokens.valid & ~hidden, hidden, None)
-    keep_bk, restore_bn = masking.random_keep(key, b, n, ratio)
+    keep_bk, restore_bn = masking.random_keep(keys_b, n, ratio)
     return Visible(masking.gather_tokens(tokens.x, keep_bk),
                    masking.gather_tokens(tokens.valid, keep_bk),
                    masking.hidden_from_restore(restore_bn, keep_bk.shape[1]), restore_bn)
@@ -236,7 +240,8 @@ class MultimodalTransformer(nnx.Module):
     Args:
       batch: dict with any of image uint8[B,H,W,C]; text_ids int32[B,L], text_mask bool[B,L];
         audio f32[B,T], audio_mask bool[B,T].
-      key: PRNG key for the masking.
+      key: PRNG key for the masking; example b draws from key folded with batch['row'][b]
+        (its position in the global batch; default arange(B)).
       mask_ratios: {modality: fraction hidden} (Python floats; 0.0 allowed).
       embeddings: 'clean' (extra unmasked pass per modality), 'masked' (pooled from the masked
         separate pass; other present modalities get an unmasked pass; a row whose visible
@@ -264,7 +269,12 @@ class MultimodalTransformer(nnx.Module):
     # Canonical order keeps the joint sequence layout independent of the dict's order.
     masked = [m for m in present if m in mask_ratios]
     if masked:
-      visible = {m: self._hide(m, tokens[m], jax.random.fold_in(key, MODALITIES.index(m)),
+      # One key per example and modality, from its row in the global batch.
+      rows_b = batch.get("row")
+      if rows_b is None:
+        rows_b = jnp.arange(tokens[masked[0]].valid.shape[0])
+      keys_b = masking.row_keys(key, rows_b)
+      visible = {m: self._hide(m, tokens[m], masking.fold_each(keys_b, MODALITIES.index(m)),
                                mask_ratios[m])
                  for m in masked}
       encoded = self._encode_all(visible)

@@ -3,10 +3,17 @@
 Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'kv', ...) that
 mmjax.parallel maps to mesh axes. Names are metadata only (eager_sharding=False): the trainer
 creates parameters under jit with out_shardings derived from these names, so building a model
-needs no mesh, and the same model can be placed on any mesh.
+needs no mesh, and the same model can be placed on any mesh. Activations between blocks are
+constrained to ('batch', 'length', 'act_embed') the same way.
+
+A Stack of blocks can be scanned (one compiled block whatever the depth: parameters stacked on
+a leading 'layers' axis) and rematerialized per block (recomputed in the backward pass instead
+of stored), by the model config's `scan_layers` and `remat`.
 """
 import jax
 from flax import nnx
+
+from mmjax.parallel import sharding
 
 XAVIER = nnx.initializers.xavier_uniform()
 ZEROS = nnx.initializers.zeros_init()
@@ -82,15 +89,55 @@ class Block(nnx.Module):
     return x_bnd + self.mlp(self.norm2(x_bnd))
 
 
+# remat policies by config name: what a block keeps for the backward pass.
+REMAT_POLICIES = {
+    "none": None,  # Keep everything (no recomputation).
+    "full": jax.checkpoint_policies.nothing_saveable,  # Keep only the block's input.
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # Keep matmul outputs.
+}
+
+
+class Stack(nnx.Module):
+  """`depth` Blocks applied in order; scanned over a stacked 'layers' axis or unrolled."""
+
+  def __init__(self, width, depth, num_heads, mlp_dim, *, dtype, rngs, scan=False,
+               remat="none"):
+    if remat not in REMAT_POLICIES:
+      raise ValueError(f"remat={remat!r}: use one of {list(REMAT_POLICIES)}.")
+    self.scan, self.remat = scan, remat
+    make = lambda r: Block(width, num_heads, mlp_dim, dtype=dtype, rngs=r)
+    if scan:
+      make = nnx.split_rngs(splits=depth)(nnx.vmap(
+          make, in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"}))
+      self.blocks = make(rngs)
+    else:
+      self.blocks = nnx.List([make(rngs) for _ in range(depth)])
+
+  def __call__(self, x_bnd, valid_bn):
+    def apply(x_bnd, block_state):
+      x_bnd = sharding.constrain(x_bnd, ("batch", "length", "act_embed"))
+      return nnx.merge(graphdef, block_state)(x_bnd, valid_bn)
+
+    if self.remat != "none":
+      apply = jax.checkpoint(apply, policy=REMAT_POLICIES[self.remat])
+    if self.scan:
+      graphdef, stacked = nnx.split(self.blocks)
+      x_bnd, _ = jax.lax.scan(lambda x, s: (apply(x, s), None), x_bnd, stacked)
+      return x_bnd
+    for block in self.blocks:
+      graphdef, block_state = nnx.split(block)
+      x_bnd = apply(x_bnd, block_state)
+    return x_bnd
+
+
 class Encoder(nnx.Module):
   """A stack of blocks and a final LayerNorm: (x_bnd: batch, tokens, width; valid_bn) -> x_bnd."""
 
-  def __init__(self, width, depth, num_heads, mlp_dim, *, dtype, rngs):
-    self.blocks = nnx.List([Block(width, num_heads, mlp_dim, dtype=dtype, rngs=rngs)
-                            for _ in range(depth)])
+  def __init__(self, width, depth, num_heads, mlp_dim, *, dtype, rngs, scan=False,
+               remat="none"):
+    self.blocks = Stack(width, depth, num_heads, mlp_dim, dtype=dtype, rngs=rngs, scan=scan,
+                        remat=remat)
     self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_bnd, valid_bn):
-    for block in self.blocks:
-      x_bnd = block(x_bnd, valid_bn)
-    return self.norm(x_bnd)
+    return self.norm(self.blocks(x_bnd, valid_bn))

@@ -1,13 +1,43 @@
 """Training objectives, looked up by name: `get("masked_image")` imports
-mmjax.objectives.masked_image and returns its `loss(outputs, cfg) -> (loss, metrics)`.
+mmjax.objectives.masked_image and returns its `loss(outputs, cfg, ctx) -> Terms`.
 
-Any module here that defines `loss` is an objective; the others (masking, masked_modeling) are
-helpers.
+Any module here that defines `loss` is an objective; the others (masking, masked_modeling,
+chunked_contrastive) are helpers.
+
+Losses are returned as sums over examples or tokens and their counts, not as means: the trainer
+adds them up over devices (pmap), processes and gradient-accumulation micro-batches before it
+divides, so every way of splitting a batch gives the same loss as the whole batch at once.
 """
 import importlib
 import pkgutil
+import typing
+
+from jax import lax
 
 from mmjax.errors import UserError
+
+
+class Terms(typing.NamedTuple):
+  """What an objective returns.
+
+  sums: {name: (numerator, denominator)}; the metric is sum(numerators) / sum(denominators)
+    over every shard of the global batch. 'loss' is required; the trainer weights it.
+  values: {name: scalar} metrics that are the same on every shard (e.g. a learned temperature).
+  """
+  sums: dict
+  values: dict
+
+
+class Context(typing.NamedTuple):
+  """Where an objective runs. axis_name: None under jit on global arrays; the mapped axis (or
+  axes) when the objective sees only this device's rows (pmap, shard_map). mesh: the jit mesh,
+  for objectives that shard_map parts of themselves."""
+  axis_name: typing.Any = None
+  mesh: typing.Any = None
+
+  def total(self, x):
+    """Sum over every shard of the batch (identity on global arrays)."""
+    return x if self.axis_name is None else lax.psum(x, self.axis_name)
 
 
 def available():

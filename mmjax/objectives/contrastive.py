@@ -1,15 +1,24 @@
 """Contrastive alignment of every pair of modalities: InfoNCE (CLIP) or sigmoid (SigLIP).
 
 cfg: weight, type ('infonce' | 'siglip'), view ('clean' | 'masked', used by the trainer to ask
-the model for embeddings). `loss` is unweighted; the trainer applies cfg.weight.
-The similarity matrix spans the global batch: under jit with a batch-sharded mesh, XLA gathers
-the embeddings it needs.
+the model for embeddings), impl ('dense' | 'chunked'). `loss` is unweighted; the trainer
+applies cfg.weight.
+
+Negatives span the global batch. impl='dense' builds the similarities of this shard's rows
+against every row of the batch (under jit XLA gathers what it needs; under pmap the other
+side is all-gathered): memory grows with the global batch squared. impl='chunked'
+(mmjax.objectives.chunked_contrastive) passes embeddings around the data axes in chunks and
+never holds more than one chunk-by-chunk block, so per-device memory stays flat as devices are
+added.
 """
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
+from mmjax import objectives
 from mmjax.errors import UserError
+from mmjax.objectives import chunked_contrastive
 
 
 def _similarities(z_a, z_b):
@@ -17,33 +26,78 @@ def _similarities(z_a, z_b):
   return jnp.matmul(z_a, z_b.T, precision=jax.lax.Precision.HIGHEST)
 
 
+def _all_rows(z, axis_name):
+  """The whole batch's rows: this shard's z itself under jit, gathered in a mapped context."""
+  return z if axis_name is None else lax.all_gather(z, axis_name, tiled=True)
+
+
+def _first_row(b, axis_name):
+  """Global index of this shard's first row."""
+  return 0 if axis_name is None else lax.axis_index(axis_name) * b
+
+
+def infonce_sum(z_a, z_b, scale, axis_name=None):
+  """This shard's part of the summed CLIP loss: 0.5 * (cross-entropy of each of its rows of
+  z_a against all of z_b + of each of its rows of z_b against all of z_a)."""
+  b = z_a.shape[0]
+  labels = _first_row(b, axis_name) + jnp.arange(b)
+  rows = scale * _similarities(z_a, _all_rows(z_b, axis_name))
+  cols = scale * _similarities(z_b, _all_rows(z_a, axis_name))
+  return 0.5 * (optax.softmax_cross_entropy_with_integer_labels(rows, labels).sum()
+                + optax.softmax_cross_entropy_with_integer_labels(cols, labels).sum())
+
+
+def siglip_sum(z_a, z_b, scale, bias, axis_name=None):
+  """This shard's part of the summed SigLIP loss: -log sigmoid(label * (scale * sim + bias))
+  over its rows of z_a against every row of z_b (label +1 for the pair, -1 otherwise)."""
+  b = z_a.shape[0]
+  logits = scale * _similarities(z_a, _all_rows(z_b, axis_name)) + bias
+  rows = _first_row(b, axis_name) + jnp.arange(b)
+  labels = jnp.where(rows[:, None] == jnp.arange(logits.shape[1])[None, :], 1.0, -1.0)
+  return -jax.nn.log_sigmoid(labels * logits).sum()
+
+
 def infonce(z_a, z_b, scale):
   """CLIP loss for L2-normalized f32[B, E] pairs: symmetric softmax cross-entropy over the
   in-batch similarities times scale, row i's positive being column i."""
-  logits = scale * _similarities(z_a, z_b)
-  labels = jnp.arange(logits.shape[0])
-  return 0.5 * (optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-                + optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean())
+  return infonce_sum(z_a, z_b, scale) / z_a.shape[0]
 
 
 def siglip(z_a, z_b, scale, bias):
   """SigLIP loss: -sum over all B*B pairs of log sigmoid(label * (scale * sim + bias)), label +1
   on the diagonal and -1 elsewhere, divided by the batch size."""
-  logits = scale * _similarities(z_a, z_b) + bias
-  labels = 2.0 * jnp.eye(logits.shape[0]) - 1.0
-  return -jax.nn.log_sigmoid(labels * logits).sum() / logits.shape[0]
+  return siglip_sum(z_a, z_b, scale, bias) / z_a.shape[0]
 
 
 def check_config(cfg):
   """Raises UserError naming the key for a bad `config.objectives.contrastive`."""
-  for key, allowed in (("type", ("infonce", "siglip")), ("view", ("clean", "masked"))):
-    if cfg[key] not in allowed:
+  for key, allowed in (("type", ("infonce", "siglip")), ("view", ("clean", "masked")),
+                       ("impl", ("dense", "chunked"))):
+    if cfg.get(key, "dense") not in allowed:
       raise UserError(f"config.objectives.contrastive.{key}={cfg[key]!r}: use one of "
                       f"{list(allowed)}.")
 
 
-def loss(outputs, cfg):
-  """Mean over the pairs of modalities with embeddings; metrics per pair (e.g. 'image_text')."""
+def pair_sum(cfg, ctx, z_a, z_b, scale, bias):
+  """This shard's summed loss for one pair of modalities (see the module docstring)."""
+  if cfg.get("impl", "dense") == "dense":
+    if cfg.type == "infonce":
+      return infonce_sum(z_a, z_b, scale, ctx.axis_name)
+    return siglip_sum(z_a, z_b, scale, bias, ctx.axis_name)
+  if ctx.axis_name is not None:  # Already mapped (pmap): pass chunks around that axis.
+    if cfg.type == "infonce":
+      return chunked_contrastive.infonce_share(z_a, z_b, scale, ctx.axis_name)
+    return chunked_contrastive.siglip_share(z_a, z_b, scale, bias, ctx.axis_name)
+  if ctx.mesh is None:
+    raise UserError("objectives.contrastive.impl='chunked' needs a device mesh.")
+  # Under jit on global arrays: shard_map over the data axes inside; returns the batch mean.
+  return z_a.shape[0] * chunked_contrastive.sharded_loss(cfg.type, z_a, z_b, scale, bias,
+                                                         ctx.mesh)
+
+
+def loss(outputs, cfg, ctx=objectives.Context()):
+  """Terms: 'loss' is the mean over the pairs of modalities with embeddings; per pair (e.g.
+  'image_text') its loss, and its logit scale (and SigLIP bias) as values."""
   z = outputs.get("embeddings")
   if not z:
     raise UserError("The contrastive objective needs embeddings: call the model with "
@@ -52,14 +106,14 @@ def loss(outputs, cfg):
   pairs = [p for p in outputs["logit_scale"] if all(m in z for m in p.split("_"))]
   if not pairs:
     raise UserError(f"The contrastive objective needs two modalities, got {list(z)}.")
-  metrics = {}
+  count = jnp.asarray(next(iter(z.values())).shape[0], jnp.float32)
+  sums, values = {}, {}
   for pair in pairs:
     a, b = pair.split("_")
-    scale = outputs["logit_scale"][pair]
-    if cfg.type == "infonce":
-      metrics[pair] = infonce(z[a], z[b], scale)
-    else:
-      metrics[pair] = siglip(z[a], z[b], scale, outputs["logit_bias"][pair])
-      metrics[f"{pair}/logit_bias"] = outputs["logit_bias"][pair]
-    metrics[f"{pair}/logit_scale"] = scale
-  return sum(metrics[p] for p in pairs) / len(pairs), metrics
+    scale, bias = outputs["logit_scale"][pair], outputs["logit_bias"][pair]
+    sums[pair] = (pair_sum(cfg, ctx, z[a], z[b], scale, bias), count)
+    values[f"{pair}/logit_scale"] = scale
+    if cfg.type == "siglip":
+      values[f"{pair}/logit_bias"] = bias
+  sums["loss"] = (sum(sums[p][0] for p in pairs) / len(pairs), count)
+  return objectives.Terms(sums=sums, values=values)

@@ -7,6 +7,8 @@ from mmjax.objectives import masked_modeling
 MODALITY = "image"
 
 
-def loss(outputs, cfg):
-  """(scalar loss, metrics) from the model outputs' 'image' entry."""
+def loss(outputs, cfg, ctx=None):
+  """Terms (see mmjax.objectives) from the model outputs' 'image' entry; rows are independent,
+  so the context does not matter."""
+  del ctx
   return masked_modeling.patch_reconstruction(outputs[MODALITY], cfg)

@@ -2,6 +2,8 @@
 import jax.numpy as jnp
 import optax
 
+from mmjax import objectives
+
 NORM_EPS = 1e-6  # MAE norm_pix epsilon; evaluators undo the normalization with the same value.
 
 
@@ -12,32 +14,48 @@ def normalize_patches(target_bnp):
   return (target_bnp - mean) / jnp.sqrt(var + NORM_EPS)
 
 
-def _masked_mean(values_bn, mask_bn):
+def masked_sum(values_bn, mask_bn):
+  """(sum of values where mask_bn, number of such positions), both f32 scalars."""
   mask = mask_bn.astype(jnp.float32)
-  return (values_bn * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+  return (values_bn * mask).sum(), mask.sum()
+
+
+def mean(sum_and_count):
+  total, count = sum_and_count
+  return total / jnp.maximum(count, 1.0)
+
+
+def squared_error(pred_bnp, target_bnp):
+  """f32[B, N]: squared error per token, averaged over its P values."""
+  return jnp.square(pred_bnp.astype(jnp.float32) - target_bnp).mean(-1)
 
 
 def masked_mse(pred_bnp, target_bnp, mask_bn):
   """Mean squared error per token (over P), averaged over the tokens where mask_bn is True."""
-  err_bn = jnp.square(pred_bnp.astype(jnp.float32) - target_bnp).mean(-1)
-  return _masked_mean(err_bn, mask_bn)
+  return mean(masked_sum(squared_error(pred_bnp, target_bnp), mask_bn))
+
+
+def cross_entropy_and_correct(logits_blv, labels_bl):
+  """f32[B, L] cross-entropy and f32[B, L] 1.0 where the argmax is the label."""
+  logits_blv = logits_blv.astype(jnp.float32)
+  ce_bl = optax.softmax_cross_entropy_with_integer_labels(logits_blv, labels_bl)
+  return ce_bl, (logits_blv.argmax(-1) == labels_bl).astype(jnp.float32)
 
 
 def masked_cross_entropy(logits_blv, labels_bl, mask_bl):
   """(mean cross-entropy, accuracy) over the positions where mask_bl is True."""
-  logits_blv = logits_blv.astype(jnp.float32)
-  ce_bl = optax.softmax_cross_entropy_with_integer_labels(logits_blv, labels_bl)
-  correct_bl = (logits_blv.argmax(-1) == labels_bl).astype(jnp.float32)
-  return _masked_mean(ce_bl, mask_bl), _masked_mean(correct_bl, mask_bl)
+  ce_bl, correct_bl = cross_entropy_and_correct(logits_blv, labels_bl)
+  return mean(masked_sum(ce_bl, mask_bl)), mean(masked_sum(correct_bl, mask_bl))
 
 
 def patch_reconstruction(out, cfg):
   """Masked patch regression for one modality's model outputs {'pred', 'target', 'loss_mask'}.
 
-  Returns (loss, metrics). cfg.norm_targets switches on MAE's per-patch target normalization.
+  Returns Terms: 'loss' = 'mse' = squared error summed over hidden tokens, and their count.
+  cfg.norm_targets switches on MAE's per-patch target normalization.
   """
   target = out["target"]
   if cfg.norm_targets:
     target = normalize_patches(target)
-  mse = masked_mse(out["pred"], target, out["loss_mask"])
-  return mse, {"mse": mse}
+  sse = masked_sum(squared_error(out["pred"], target), out["loss_mask"])
+  return objectives.Terms(sums={"loss": sse, "mse": sse}, values={})

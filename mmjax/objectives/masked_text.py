@@ -2,15 +2,18 @@
 
 cfg: weight, mask_ratio. `loss` is unweighted; the trainer applies cfg.weight.
 """
+from mmjax import objectives
 from mmjax.objectives import masked_modeling
 
 MODALITY = "text"
 
 
-def loss(outputs, cfg):
-  """(cross-entropy over hidden tokens, {'accuracy'}) from the outputs' 'text' entry."""
-  del cfg  # Nothing to configure beyond the weight and mask ratio, which others use.
+def loss(outputs, cfg, ctx=None):
+  """Terms: cross-entropy and accuracy over hidden tokens, from the outputs' 'text' entry."""
+  del cfg, ctx  # Nothing to configure beyond the weight and mask ratio, which others use.
   out = outputs[MODALITY]
-  ce, accuracy = masked_modeling.masked_cross_entropy(out["logits"], out["target"],
-                                                      out["loss_mask"])
-  return ce, {"accuracy": accuracy}
+  ce_bl, correct_bl = masked_modeling.cross_entropy_and_correct(out["logits"], out["target"])
+  return objectives.Terms(
+      sums={"loss": masked_modeling.masked_sum(ce_bl, out["loss_mask"]),
+            "accuracy": masked_modeling.masked_sum(correct_bl, out["loss_mask"])},
+      values={})

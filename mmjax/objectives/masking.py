@@ -1,4 +1,8 @@
-"""Which tokens masked modeling hides: pure functions of an explicit key, fixed shapes.
+"""Which tokens masked modeling hides: pure functions of explicit keys, fixed shapes.
+
+Every row draws from its own key (keys_b: a key per example, from the step's key and the
+example's position in the global batch), so an example's mask does not depend on how the batch
+is split over devices, processes or gradient-accumulation micro-batches.
 
 Image and audio drop tokens MAE-style (the encoder sees only N_keep of N tokens, gathered), so
 every row keeps exactly the same number and shapes stay static. Text keeps its full length and
@@ -14,13 +18,28 @@ def num_keep(num_tokens, ratio):
   return max(1, num_tokens - int(round(ratio * num_tokens)))
 
 
-def random_keep(key, batch_size, num_tokens, ratio):
+def _uniform_rows(keys_b, num_tokens):
+  """f32[B, N] uniform noise, row b from keys_b[b]."""
+  return jax.vmap(lambda k: jax.random.uniform(k, (num_tokens,)))(keys_b)
+
+
+def row_keys(key, rows_b):
+  """A key per example: `key` folded with each example's global row index."""
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, rows_b)
+
+
+def fold_each(keys_b, data):
+  """Every key of keys_b folded with the same integer `data`."""
+  return jax.vmap(jax.random.fold_in, (0, None))(keys_b, data)
+
+
+def random_keep(keys_b, num_tokens, ratio):
   """A uniformly random subset per row.
 
   Returns keep_bk int32[B, K] (kept token indices, K = num_keep) and restore_bn int32[B, N]
   (the inverse permutation: token n sits at position restore_bn[n] of [kept, hidden]).
   """
-  noise_bn = jax.random.uniform(key, (batch_size, num_tokens))
+  noise_bn = _uniform_rows(keys_b, num_tokens)
   shuffle_bn = jnp.argsort(noise_bn, axis=1).astype(jnp.int32)
   restore_bn = jnp.argsort(shuffle_bn, axis=1).astype(jnp.int32)
   return shuffle_bn[:, :num_keep(num_tokens, ratio)], restore_bn
@@ -45,12 +64,12 @@ def restore_tokens(x_bkd, fill_d, restore_bn):
   return gather_tokens(jnp.concatenate([x_bkd, fill_bnd], axis=1), restore_bn)
 
 
-def hide_valid(key, valid_bl, ratio):
+def hide_valid(keys_b, valid_bl, ratio):
   """bool[B, L]: exactly round(ratio * n_valid) of each row's valid tokens, uniformly at random,
   leaving at least one valid token visible; padding is never hidden."""
   n_valid = valid_bl.sum(axis=1, keepdims=True)
   n_hide = jnp.clip(jnp.round(ratio * n_valid), 0, jnp.maximum(n_valid - 1, 0))
   # Padding gets noise above every valid token's, so the lowest ranks are all valid tokens.
-  noise_bl = jnp.where(valid_bl, jax.random.uniform(key, valid_bl.shape), 2.0)
+  noise_bl = jnp.where(valid_bl, _uniform_rows(keys_b, valid_bl.shape[1]), 2.0)
   rank_bl = jnp.argsort(jnp.argsort(noise_bl, axis=1), axis=1)
   return rank_bl < n_hide

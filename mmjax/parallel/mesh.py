@@ -1,27 +1,18 @@
-"""Device mesh, logical-axis rules and host-to-global batch helpers.
+"""The device mesh (axes data, fsdp, tensor) and host-to-global batch helpers.
 
-The model names its axes logically (`batch`, `embed`, `mlp`, `heads`, `kv`, `vocab`, ...); the
-config's rules say which mesh axis each goes to. Only `data` parallelism is used so far: every
-parameter is replicated and the batch is split over `data` (and `fsdp`, which is 1 here).
+The batch is split over data x fsdp; parameters over fsdp and tensor as the logical rules of
+mmjax.parallel.sharding say. On multi-slice TPU or multi-node GPU systems the mesh is built so
+that the data axis spans slices (nodes), keeping fsdp and tensor traffic on the fast links.
 """
 import math
 
 import jax
 import numpy as np
-from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from mmjax.errors import UserError
 
 MESH_AXES = ("data", "fsdp", "tensor")
-
-# Logical axis -> mesh axis (or None: replicated). Strategies beyond data parallel will be
-# small overlays on this table.
-DATA_PARALLEL_RULES = (
-    ("batch", ("data", "fsdp")),
-    ("length", None), ("embed", None), ("mlp", None), ("heads", None), ("kv", None),
-    ("vocab", None), ("patch", None),
-)
 
 
 def resolve_mesh_shape(mesh_cfg, num_devices):
@@ -44,13 +35,40 @@ def resolve_mesh_shape(mesh_cfg, num_devices):
   return tuple(sizes[a] for a in MESH_AXES)
 
 
+def _granules(devices):
+  """Groups of devices joined by fast links: TPU slices, or GPU hosts; 1 if all are one."""
+  slices = {getattr(d, "slice_index", 0) for d in devices}
+  if len(slices) > 1:
+    return len(slices), False
+  processes = {d.process_index for d in devices}
+  if len(processes) > 1 and devices[0].platform == "gpu":
+    return len(processes), True
+  return 1, False
+
+
 def make_mesh(mesh_cfg, devices=None):
   """The one place meshes are made. Auto axes: recent JAX defaults to Explicit, which breaks
-  GSPMD-style sharding annotations."""
+  GSPMD-style sharding annotations.
+
+  Across TPU slices or GPU nodes, the data axis is split first over the slices (nodes) and
+  fsdp / tensor stay within one (jax's hybrid mesh helper).
+  """
   devices = jax.devices() if devices is None else devices
   shape = resolve_mesh_shape(mesh_cfg, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  granules, by_process = _granules(devices)
+  if granules > 1:
+    if shape[0] % granules:
+      raise UserError(f"config.mesh={dict(mesh_cfg)}: the data axis ({shape[0]}) must be a "
+                      f"multiple of the {granules} slices / nodes, so that only data-parallel "
+                      "gradient reductions cross the slow links.")
+    from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
+    ici = (shape[0] // granules,) + shape[1:]
+    dcn = (granules,) + (1,) * (len(shape) - 1)
+    grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices,
+                                                process_is_granule=by_process)
+    return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
+  return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
 
 
 def data_parallel_size(mesh):
@@ -64,14 +82,6 @@ def batch_sharding(mesh):
 
 def replicated(mesh):
   return NamedSharding(mesh, P())
-
-
-def param_shardings(abstract_params, mesh, rules=DATA_PARALLEL_RULES):
-  """NamedShardings for a params State from the logical names on its variables."""
-  with nnx.logical_axis_rules(rules):
-    specs = nnx.get_partition_spec(abstract_params)
-  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
-                      is_leaf=lambda x: isinstance(x, P))
 
 
 def host_to_global(batch, mesh):

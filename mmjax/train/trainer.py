@@ -1,8 +1,12 @@
 """The training loop, top to bottom: checks, data, mesh, model and optimizer, sharding,
 restore, step, evals, loop.
 
-`train_and_evaluate(config, workdir)` is what `main.py`, the tests and notebooks call.
+`train_and_evaluate(config, workdir)` is what `main.py`, the tests and notebooks call. The step
+itself (mmjax.train.step) runs under jit on a data / fsdp / tensor mesh (config.parallel.loop
+'jit', the default) or under pmap with replicated parameters ('pmap'); both share the model,
+the losses and the step logic.
 """
+import contextlib
 import functools
 import os
 import time
@@ -10,7 +14,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tqdm
 from absl import logging
 from flax import nnx
@@ -21,63 +24,96 @@ from mmjax.data import loader
 from mmjax.errors import NonFiniteError, UserError
 from mmjax.evaluate import retrieval
 from mmjax.models import mmt
+from mmjax.objectives import Context
 from mmjax.parallel import mesh as mesh_lib
+from mmjax.parallel import sharding
 from mmjax.train import checkpoint
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import optimizer
+from mmjax.train import step as step_lib
 from mmjax.train import validate
 
 
 # ----------------------------------------------------------------------------------------------
-# Pure step functions (module level so tests can call them alone).
-
-
-def mask_ratios(objectives_cfg, modalities):
-  """{modality: mask ratio} for every switched-on masked-modeling objective."""
-  ratios = {}
-  for name, cfg in objectives_cfg.items():
-    modality = objectives.modality(name)
-    if modality in modalities and cfg.weight > 0:
-      ratios[modality] = cfg.mask_ratio
-  return ratios
-
-
-def loss_fn(params, graphdef, batch, key, objectives_cfg, modalities):
-  """Weighted sum of the switched-on objectives, and the metrics of each."""
-  model = nnx.merge(graphdef, params)
-  contrastive = objectives_cfg.contrastive
-  out = model(batch, key=key, mask_ratios=mask_ratios(objectives_cfg, modalities),
-              embeddings=contrastive.view if contrastive.weight > 0 else None)
-  total, metrics = 0.0, {}
-  for name, cfg in objectives_cfg.items():
-    if cfg.weight == 0:
-      continue
-    loss, extra = objectives.get(name)(out, cfg)
-    total += cfg.weight * loss
-    metrics[f"train/loss/{name}"] = loss
-    metrics.update({f"train/{name}/{k}": v for k, v in extra.items()})
-  metrics["train/loss"] = total
-  return total, metrics
-
-
-def train_step(state, batch, *, graphdef, tx, lr_schedule, config, modalities):
-  """One optimizer update. state = {step, params, opt_state}; returns (state, metrics)."""
-  # Masking randomness comes from (seed, step) alone, so a resumed run draws the same masks.
-  key = jax.random.fold_in(jax.random.key(config.seed), state["step"])
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (_, metrics), grads = grad_fn(state["params"], graphdef, batch, key, config.objectives,
-                                modalities)
-  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-  params = optax.apply_updates(state["params"], updates)
-  metrics["train/grad_norm"] = optax.global_norm(grads)
-  metrics["train/lr"] = lr_schedule(state["step"])
-  return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
-
+# Building blocks (module level: tests and scripts/plan.py use them alone).
 
 def init_state(config, info, tx):
   model = mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(config.seed))
   params = nnx.state(model, nnx.Param)
   return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+
+def abstract_model(config, info, tx):
+  """(graphdef, abstract state): shapes and logical names only, nothing allocated."""
+  # Shardings are applied by jit's out_shardings, not eagerly at variable creation.
+  with nnx.use_eager_sharding(False):
+    abstract_state = jax.eval_shape(functools.partial(init_state, config, info, tx))
+    graphdef, _ = nnx.split(nnx.eval_shape(
+        lambda: mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(0))), nnx.Param)
+  return graphdef, abstract_state
+
+
+def initial_state(config, info, tx, state_shardings):
+  """A fresh train state, created directly in its shards (never whole on one device)."""
+  with nnx.use_eager_sharding(False):
+    return jax.jit(functools.partial(init_state, config, info, tx),
+                   out_shardings=state_shardings)()
+
+
+def jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings):
+  """The jitted train step on `mesh`: state sharded by the rules, batch over data x fsdp.
+  Trace and call it inside `sharding.use(mesh, rules)`."""
+  contrastive = config.objectives.get("contrastive")
+  needs_mesh = contrastive is not None and contrastive.get("impl", "dense") == "chunked"
+  return jax.jit(
+      functools.partial(step_lib.train_step, graphdef=graphdef, tx=tx, lr_schedule=lr_schedule,
+                        config=config, modalities=info.modalities,
+                        ctx=Context(mesh=mesh if needs_mesh else None)),
+      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
+      donate_argnums=0)
+
+
+def pmap_train_step(config, info, tx, lr_schedule, graphdef):
+  """The pmapped train step: state replicated on a leading device axis, batch
+  [local devices, rows per device, ...], gradients summed over the 'data' axis."""
+  return jax.pmap(
+      functools.partial(step_lib.train_step, graphdef=graphdef, tx=tx, lr_schedule=lr_schedule,
+                        config=config, modalities=info.modalities, ctx=Context(axis_name="data")),
+      axis_name="data", donate_argnums=0)
+
+
+def with_rows(batch, batch_size):
+  """Adds 'row': each example's position in the global batch (this process's rows)."""
+  local = len(next(iter(batch.values())))
+  first = jax.process_index() * local
+  if local * jax.process_count() != batch_size:
+    raise ValueError(f"host batch of {local} rows x {jax.process_count()} processes is not "
+                     f"the global batch of {batch_size}.")
+  return batch | {"row": np.arange(first, first + local, dtype=np.int32)}
+
+
+class _PmapState:
+  """Moves the train state between the pmap layout (a copy per device on a leading axis) and
+  global arrays on the mesh (checkpoints, evaluation)."""
+
+  def __init__(self, mesh, state_shardings):
+    self.n = jax.local_device_count()
+    self.shardings = state_shardings
+    self._replicate = jax.jit(
+        lambda s: jax.tree.map(lambda x: jnp.broadcast_to(x, (len(jax.devices()),) + x.shape), s),
+        out_shardings=jax.sharding.NamedSharding(
+            jax.sharding.Mesh(np.asarray(jax.devices()), ("data",)),
+            jax.sharding.PartitionSpec("data")))
+
+  def to_pmap(self, state):
+    return self._replicate(state)
+
+  def to_global(self, state):
+    return jax.device_put(jax.tree.map(lambda x: x[0], state), self.shardings)
+
+  def batch(self, batch):
+    return jax.tree.map(lambda x: x.reshape((self.n, -1) + x.shape[1:]), batch)
 
 
 def _check_finite(step, scalars):
@@ -103,12 +139,11 @@ def train_and_evaluate(config, workdir):
     raise UserError("config.init_from (fine-tuning from a checkpoint) is not supported by "
                     "pretraining configs yet.")
 
-  # --- Mesh.
+  # --- Mesh and sharding rules.
   mesh = mesh_lib.make_mesh(config.mesh)
-  dp = mesh_lib.data_parallel_size(mesh)
-  if config.batch_size % dp:
-    raise UserError(f"config.batch_size={config.batch_size} must be divisible by the "
-                    f"data-parallel size {dp} (mesh {dict(mesh.shape)}).")
+  rules = sharding.rules_from_config(config.parallel.rules)
+  validate.check_parallel(config, mesh)
+  use_pmap = config.parallel.loop == "pmap"
 
   # --- Data (built on first use).
   info = loader.prepare(config.data)
@@ -122,35 +157,41 @@ def train_and_evaluate(config, workdir):
 
   # --- Model and optimizer, as shapes first: nothing is allocated until it has a sharding.
   tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps)
-  init = functools.partial(init_state, config, info, tx)
-  # Shardings are applied by jit's out_shardings below, not eagerly at variable creation.
-  with nnx.use_eager_sharding(False):
-    abstract_state = jax.eval_shape(init)
-    graphdef, _ = nnx.split(nnx.eval_shape(
-        lambda: mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(0))), nnx.Param)
-  state_shardings = mesh_lib.param_shardings(abstract_state, mesh)
+  graphdef, abstract_state = abstract_model(config, info, tx)
+  # Optimizer state follows the parameters: its moments carry the same logical names.
+  # (pmap keeps whole copies: its checkpoints are replicated whatever the rules say.)
+  if use_pmap:
+    rules = sharding.rules_from_config(sharding.strategy_rules("data_parallel"))
+  state_shardings = sharding.param_shardings(abstract_state, mesh, rules)
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
-  logging.info("Model %s/%s: %.2fM parameters; mesh %s.", config.model.name, config.model.size,
-               num_params / 1e6, dict(mesh.shape))
+  logging.info("Model %s/%s: %.2fM parameters; %s loop on mesh %s.", config.model.name,
+               config.model.size, num_params / 1e6, config.parallel.loop, dict(mesh.shape))
 
   # --- Restore or initialize.
   mngr = checkpoint.manager(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
   state = checkpoint.restore_latest(
       mngr, checkpoint.abstract_with_shardings(abstract_state, state_shardings), data_iter)
   if state is None:
-    with nnx.use_eager_sharding(False):
-      state = jax.jit(init, out_shardings=state_shardings)()
+    state = initial_state(config, info, tx, state_shardings)
   else:
     logging.info("Resumed from %s at step %d.", mngr.directory, int(state["step"]))
   start_step = int(state["step"])
 
-  # --- Step.
-  step_fn = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx, lr_schedule=lr_schedule,
-                        config=config, modalities=info.modalities),
-      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
-      out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
-      donate_argnums=0)
+  # --- Step. `global_state()` is the state as global arrays on the mesh, whichever the loop.
+  if use_pmap:
+    pmap_state = _PmapState(mesh, state_shardings)
+    step_fn = pmap_train_step(config, info, tx, lr_schedule, graphdef)
+    state = pmap_state.to_pmap(state)
+    to_device = lambda batch: pmap_state.batch(batch)
+    global_state = lambda: pmap_state.to_global(state)
+    first = lambda metrics: jax.tree.map(lambda x: x[0], metrics)
+    context = contextlib.nullcontext  # pmap maps devices itself: no mesh, no rules.
+  else:
+    step_fn = jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings)
+    to_device = lambda batch: mesh_lib.host_to_global(batch, mesh)
+    global_state = lambda: state
+    first = lambda metrics: metrics
+    context = functools.partial(sharding.use, mesh, rules)
 
   # --- Evals.
   evaluators = {name: evaluate.get(name, cfg, config=config, info=info, mesh=mesh)
@@ -158,7 +199,7 @@ def train_and_evaluate(config, workdir):
   writer = metrics_lib.MetricWriter(workdir)
 
   def run_evals(step):
-    model = nnx.merge(graphdef, state["params"])
+    model = nnx.merge(graphdef, global_state()["params"])
     results = {}
     for evaluator in evaluators.values():
       results.update(evaluator.run(model, step, writer))
@@ -172,8 +213,9 @@ def train_and_evaluate(config, workdir):
   last_time, last_step = time.perf_counter(), start_step
   in_flight = None
   for step in range(start_step + 1, config.total_steps + 1):
-    batch = mesh_lib.host_to_global(next(data_iter), mesh)
-    state, metrics = step_fn(state, batch)
+    batch = to_device(with_rows(next(data_iter), config.batch_size))
+    with context():
+      state, metrics = step_fn(state, batch)
     # Wait for the previous step only: one step stays in flight (the next batch loads while it
     # runs), and the progress bar's rate and ETA are real rather than dispatch speed.
     jax.block_until_ready(in_flight)
@@ -181,7 +223,7 @@ def train_and_evaluate(config, workdir):
     progress.update()
 
     if step % config.log_every == 0 or step == config.total_steps:
-      scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      scalars = {k: float(v) for k, v in jax.device_get(first(metrics)).items()}
       _check_finite(step, scalars)
       now = time.perf_counter()
       scalars["train/examples_per_sec"] = (step - last_step) * config.batch_size / (now - last_time)
@@ -191,7 +233,7 @@ def train_and_evaluate(config, workdir):
                             "ex/s": f"{scalars['train/examples_per_sec']:.0f}"})
 
     if step % config.checkpoint_every == 0 or step == config.total_steps:
-      checkpoint.save(mngr, step, state, data_iter, force=step == config.total_steps)
+      checkpoint.save(mngr, step, global_state(), data_iter, force=step == config.total_steps)
 
     if step % config.eval_every == 0 or step == config.total_steps:
       eval_metrics = run_evals(step)

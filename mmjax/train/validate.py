@@ -10,6 +10,7 @@ import tempfile
 from mmjax import objectives as objective_lib
 from mmjax.errors import UserError
 from mmjax.models import mmt
+from mmjax.parallel import mesh as mesh_lib
 
 
 
@@ -50,6 +51,26 @@ def check_config(config):
       and config.model.fusion == "joint"):
     raise UserError("config.objectives.contrastive.view='masked' needs model.fusion='separate': "
                     "in a joint sequence each modality's tokens have seen the others.")
+
+
+def check_parallel(config, mesh):
+  """The loop, accumulation and batch size must fit the mesh."""
+  par = config.parallel
+  _check(par.loop in ("jit", "pmap"), "parallel.loop", par.loop, "'jit' or 'pmap'")
+  _check(par.grad_accum_steps >= 1, "parallel.grad_accum_steps", par.grad_accum_steps,
+         "a positive integer (1: no accumulation)")
+  if par.loop == "pmap" and (mesh.shape["fsdp"] > 1 or mesh.shape["tensor"] > 1):
+    raise UserError(f"config.parallel.loop='pmap' is data parallel only, but config.mesh asks "
+                    f"for {dict(mesh.shape)}; use loop='jit' for fsdp / tensor parallelism.")
+  dp = mesh_lib.data_parallel_size(mesh)
+  per_device = config.batch_size // dp if config.batch_size % dp == 0 else None
+  if per_device is None:
+    raise UserError(f"config.batch_size={config.batch_size} must be divisible by the "
+                    f"data-parallel size {dp} (mesh {dict(mesh.shape)}).")
+  if per_device % par.grad_accum_steps:
+    raise UserError(f"config.batch_size={config.batch_size} gives {per_device} rows per "
+                    f"device, which config.parallel.grad_accum_steps={par.grad_accum_steps} "
+                    "micro-batches must divide.")
 
 
 def check_modalities(config, info):

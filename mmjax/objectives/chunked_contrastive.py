@@ -1,0 +1,250 @@
+"""Contrastive losses over a batch-sharded global batch, in per-device memory that does not grow
+with the number of devices.
+
+The dense losses in `contrastive` build similarities of a device's rows against the whole batch
+(an f32[b, B] slab and its gradient, b = B / n rows per device). Here the n devices along the
+batch axes form a ring instead: each keeps its rows of z_a and passes its chunk of z_b around
+with `lax.ppermute`, one f32[b, b] block of similarities per step. Rows keep a streaming
+logsumexp; for InfoNCE's column direction each traveling chunk carries its own running column
+logsumexp and arrives home complete after a full circle.
+
+Backprop is a second trip around the ring (a custom VJP): each device recomputes its blocks,
+adds to the gradient of its own rows, and the gradient of each traveling chunk travels with it
+back home. So a device holds O(b*E + b*b) for the loss and its gradient, whatever n is; plain
+autodiff through the scan would keep all n traveling chunks, O(B*E), for the backward pass.
+
+Global row order: device index along the axis (`lax.axis_index`, major to minor over a tuple of
+mesh axes), then local row. This module is a helper, not an objective (it defines no `loss`).
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mmjax.errors import UserError
+# A module, not its names: contrastive imports this module too, and either may load first.
+from mmjax.objectives import contrastive
+
+KINDS = ("infonce", "siglip")
+
+
+def _matmul(x, y):
+  # HIGHEST, like contrastive._similarities: the gradients must match the dense loss's.
+  return jnp.matmul(x, y, precision=lax.Precision.HIGHEST)
+
+
+def _shift(x, axis_name):
+  """Sends x one device along the ring: device d's value goes to device d + 1 (mod n)."""
+  n = lax.axis_size(axis_name)
+  return lax.ppermute(x, axis_name, [(d, (d + 1) % n) for d in range(n)])
+
+
+def _ring(visit, z_b, carry, state, axis_name):
+  """Visits the n - 1 other devices' chunks of z_b, then brings each carry home.
+
+  The caller handles its own chunk (where the positives are) and passes the results in:
+  visit(z_be, carry, state) -> (carry, state) handles one chunk, carry being what travels with
+  it and state what stays. Returns (carry, state), carry back on its chunk's home device after
+  the full circle.
+  """
+  def step(loop, _):
+    z_be, carry, state = loop
+    z_be, carry = _shift((z_be, carry), axis_name)
+    carry, state = visit(z_be, carry, state)
+    return (z_be, carry, state), None
+
+  (_, carry, state), _ = lax.scan(step, (z_b, carry, state), None,
+                                  length=lax.axis_size(axis_name) - 1)
+  return _shift(carry, axis_name), state  # The n-th move brings each carry home.
+
+
+# -- InfoNCE ----------------------------------------------------------------------------------
+
+def infonce_share(z_a, z_b, scale, axis_name):
+  """This device's share of the symmetric CLIP loss, called inside shard_map/pmap over axis_name.
+
+  z_a, z_b: this device's rows f32[b, E] (L2-normalized) of a global batch B = b * axis size;
+  axis_name: the mapped axis, or a tuple of mesh axes. Returns 0.5 * (sum of the local rows'
+  cross-entropies over all B columns + sum of the local columns' cross-entropies over all B
+  rows); psum over the axis / B is `contrastive.infonce`. Under pmap, the gradient of a
+  device's share w.r.t. its own z_a, z_b is already the full one (cotangents travel back
+  around the ring); its gradient w.r.t. scale is a partial, to be summed over the axis.
+  """
+  # Scale goes into the rows, so the custom VJP only sees this device's arrays; autodiff turns
+  # their gradient into scale's, summed over the axis under shard_map, per device under pmap.
+  return _infonce_ring(scale * z_a, z_b, axis_name)
+
+
+def _infonce_forward(x_a, z_b, axis_name):
+  """Ring over logits x_a @ z_b.T: (share, residuals for the backward ring)."""
+  # Own chunk first: the chunk whose origin is this device holds the positives.
+  logits_bb = contrastive._similarities(x_a, z_b)
+  pos_b = jnp.diagonal(logits_bb)
+  row_lse_b = jax.nn.logsumexp(logits_bb, axis=1)
+  col_lse_b = jax.nn.logsumexp(logits_bb, axis=0)
+
+  def visit(z_be, col_lse_b, row_lse_b):
+    logits_bb = contrastive._similarities(x_a, z_be)
+    row_lse_b = jnp.logaddexp(row_lse_b, jax.nn.logsumexp(logits_bb, axis=1))
+    col_lse_b = jnp.logaddexp(col_lse_b, jax.nn.logsumexp(logits_bb, axis=0))
+    return col_lse_b, row_lse_b
+
+  col_lse_b, row_lse_b = _ring(visit, z_b, col_lse_b, row_lse_b, axis_name)
+  share = 0.5 * ((row_lse_b - pos_b).sum() + (col_lse_b - pos_b).sum())
+  return share, (x_a, z_b, row_lse_b, col_lse_b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _infonce_ring(x_a, z_b, axis_name):
+  return _infonce_forward(x_a, z_b, axis_name)[0]
+
+
+def _infonce_backward(axis_name, residuals, g):
+  x_a, z_b, row_lse_b, col_lse_b = residuals
+
+  def block(z_be, col_lse_b, g_col, own):
+    """Gradients from one block: its rows are ours (cotangent g), its columns belong to the
+    chunk's home device (whose cotangent and column logsumexps travel with the chunk)."""
+    logits_bb = contrastive._similarities(x_a, z_be)
+    dlogits_bb = 0.5 * (g * jnp.exp(logits_bb - row_lse_b[:, None])
+                        + g_col * jnp.exp(logits_bb - col_lse_b[None, :]))
+    if own:  # Positives: -logit_ii in both the row and the column cross-entropy.
+      dlogits_bb -= g * jnp.eye(dlogits_bb.shape[0])
+    return _matmul(dlogits_bb, z_be), _matmul(dlogits_bb.T, x_a)
+
+  dx_a, dz_b = block(z_b, col_lse_b, g, own=True)
+
+  def visit(z_be, carry, dx_a):
+    col_lse_b, g_col, dz_be = carry
+    da, db = block(z_be, col_lse_b, g_col, own=False)
+    return (col_lse_b, g_col, dz_be + db), dx_a + da
+
+  (_, _, dz_b), dx_a = _ring(visit, z_b, (col_lse_b, g, dz_b), dx_a, axis_name)
+  return dx_a, dz_b
+
+
+_infonce_ring.defvjp(_infonce_forward, _infonce_backward)
+
+
+# -- SigLIP -----------------------------------------------------------------------------------
+
+def siglip_share(z_a, z_b, scale, bias, axis_name):
+  """This device's share of the SigLIP loss, called inside shard_map/pmap over axis_name.
+
+  z_a, z_b: this device's rows f32[b, E] (L2-normalized). Returns the sum over the local rows i
+  and all B columns j of -log sigmoid(label_ij * (scale * sim_ij + bias)); psum over the axis / B
+  is `contrastive.siglip`. Gradients under pmap: as for `infonce_share` (bias like scale).
+  """
+  # [scale * z_a, bias] @ [z_b, 1].T = scale * sim + bias: scale and bias go into the rows, as
+  # in infonce_share, and the traveling chunks grow by one column.
+  b = z_a.shape[0]
+  x_a = jnp.concatenate([scale * z_a, jnp.broadcast_to(bias, (b, 1)).astype(z_a.dtype)], axis=1)
+  x_b = jnp.concatenate([z_b, jnp.ones((b, 1), z_b.dtype)], axis=1)
+  return _siglip_ring(x_a, x_b, axis_name)
+
+
+def _siglip_forward(x_a, x_b, axis_name):
+  """Ring over logits x_a @ x_b.T: (share, residuals for the backward ring)."""
+  # Own chunk first: the only one with positives (its diagonal).
+  logits_bb = contrastive._similarities(x_a, x_b)
+  labels_bb = 2.0 * jnp.eye(logits_bb.shape[0]) - 1.0
+  total = -jax.nn.log_sigmoid(labels_bb * logits_bb).sum()
+
+  def visit(x_be, carry, total):
+    # Other devices' columns: all negatives.
+    logits_bb = contrastive._similarities(x_a, x_be)
+    return carry, total - jax.nn.log_sigmoid(-logits_bb).sum()
+
+  _, total = _ring(visit, x_b, (), total, axis_name)
+  return total, (x_a, x_b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _siglip_ring(x_a, x_b, axis_name):
+  return _siglip_forward(x_a, x_b, axis_name)[0]
+
+
+def _siglip_backward(axis_name, residuals, g):
+  x_a, x_b = residuals
+
+  def block(x_be, own):
+    """Gradients from one block, all of whose pairs are terms of this device's share."""
+    logits_bb = contrastive._similarities(x_a, x_be)
+    # d/dx -log sigmoid(label * x) = -label * sigmoid(-label * x); label -1 off the diagonal.
+    labels_bb = 2.0 * jnp.eye(logits_bb.shape[0]) - 1.0 if own else -1.0
+    dlogits_bb = -g * labels_bb * jax.nn.sigmoid(-labels_bb * logits_bb)
+    return _matmul(dlogits_bb, x_be), _matmul(dlogits_bb.T, x_a)
+
+  dx_a, dx_b = block(x_b, own=True)
+
+  def visit(x_be, dx_be, dx_a):
+    da, db = block(x_be, own=False)
+    return dx_be + db, dx_a + da
+
+  dx_b, dx_a = _ring(visit, x_b, dx_b, dx_a, axis_name)
+  return dx_a, dx_b
+
+
+_siglip_ring.defvjp(_siglip_forward, _siglip_backward)
+
+
+# -- Under jit --------------------------------------------------------------------------------
+
+def sharded_loss(kind, z_a, z_b, scale, bias, mesh, batch_axes=("data", "fsdp")):
+  """Dense-equal contrastive loss ('infonce' or 'siglip') on global f32[B, E] embeddings.
+
+  Call under jit with z_a, z_b batch-sharded over batch_axes (a mesh axis name or a tuple of
+  them); scale and bias are scalars (bias is ignored for 'infonce'). Other mesh axes (e.g.
+  `tensor`) just replicate the computation. Returns the replicated scalar loss.
+  """
+  if kind not in KINDS:
+    raise UserError(f"Contrastive loss type {kind!r}: use one of {list(KINDS)}.")
+  if not isinstance(batch_axes, str):
+    batch_axes = tuple(batch_axes)  # Hashable: the custom VJPs take it as a static argument.
+  batch = z_a.shape[0]
+
+  def body(z_a, z_b, scale, bias):
+    if kind == "infonce":
+      share = infonce_share(z_a, z_b, scale, batch_axes)
+    else:
+      share = siglip_share(z_a, z_b, scale, bias, batch_axes)
+    return lax.psum(share, batch_axes) / batch
+
+  bias = jnp.zeros((), jnp.float32) if bias is None else bias
+  return jax.shard_map(body, mesh=mesh, in_specs=(P(batch_axes), P(batch_axes), P(), P()),
+                       out_specs=P())(z_a, z_b, scale, bias)
+
+
+def temp_memory_series(kind, global_batch_sizes, mesh, embed_dim=128,
+                       batch_axes=("data", "fsdp")):
+  """Per-device XLA temp bytes of value_and_grad (w.r.t. z_a, z_b, scale, bias) of the dense
+  loss and of `sharded_loss`, compiled for each global batch size with batch-sharded z's.
+
+  Returns {"dense": [bytes per B], "chunked": [bytes per B]}.
+  """
+  if kind not in KINDS:
+    raise UserError(f"Contrastive loss type {kind!r}: use one of {list(KINDS)}.")
+  z_sharding = NamedSharding(mesh, P(batch_axes))
+  scalar_sharding = NamedSharding(mesh, P())
+
+  def dense(z_a, z_b, scale, bias):
+    if kind == "infonce":
+      return contrastive.infonce(z_a, z_b, scale)
+    return contrastive.siglip(z_a, z_b, scale, bias)
+
+  def chunked(z_a, z_b, scale, bias):
+    return sharded_loss(kind, z_a, z_b, scale, bias, mesh, batch_axes)
+
+  # Same shardings in and out for both, so only the loss computation differs.
+  out_shardings = (scalar_sharding, (z_sharding, z_sharding, scalar_sharding, scalar_sharding))
+  series = {"dense": [], "chunked": []}
+  for batch in global_batch_sizes:
+    z = jax.ShapeDtypeStruct((batch, embed_dim), jnp.float32, sharding=z_sharding)
+    s = jax.ShapeDtypeStruct((), jnp.float32, sharding=scalar_sharding)
+    for name, fn in (("dense", dense), ("chunked", chunked)):
+      compiled = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3)),
+                         out_shardings=out_shardings).lower(z, z, s, s).compile()
+      series[name].append(int(compiled.memory_analysis().temp_size_in_bytes))
+  return series
