@@ -212,3 +212,46 @@ def test_image_sees_text_only_in_joint_mode(separate, joint, batch):
     a = forward(batch, "clean")["image"]["pred"]
     b = forward(other_text, "clean")["image"]["pred"]
     assert (np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-4) == depends
+
+
+# -- scan over layers, remat ------------------------------------------------------------------
+
+def _loss_and_grads(model, batch):
+  graphdef, params = nnx.split(model, nnx.Param)
+
+  def loss(params):
+    out = nnx.merge(graphdef, params)(batch, key=jax.random.key(0), mask_ratios=RATIOS)
+    return out["image"]["pred"].sum() + sum(z.sum() for z in out["embeddings"].values())
+
+  return jax.jit(jax.value_and_grad(loss))(params)
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_same_loss_and_gradients(batch, remat):
+  plain = mmt.MultimodalTransformer(_config(), INFO, rngs=nnx.Rngs(0))
+  rematted = mmt.MultimodalTransformer(_config(remat=remat), INFO, rngs=nnx.Rngs(0))
+  (l1, g1), (l2, g2) = _loss_and_grads(plain, batch), _loss_and_grads(rematted, batch)
+  np.testing.assert_allclose(l2, l1, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g2, g1)
+
+
+def test_scan_layers_same_function_with_stacked_parameters(batch):
+  unrolled = mmt.MultimodalTransformer(_config(), INFO, rngs=nnx.Rngs(0))
+  scanned = mmt.MultimodalTransformer(_config(scan_layers=True, remat="full"), INFO,
+                                      rngs=nnx.Rngs(1))
+  # One stacked leaf per block parameter, with the 'layers' axis first in its logical names.
+  qkv = scanned.encoder.blocks.blocks.attn.qkv.kernel
+  assert qkv.shape[0] == sizes.get("tiny").depth
+  spec = nnx.get_partition_spec(nnx.state(scanned.encoder.blocks))
+  assert spec["blocks"]["attn"]["qkv"]["kernel"].value[0] == "layers"
+  # The unrolled model's parameters, each Stack's blocks stacked on a leading axis.
+  pure = nnx.state(unrolled, nnx.Param).to_pure_dict()
+  for part in ("encoder", "decoder"):
+    layers = pure[part]["blocks"]["blocks"]
+    pure[part]["blocks"]["blocks"] = jax.tree.map(lambda *xs: jnp.stack(xs),
+                                                  *[layers[i] for i in sorted(layers)])
+  params = nnx.state(scanned, nnx.Param)
+  nnx.replace_by_pure_dict(params, pure)
+  nnx.update(scanned, params)
+  (l1, _), (l2, _) = _loss_and_grads(unrolled, batch), _loss_and_grads(scanned, batch)
+  np.testing.assert_allclose(l2, l1, rtol=1e-5)

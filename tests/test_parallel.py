@@ -85,3 +85,20 @@ def test_same_losses_as_one_device(setup, reference, mesh, strategy, loop, accum
   # step of lr (1e-3 here); parameters agree far below that.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
                params, ref_params)
+
+
+def test_fsdp_splits_every_large_parameter_and_its_optimizer_state(setup):
+  config, info, _ = setup
+  tx, _ = optimizer.make(config.optimizer, config.total_steps)
+  mesh = mesh_lib.make_mesh({"fsdp": 8})
+  rules = sharding.rules_from_config(sharding.strategy_rules("fsdp"))
+  _, abstract_state = trainer.abstract_model(config, info, tx)
+  state = trainer.initial_state(config, info, tx,
+                                sharding.param_shardings(abstract_state, mesh, rules))
+  leaves = jax.tree_util.tree_leaves_with_path({"params": state["params"],
+                                                "opt_state": state["opt_state"]})
+  large = [(jax.tree_util.keystr(p), x) for p, x in leaves if x.size >= 1024]
+  assert len(large) > 30
+  for path, x in large:
+    per_device = {s.data.size for s in x.addressable_shards}
+    assert per_device == {x.size // 8}, (path, x.shape, x.sharding.spec)

@@ -93,15 +93,43 @@ def _fit(spec, shape, mesh, path):
   return P(*dims)
 
 
-def param_shardings(abstract_state, mesh, rules):
+def _uses(spec, axis):
+  return any(axis == a or (isinstance(a, tuple) and axis in a) for a in spec)
+
+
+def _fsdp_largest(spec, shape, names, mesh):
+  """Splits the largest free dimension that fsdp divides (never a stacked 'layers' axis)."""
+  dims = list(spec) + [None] * (len(shape) - len(spec))
+  names = list(names or ()) + [None] * (len(shape) - len(names or ()))
+  free = [i for i in range(len(shape)) if dims[i] is None and names[i] != "layers"
+          and shape[i] % mesh.shape["fsdp"] == 0]
+  if free:
+    dims[max(free, key=lambda i: shape[i])] = "fsdp"
+  return P(*dims)
+
+
+def param_shardings(abstract_state, mesh, rules, fsdp_min_size=1024):
   """NamedShardings for a State (or a tree holding States) from its variables' logical names.
 
   Leaves without names (step counters, scalars) are replicated; a dimension that the named mesh
-  axes do not divide is replicated rather than failing.
+  axes do not divide is replicated rather than failing. When the rules split parameters over
+  fsdp, a parameter of at least `fsdp_min_size` elements that they leave whole on fsdp (e.g. an
+  attention bias, which has no 'embed' axis) gets its largest divisible dimension split over
+  fsdp, so every large parameter and its optimizer state are split.
   """
   with nnx.logical_axis_rules(rules):
     specs = nnx.get_partition_spec(abstract_state)
-  return jax.tree_util.tree_map_with_path(
-      lambda path, spec, x: NamedSharding(
-          mesh, _fit(spec, x.shape, mesh, jax.tree_util.keystr(path))),
-      specs, abstract_state, is_leaf=lambda x: isinstance(x, P))
+  names = nnx.get_partition_spec(abstract_state)  # The logical names themselves.
+  fsdp_params = mesh.shape["fsdp"] > 1 and any(
+      name != "batch" and axes is not None and "fsdp" in (axes if isinstance(axes, tuple)
+                                                         else (axes,))
+      for name, axes in rules)
+
+  def leaf(path, spec, logical, x):
+    spec = _fit(spec, x.shape, mesh, jax.tree_util.keystr(path))
+    if fsdp_params and x.size >= fsdp_min_size and not _uses(spec, "fsdp"):
+      spec = _fsdp_largest(spec, x.shape, logical, mesh)
+    return NamedSharding(mesh, spec)
+
+  return jax.tree_util.tree_map_with_path(leaf, specs, names, abstract_state,
+                                          is_leaf=lambda x: isinstance(x, P))
