@@ -3,6 +3,8 @@ r"""mmjax entry point: flags only; the work happens in mmjax.train.trainer.
   python main.py --config=configs/pretrain_digits.py --workdir=workdirs/digits
   python main.py --config=configs/pretrain_digits.py:runlocal --workdir=/tmp/x \
       --config.batch_size=32
+
+Several processes (pods, clusters, local testing): docs/launching.md.
 """
 import difflib
 import importlib.util
@@ -24,6 +26,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
 flags.mark_flags_as_required(["config", "workdir"])
+# Multi-process runs (docs/launching.md). Clusters JAX can detect (TPU pod slices, SLURM) need
+# none of these; scripts/launch_local.sh sets them to run several processes on one machine.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0, for a multi-process run.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process: 0 .. num_processes-1.")
 
 
 def _load_config_file(argv):
@@ -79,10 +87,13 @@ class _QuietLibraries(logging.logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from mmjax.train import trainer  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
   logging.get_absl_logger().addFilter(_QuietLibraries())
+  from mmjax.parallel import distributed  # pylint: disable=g-import-not-at-top
   try:
+    # First, before anything touches a device: each process joins the others.
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    from mmjax.train import trainer  # pylint: disable=g-import-not-at-top
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     # Problems with what the user gave us: one clear message, no traceback.

@@ -30,10 +30,11 @@ def setup(runlocal_config):
 
 
 def run_steps(config, info, batches, *, mesh=None, devices=None, strategy="data_parallel",
-              loop="jit", accum=1):
+              loop="jit", accum=1, contrastive="dense"):
   """Trains len(batches) steps from the same initialization; returns (losses, params)."""
   config = config.copy_and_resolve_references()
   config.parallel.grad_accum_steps = accum
+  config.objectives.contrastive.impl = contrastive
   config.parallel.rules = sharding.strategy_rules(strategy)
   devices = jax.devices() if devices is None else devices
   mesh = mesh_lib.make_mesh(mesh or {"data": -1}, devices=devices)
@@ -66,19 +67,21 @@ def reference(setup):
   return run_steps(*setup, devices=jax.devices()[:1])
 
 
-@pytest.mark.parametrize("mesh,strategy,loop,accum", [
-    ({"data": 8}, "data_parallel", "jit", 1),
-    ({"data": 4, "fsdp": 2}, "fsdp", "jit", 1),
-    ({"data": 2, "fsdp": 2, "tensor": 2}, "fsdp_tensor", "jit", 1),
-    ({"data": 8}, "data_parallel", "pmap", 1),
-    ({"data": 1}, "data_parallel", "jit", 4),
-], ids=["data8", "data4_fsdp2", "data2_fsdp2_tensor2", "pmap8", "accum4"])
-def test_same_losses_as_one_device(setup, reference, mesh, strategy, loop, accum):
+@pytest.mark.parametrize("mesh,strategy,loop,accum,contrastive", [
+    ({"data": 8}, "data_parallel", "jit", 1, "dense"),
+    ({"data": 4, "fsdp": 2}, "fsdp", "jit", 1, "dense"),
+    ({"data": 2, "fsdp": 2, "tensor": 2}, "fsdp_tensor", "jit", 1, "dense"),
+    ({"data": 2, "fsdp": 4}, "fsdp", "jit", 1, "chunked"),
+    ({"data": 8}, "data_parallel", "pmap", 1, "chunked"),
+    ({"data": 1}, "data_parallel", "jit", 4, "dense"),
+], ids=["data8", "data4_fsdp2", "data2_fsdp2_tensor2", "data2_fsdp4_chunked", "pmap8_chunked",
+        "accum4"])
+def test_same_losses_as_one_device(setup, reference, mesh, strategy, loop, accum, contrastive):
   ref_losses, ref_params, _ = reference
   devices = jax.devices()[:1] if accum > 1 else None
   losses, params, _ = run_steps(*setup, mesh=mesh, devices=devices, strategy=strategy,
-                                loop=loop, accum=accum)
-  print(f"{loop} {mesh} {strategy} accum={accum}: {losses}")
+                                loop=loop, accum=accum, contrastive=contrastive)
+  print(f"{loop} {mesh} {strategy} accum={accum} {contrastive}: {losses}")
   assert losses[-1] < losses[0]  # It trains.
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
   # Adam turns a rounding-level gradient difference on a near-zero gradient into up to a

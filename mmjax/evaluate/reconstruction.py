@@ -7,6 +7,7 @@ from flax import nnx
 
 from mmjax.data import loader
 from mmjax.objectives import masked_modeling
+from mmjax.parallel import distributed
 from mmjax.parallel import mesh as mesh_lib
 
 _UPSCALE = 16  # 8x8 digits are too small to see at 1:1.
@@ -50,7 +51,9 @@ class Evaluator:
     batch = next(loader.split_batches(self.config.data, self.info, self.cfg.split,
                                       self._batch_size))
     batch = {k: v for k, v in batch.items() if k in ("image", "text_ids", "text_mask")}
-    columns, mse = jax.device_get(self._forward(state, mesh_lib.host_to_global(batch, self.mesh)))
+    # Every process reads the same batch; the outputs come back replicated, so complete on each.
+    columns, mse = jax.device_get(
+        self._forward(state, distributed.global_batch_from_full(batch, self.mesh)))
     n = self.cfg.num_images
     tiles = np.stack([_to_uint8(c[:n]) for c in columns])  # [col, row, h, w, c]
     tiles = tiles.repeat(_UPSCALE, axis=2).repeat(_UPSCALE, axis=3)

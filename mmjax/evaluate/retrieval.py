@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from mmjax.data import loader
+from mmjax.parallel import distributed
 from mmjax.parallel import mesh as mesh_lib
 
 KS = (1, 5)
@@ -44,7 +45,10 @@ class Evaluator:
                                       self._batch_size):
       valid = batch.pop("valid")
       labels.append(batch.pop("label")[valid])
-      z = jax.device_get(self._embed(state, mesh_lib.host_to_global(batch, self.mesh)))
+      # Every process reads the whole split; the embeddings come back replicated, so complete
+      # on each process.
+      z = jax.device_get(
+          self._embed(state, distributed.global_batch_from_full(batch, self.mesh)))
       chunks.append({m: np.asarray(v)[valid] for m, v in z.items()})
     embeddings = {m: np.concatenate([c[m] for c in chunks]) for m in chunks[0]}
     return embeddings, np.concatenate(labels)

@@ -17,6 +17,7 @@ import numpy as np
 import tqdm
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from mmjax import evaluate
 from mmjax import objectives
@@ -145,8 +146,13 @@ def train_and_evaluate(config, workdir):
   validate.check_parallel(config, mesh)
   use_pmap = config.parallel.loop == "pmap"
 
-  # --- Data (built on first use).
+  # --- Data (built on first use: by process 0 alone, while the others wait).
+  barrier = lambda: multihost_utils.sync_global_devices("mmjax: dataset prepared")
+  if jax.process_index() > 0:
+    barrier()  # Until process 0 has built it.
   info = loader.prepare(config.data)
+  if jax.process_index() == 0 and jax.process_count() > 1:
+    barrier()
   validate.check_modalities(config, info)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
@@ -237,9 +243,10 @@ def train_and_evaluate(config, workdir):
 
     if step % config.eval_every == 0 or step == config.total_steps:
       eval_metrics = run_evals(step)
-      progress.write(f"step {step}: " + ", ".join(
-          f"{k.split('/')[-2]} {k.split('/')[-1]}={v:.3f}"
-          for k, v in eval_metrics.items() if k.endswith("r@1")))
+      if jax.process_index() == 0:  # tqdm.write ignores `disable`.
+        progress.write(f"step {step}: " + ", ".join(
+            f"{k.split('/')[-2]} {k.split('/')[-1]}={v:.3f}"
+            for k, v in eval_metrics.items() if k.endswith("r@1")))
       last_time = time.perf_counter()  # Evals are not training throughput.
   progress.close()
 
