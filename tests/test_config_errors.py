@@ -23,6 +23,11 @@ def _run_main(*args):
     ("model.fusion", "fused", "config.model.fusion='fused'"),
     ("model.size", "XXL", "config.model.size='XXL' is unknown"),
     ("batch_size", 12, "must be divisible by the data-parallel size 8"),
+    ("parallel.grad_accum_steps", 3, "2 rows per device, which config.parallel.grad_accum_steps=3"),
+    ("parallel.loop", "vmap", "config.parallel.loop='vmap' is out of range"),
+    ("parallel.rules.mlp", "tensr", r"config.parallel.rules.mlp='tensr': \['tensr'\] are not"),
+    ("mesh.fsdp", 3, "does not divide the 8 devices"),
+    ("objectives.contrastive.impl", "ring", "config.objectives.contrastive.impl='ring'"),
 ])
 def test_out_of_range_values(tmp_path, key, value, message):
   config = pretrain_digits.get_config("runlocal")
@@ -33,6 +38,20 @@ def test_out_of_range_values(tmp_path, key, value, message):
   node[leaf] = value
   with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
     trainer.train_and_evaluate(config, str(tmp_path))
+
+
+def test_pmap_loop_is_data_parallel_only(tmp_path):
+  config = pretrain_digits.get_config("runlocal,strategy=fsdp")
+  config.parallel.loop = "pmap"
+  with pytest.raises(UserError, match="loop='pmap' is data parallel only"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+
+
+def test_unknown_strategy(tmp_path):
+  result = _run_main("--config=configs/pretrain_digits.py:runlocal,strategy=zero3",
+                     f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert "Unknown strategy 'zero3'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_unwritable_workdir(tmp_path):
