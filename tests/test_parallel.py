@@ -105,3 +105,22 @@ def test_fsdp_splits_every_large_parameter_and_its_optimizer_state(setup):
   for path, x in large:
     per_device = {s.data.size for s in x.addressable_shards}
     assert per_device == {x.size // 8}, (path, x.shape, x.sharding.spec)
+
+
+class _FakeGpu:
+  """Stands in for a GPU device of a multi-node run: only what the mesh helper reads."""
+  platform, device_kind, slice_index = "gpu", "fake", 0
+
+  def __init__(self, i, process):
+    self.id, self.process_index = i, process
+
+
+def test_data_axis_spans_nodes_and_fsdp_stays_within_one():
+  devices = [_FakeGpu(i, process=i // 4) for i in range(8)]  # 2 nodes x 4 GPUs.
+  grid = mesh_lib.device_grid((2, 4, 1), devices)
+  for row in grid[:, :, 0]:  # Each fsdp group (a row along data) sits on one node.
+    assert len({d.process_index for d in row}) == 1
+  assert {d.process_index for d in grid[:, 0, 0]} == {0, 1}
+  with pytest.raises(mesh_lib.UserError, match="multiple of the 2 slices / nodes"):
+    mesh_lib.device_grid((1, 8, 1), devices)
+  assert mesh_lib.device_grid((8, 1, 1), jax.devices()) is None  # One host: plain mesh.

@@ -46,27 +46,31 @@ def _granules(devices):
   return 1, False
 
 
-def make_mesh(mesh_cfg, devices=None):
-  """The one place meshes are made. Auto axes: recent JAX defaults to Explicit, which breaks
-  GSPMD-style sharding annotations.
+def device_grid(shape, devices):
+  """Devices arranged in a grid of `shape` (data, fsdp, tensor). Across TPU slices or GPU nodes
+  the data axis is split first over the slices (nodes), so fsdp and tensor groups stay within
+  one and only data-parallel reductions cross the slow links (jax's hybrid mesh helper)."""
+  granules, by_process = _granules(devices)
+  if granules == 1:
+    return None  # jax.make_mesh picks the best order for one slice.
+  if shape[0] % granules:
+    raise UserError(f"The mesh's data axis ({shape[0]}) must be a multiple of the {granules} "
+                    "slices / nodes, so that only data-parallel gradient reductions cross the "
+                    "slow links between them.")
+  from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
+  ici = (shape[0] // granules,) + tuple(shape[1:])
+  dcn = (granules,) + (1,) * (len(shape) - 1)
+  return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, process_is_granule=by_process)
 
-  Across TPU slices or GPU nodes, the data axis is split first over the slices (nodes) and
-  fsdp / tensor stay within one (jax's hybrid mesh helper).
-  """
+
+def make_mesh(mesh_cfg, devices=None):
+  """The one place meshes are made (see device_grid). Auto axes: recent JAX defaults to
+  Explicit, which breaks GSPMD-style sharding annotations."""
   devices = jax.devices() if devices is None else devices
   shape = resolve_mesh_shape(mesh_cfg, len(devices))
   axis_types = (AxisType.Auto,) * len(MESH_AXES)
-  granules, by_process = _granules(devices)
-  if granules > 1:
-    if shape[0] % granules:
-      raise UserError(f"config.mesh={dict(mesh_cfg)}: the data axis ({shape[0]}) must be a "
-                      f"multiple of the {granules} slices / nodes, so that only data-parallel "
-                      "gradient reductions cross the slow links.")
-    from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
-    ici = (shape[0] // granules,) + shape[1:]
-    dcn = (granules,) + (1,) * (len(shape) - 1)
-    grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices,
-                                                process_is_granule=by_process)
+  grid = device_grid(shape, devices)
+  if grid is not None:
     return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
   return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
 
