@@ -111,7 +111,14 @@ class _PmapState:
     return self._replicate(state)
 
   def to_global(self, state):
-    return jax.device_put(jax.tree.map(lambda x: x[0], state), self.shardings)
+    """Each device's own copy becomes its shard of a replicated global array (no transfers,
+    so it works across processes too)."""
+    def one(x, sharding):
+      copies = {s.device: s.data for s in x.addressable_shards}
+      shape = x.shape[1:]
+      return jax.make_array_from_single_device_arrays(
+          shape, sharding, [copies[d].reshape(shape) for d in sharding.addressable_devices])
+    return jax.tree.map(one, state, self.shardings)
 
   def batch(self, batch):
     return jax.tree.map(lambda x: x.reshape((self.n, -1) + x.shape[1:]), batch)
