@@ -45,7 +45,7 @@ def run_steps(config, info, batches, *, mesh=None, devices=None, strategy="data_
   state = trainer.initial_state(config, info, tx, shardings)
   losses = []
   if loop == "pmap":
-    pstate = trainer._PmapState(mesh, shardings)
+    pstate = trainer.PmapState(shardings)
     step = trainer.pmap_train_step(config, info, tx, lr, graphdef)
     state = pstate.to_pmap(state)
     for batch in batches:

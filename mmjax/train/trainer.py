@@ -94,11 +94,11 @@ def with_rows(batch, batch_size):
   return batch | {"row": np.arange(first, first + local, dtype=np.int32)}
 
 
-class _PmapState:
+class PmapState:
   """Moves the train state between the pmap layout (a copy per device on a leading axis) and
   global arrays on the mesh (checkpoints, evaluation)."""
 
-  def __init__(self, mesh, state_shardings):
+  def __init__(self, state_shardings):
     self.n = jax.local_device_count()
     self.shardings = state_shardings
     self._replicate = jax.jit(
@@ -192,7 +192,7 @@ def train_and_evaluate(config, workdir):
 
   # --- Step. `global_state()` is the state as global arrays on the mesh, whichever the loop.
   if use_pmap:
-    pmap_state = _PmapState(mesh, state_shardings)
+    pmap_state = PmapState(state_shardings)
     step_fn = pmap_train_step(config, info, tx, lr_schedule, graphdef)
     state = pmap_state.to_pmap(state)
     to_device = lambda batch: pmap_state.batch(batch)
