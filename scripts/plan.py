@@ -18,7 +18,8 @@ contrastive memory series) is this script's output, regenerated whole by
 
   .venv/bin/python scripts/plan.py --out=docs/scaling.md
 
-(8-10 minutes on 2 CPU cores: one process per device count, a 20-45 s compile per row).
+(8-13 minutes on 2 CPU cores, depending on what else runs: one process per device count,
+a 20-50 s compile per row).
 
 The numbers are the XLA CPU compiler's for one device's program; TPU and GPU compilers fuse
 and schedule differently, so treat temporaries as an estimate (docs/scaling.md says more).
