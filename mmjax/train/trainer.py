@@ -31,6 +31,7 @@ from mmjax.parallel import sharding
 from mmjax.train import checkpoint
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import optimizer
+from mmjax.train import preemption
 from mmjax.train import step as step_lib
 from mmjax.train import validate
 
@@ -224,38 +225,54 @@ def train_and_evaluate(config, workdir):
   progress = tqdm.tqdm(total=config.total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)
   last_time, last_step = time.perf_counter(), start_step
-  in_flight = None
-  for step in range(start_step + 1, config.total_steps + 1):
-    batch = to_device(with_rows(next(data_iter), config.batch_size))
-    with context():
-      state, metrics = step_fn(state, batch)
-    # Wait for the previous step only: one step stays in flight (the next batch loads while it
-    # runs), and the progress bar's rate and ETA are real rather than dispatch speed.
-    jax.block_until_ready(in_flight)
-    in_flight = metrics
-    progress.update()
+  in_flight, saved, preempted = None, None, None
+  with preemption.Watcher() as watcher:  # SIGTERM: save at the next step and stop.
+    for step in range(start_step + 1, config.total_steps + 1):
+      batch = to_device(with_rows(next(data_iter), config.batch_size))
+      with context():
+        state, metrics = step_fn(state, batch)
+      # Wait for the previous step only: one step stays in flight (the next batch loads while it
+      # runs), and the progress bar's rate and ETA are real rather than dispatch speed.
+      jax.block_until_ready(in_flight)
+      in_flight = metrics
+      progress.update()
 
-    if step % config.log_every == 0 or step == config.total_steps:
-      scalars = {k: float(v) for k, v in jax.device_get(first(metrics)).items()}
-      _check_finite(step, scalars)
-      now = time.perf_counter()
-      scalars["train/examples_per_sec"] = (step - last_step) * config.batch_size / (now - last_time)
-      last_time, last_step = now, step
-      writer.write_scalars(step, scalars)
-      progress.set_postfix({"loss": f"{scalars['train/loss']:.3f}",
-                            "ex/s": f"{scalars['train/examples_per_sec']:.0f}"})
+      if step % config.log_every == 0 or step == config.total_steps:
+        scalars = {k: float(v) for k, v in jax.device_get(first(metrics)).items()}
+        _check_finite(step, scalars)
+        now = time.perf_counter()
+        scalars["train/examples_per_sec"] = ((step - last_step) * config.batch_size
+                                             / (now - last_time))
+        last_time, last_step = now, step
+        writer.write_scalars(step, scalars)
+        progress.set_postfix({"loss": f"{scalars['train/loss']:.3f}",
+                              "ex/s": f"{scalars['train/examples_per_sec']:.0f}"})
 
-    if step % config.checkpoint_every == 0 or step == config.total_steps:
-      checkpoint.save(mngr, step, global_state(), data_iter, force=step == config.total_steps)
+      if step % config.checkpoint_every == 0 or step == config.total_steps:
+        checkpoint.save(mngr, step, global_state(), data_iter, force=step == config.total_steps)
+        saved = step
 
-    if step % config.eval_every == 0 or step == config.total_steps:
-      eval_metrics = run_evals(step)
-      if jax.process_index() == 0:  # tqdm.write ignores `disable`.
-        progress.write(f"step {step}: " + ", ".join(
-            f"{k.split('/')[-2]} {k.split('/')[-1]}={v:.3f}"
-            for k, v in eval_metrics.items() if k.endswith("r@1")))
-      last_time = time.perf_counter()  # Evals are not training throughput.
+      if step % config.eval_every == 0 or step == config.total_steps:
+        eval_metrics = run_evals(step)
+        if jax.process_index() == 0:  # tqdm.write ignores `disable`.
+          progress.write(f"step {step}: " + ", ".join(
+              f"{k.split('/')[-2]} {k.split('/')[-1]}={v:.3f}"
+              for k, v in eval_metrics.items() if k.endswith("r@1")))
+        last_time = time.perf_counter()  # Evals are not training throughput.
+
+      if step < config.total_steps and watcher.reached(step):
+        if saved != step:
+          checkpoint.save(mngr, step, global_state(), data_iter, force=True)
+        preempted = step
+        break
   progress.close()
+  if preempted is not None:
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+    logging.warning("Preempted (SIGTERM): saved a checkpoint at step %d. Run the same command "
+                    "to resume.", preempted)
+    return {}
 
   if not eval_metrics and start_step >= config.total_steps:
     logging.info("Already trained to step %d; evaluating only.", start_step)
