@@ -20,7 +20,6 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from mmjax import evaluate
-from mmjax import objectives
 from mmjax.data import loader
 from mmjax.errors import NonFiniteError, UserError
 from mmjax.evaluate import retrieval
