@@ -73,8 +73,9 @@ def check_config(cfg):
   """Raises UserError naming the key for a bad `config.objectives.contrastive`."""
   for key, allowed in (("type", ("infonce", "siglip")), ("view", ("clean", "masked")),
                        ("impl", ("dense", "chunked"))):
-    if cfg.get(key, "dense") not in allowed:
-      raise UserError(f"config.objectives.contrastive.{key}={cfg[key]!r}: use one of "
+    value = cfg.get(key, "dense" if key == "impl" else None)  # impl is optional.
+    if value not in allowed:
+      raise UserError(f"config.objectives.contrastive.{key}={value!r}: use one of "
                       f"{list(allowed)}.")
 
 
