@@ -41,6 +41,8 @@ def get_config(arg=None):
   config.keep_checkpoints = 2
   config.mesh, config.parallel = common.parallel_config(arg.strategy)
   config.init_from = ""
+  config.on_nonfinite = "stop"  # NaN/Inf loss or gradients: 'stop' (naming them) or 'skip'.
+  config.record_example_ids = False  # WORKDIR/example_ids.jsonl: each step's examples.
 
   config.data = loader.default_config()
   config.data.name = "mmjax_digits"

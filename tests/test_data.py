@@ -8,7 +8,7 @@ from mmjax.data import loader
 from mmjax.data import preprocess
 from mmjax.errors import UserError
 
-KEYS = {"image", "text_ids", "text_mask", "audio", "audio_mask", "label", "image_id"}
+KEYS = {"image", "text_ids", "text_mask", "audio", "audio_mask", "label", "image_id", "index"}
 
 
 def small_config(data_dir, **overrides):
@@ -40,7 +40,7 @@ def check_batch(batch, info, batch_size):
   expected = {"image": (np.uint8, (b, *info.image_shape)), "text_ids": (np.int32, (b, l)),
               "text_mask": (np.bool_, (b, l)), "audio": (np.float32, (b, t)),
               "audio_mask": (np.bool_, (b, t)), "label": (np.int32, (b,)),
-              "image_id": (np.int32, (b,))}
+              "image_id": (np.int32, (b,)), "index": (np.int32, (b,))}
   for key, (dtype, shape) in expected.items():
     assert batch[key].dtype == dtype and batch[key].shape == shape, (key, batch[key].dtype,
                                                                      batch[key].shape)
@@ -72,8 +72,12 @@ def test_train_batches(small):
   cfg, info = small
   for batch in take(cfg, info, 2, global_batch_size=8, seed=0, process_index=0,
                     process_count=1):
-    assert set(batch) == KEYS
+    assert set(batch) == KEYS | {"skipped"}
     check_batch(batch, info, 8)
+    assert (batch["skipped"] == 0).all()
+    # 'index' names the stored example: its image_id is the stored one.
+    stored_ids = np.asarray(stored(cfg, "train", "image_id"))
+    np.testing.assert_array_equal(batch["image_id"], stored_ids[batch["index"]])
 
 
 def test_split_batches_cover_each_example_once(small):
@@ -92,6 +96,8 @@ def test_split_batches_cover_each_example_once(small):
     # One example per image in these splits, in stored order.
     ids = np.concatenate([b["image_id"] for b in batches])[valid]
     np.testing.assert_array_equal(ids, stored(cfg, split, "image_id"))
+    np.testing.assert_array_equal(np.concatenate([b["index"] for b in batches])[valid],
+                                  np.arange(n))
 
 
 def test_splits_separate_images_and_voices(small):

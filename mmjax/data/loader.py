@@ -12,15 +12,25 @@ this module for default_config(), and TFDS takes a while to import.
 
 Host batches are dicts of numpy arrays (B: this process's batch):
   image uint8[B,H,W,C], text_ids int32[B,L], text_mask bool[B,L], audio float32[B,T],
-  audio_mask bool[B,T], label int32[B], image_id int32[B]  (split_batches adds valid bool[B]).
+  audio_mask bool[B,T], label int32[B], image_id int32[B], index int32[B] (the example's
+  position in its split); train batches add skipped int32[B] (bad examples replaced at that
+  position), split_batches add valid bool[B].
+
+Bad examples (an image that does not decode, empty or non-UTF-8 text, silent or too-short
+audio, a wrong sample rate) are an error naming the split and example (data.on_bad_example=
+'error'), or are skipped and counted ('skip'): in training, another example drawn at random
+(from the seed and stream position) takes the bad one's place, and the train state counts the
+replacements (train/bad_examples_skipped); evaluation leaves them out.
 """
 import dataclasses
 import importlib
+import itertools
 import os
 
 import grain
 import ml_collections
 import numpy as np
+from absl import logging
 
 from mmjax.data import preprocess
 from mmjax.data import text_tokenizer
@@ -30,6 +40,8 @@ from mmjax.errors import UserError
 # espeak-ng peaks near 0.65 of full scale, so +3 dB still does not clip.
 _GAIN_DB = (-10.0, 3.0)
 _MIN_TEXT_LEN = 3  # [CLS], one wordpiece, [SEP].
+_MAX_BAD_IN_A_ROW = 100  # data.on_bad_example='skip' gives up after this many bad draws.
+BAD_EXAMPLE_POLICIES = ("error", "skip")
 
 
 def default_config():
@@ -45,6 +57,8 @@ def default_config():
       max_images=0,  # 0: all images; otherwise a smaller dataset (its own build).
       examples_per_image=3,  # Train split: pairings (caption, voice) per image.
       augment=True,  # Random audio gain and start offset in training batches.
+      min_audio_seconds=0.1,  # Shorter waveforms are bad examples.
+      on_bad_example="error",  # 'error': stop, naming the example; 'skip': skip and count.
       num_workers=0,  # grain worker processes; 0 reads and preprocesses in the main process.
   ))
 
@@ -97,6 +111,10 @@ def _check_config(data_cfg):
   need(data_cfg.vocab_size > len(text_tokenizer.SPECIAL_TOKENS), "vocab_size",
        f"must exceed the {len(text_tokenizer.SPECIAL_TOKENS)} special tokens, e.g. 200.")
   need(data_cfg.num_workers >= 0, "num_workers", "must be >= 0 (0: no worker processes).")
+  need(0 <= data_cfg.min_audio_seconds <= data_cfg.audio_seconds, "min_audio_seconds",
+       f"must be in [0, data.audio_seconds={data_cfg.audio_seconds}].")
+  need(data_cfg.on_bad_example in BAD_EXAMPLE_POLICIES, "on_bad_example",
+       f"must be one of {BAD_EXAMPLE_POLICIES}.")
   need(not data_cfg.vocab_file or os.path.isfile(os.path.expanduser(data_cfg.vocab_file)),
        "vocab_file", "no such file; give a BERT-style vocab.txt, or '' to learn a vocab "
        "from the training captions.")
@@ -136,6 +154,10 @@ def prepare(data_cfg):
     builder.download_and_prepare(
         # Everything is generated locally: never look for a prebuilt copy on GCS.
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  stored_rate = (builder.info.metadata or {}).get("sample_rate")
+  if stored_rate is not None and int(stored_rate) != data_cfg.sample_rate:
+    raise UserError(f"data.sample_rate={data_cfg.sample_rate}, but {data_cfg.name}'s audio is "
+                    f"stored at {stored_rate} Hz.")
 
   vocab_file = os.path.expanduser(data_cfg.vocab_file)
   if not vocab_file:
@@ -144,7 +166,9 @@ def prepare(data_cfg):
     if not os.path.exists(vocab_file):
       _writable_dir(os.fspath(builder.data_dir), "the learned vocab is saved there")
       train = data_source(data_cfg, "train")
-      captions = (ex["caption"].decode("utf-8") for ex in train)
+      # Bad captions (empty, not UTF-8) are left out here; the loader reports them.
+      captions = (ex["caption"].decode("utf-8", "ignore") for ex in train)
+      captions = (c for c in captions if c.strip())
       text_tokenizer.learn_vocab(captions, data_cfg.vocab_size, vocab_file)
   tokenizer = text_tokenizer.WordPieceTokenizer(vocab_file, data_cfg.text_len)
 
@@ -175,14 +199,92 @@ def data_source(data_cfg, split):
   return builder.as_data_source(split=split)
 
 
-class _Map(grain.transforms.Map):
-  """A preprocess op as a grain transform."""
+def _raw_source(data_cfg, split):
+  """Like data_source, but images stay encoded: the loader's decode op checks them."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  _, builder = _builder(data_cfg)
+  decoders = {k: tfds.decode.SkipDecoding() for k, f in builder.info.features.items()
+              if isinstance(f, tfds.features.Image)}
+  return builder.as_data_source(split=split, decoders=decoders or None)
 
-  def __init__(self, op):
-    self._op = op
 
-  def map(self, element):
-    return self._op(element)
+def _ops(data_cfg, info, *, augment):
+  """(deterministic ops, random ops, output keys) from a stored example to host-batch keys.
+  The deterministic ops check the example first (preprocess.BadExample)."""
+  ops, random_ops, keys = [], [], []
+  if "image" in info.modalities:
+    ops.append(preprocess.get_decode_image(info.image_shape, "image"))
+    keys.append("image")
+  if "text" in info.modalities:
+    tokenizer = text_tokenizer.WordPieceTokenizer(info.vocab_file, info.text_len)
+    ops += [preprocess.get_check_text("caption"),
+            preprocess.get_tokenize(tokenizer, "caption", "text_ids", "text_mask")]
+    keys += ["text_ids", "text_mask"]
+  if "audio" in info.modalities:
+    ops += [preprocess.get_check_audio(info.sample_rate,
+                                       round(data_cfg.min_audio_seconds * info.sample_rate)),
+            preprocess.get_audio_to_float("audio")]
+    if augment:
+      random_ops += [preprocess.get_random_crop_or_pad(info.audio_len, "audio", "audio_mask"),
+                     preprocess.get_random_gain(*_GAIN_DB, "audio")]
+    else:
+      ops.append(preprocess.get_crop_or_pad(info.audio_len, "audio", "audio_mask"))
+    keys += ["audio", "audio_mask"]
+  ops += [preprocess.get_cast(np.int32, "label"), preprocess.get_cast(np.int32, "image_id")]
+  keys += ["label", "image_id"]
+  return ops, random_ops, keys
+
+
+class _Reader:
+  """Example `index` of a split, read and put through the deterministic ops; raises
+  preprocess.BadExample for an example that cannot be used."""
+
+  def __init__(self, data_cfg, info, split, ops):
+    self.source = _raw_source(data_cfg, split)
+    self.name, self.split, self.policy = info.name, split, data_cfg.on_bad_example
+    self._op = preprocess.chain(ops)
+
+  def __len__(self):
+    return len(self.source)
+
+  def __call__(self, index):
+    try:
+      example = self.source[index]
+    except Exception as e:  # A record the dataset's own decoders cannot read.
+      raise preprocess.BadExample(f"the stored record does not decode ({type(e).__name__}: "
+                                  f"{e})") from None
+    return self._op(example) | {"index": np.int32(index)}
+
+  def bad(self, index, error):
+    """Handles a bad example: raises UserError (policy 'error') or logs it ('skip')."""
+    where = f"{self.name} {self.split} example {index}: {error}"
+    if self.policy == "error":
+      raise UserError(f"{where}. Fix or remove it, or set --config.data.on_bad_example=skip "
+                      "to skip bad examples and count them.")
+    logging.log_first_n(logging.WARNING, "Skipping %s.", 20, where)
+
+
+class _ReadOrReplace:
+  """Stream position -> example, for `MapDataset.map_with_index` over split indices. A bad
+  example is replaced by one drawn from (seed, position), so the stream stays a function of the
+  seed alone; 'skipped' counts the replacements at this position."""
+
+  def __init__(self, reader, seed):
+    self._reader, self._seed = reader, seed
+
+  def __call__(self, position, index):
+    skipped = 0
+    while True:
+      try:
+        return self._reader(index) | {"skipped": np.int32(skipped)}
+      except preprocess.BadExample as e:
+        self._reader.bad(index, e)
+      skipped += 1
+      if skipped >= _MAX_BAD_IN_A_ROW:
+        raise UserError(f"{self._reader.name} {self._reader.split}: {skipped} bad examples "
+                        "in a row; the dataset looks broken (see the warnings above).")
+      rng = np.random.default_rng((self._seed, position, skipped))
+      index = int(rng.integers(len(self._reader)))
 
 
 class _RandomMap(grain.transforms.RandomMap):
@@ -193,34 +295,6 @@ class _RandomMap(grain.transforms.RandomMap):
 
   def random_map(self, element, rng):
     return self._op(element, rng)
-
-
-def _transforms(info, *, augment):
-  """Per-example grain transforms from a decoded example to the host-batch keys."""
-  ops, random_ops, keys = [], [], []
-  if "image" in info.modalities:
-    ops.append(preprocess.get_image_uint8("image"))
-    keys.append("image")
-  if "text" in info.modalities:
-    tokenizer = text_tokenizer.WordPieceTokenizer(info.vocab_file, info.text_len)
-    ops.append(preprocess.get_tokenize(tokenizer, "caption", "text_ids", "text_mask"))
-    keys += ["text_ids", "text_mask"]
-  if "audio" in info.modalities:
-    ops.append(preprocess.get_audio_to_float("audio"))
-    if augment:
-      random_ops += [preprocess.get_random_crop_or_pad(info.audio_len, "audio", "audio_mask"),
-                     preprocess.get_random_gain(*_GAIN_DB, "audio")]
-    else:
-      ops.append(preprocess.get_crop_or_pad(info.audio_len, "audio", "audio_mask"))
-    keys += ["audio", "audio_mask"]
-  ops += [preprocess.get_cast(np.int32, "label"), preprocess.get_cast(np.int32, "image_id")]
-  keys += ["label", "image_id"]
-  transforms = [_Map(preprocess.chain(ops))]
-  if random_ops:
-    transforms.append(_RandomMap(preprocess.chain_random(random_ops)))
-  # Last, so that the random ops may still read any feature.
-  transforms.append(_Map(preprocess.get_keep(*keys)))
-  return transforms
 
 
 def _shard(process_index, process_count):
@@ -265,16 +339,18 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
   if global_batch_size % process_count:
     raise UserError(f"batch_size={global_batch_size} must be divisible by the number of "
                     f"processes ({process_count}).")
-  source = data_source(data_cfg, "train")
-  if len(source) < global_batch_size:
-    raise UserError(f"{info.name} train split has {len(source)} examples, fewer than "
+  ops, random_ops, keys = _ops(data_cfg, info, augment=bool(data_cfg.augment))
+  reader = _Reader(data_cfg, info, "train", ops)
+  if len(reader) < global_batch_size:
+    raise UserError(f"{info.name} train split has {len(reader)} examples, fewer than "
                     f"batch_size={global_batch_size}; use a larger dataset (data.max_images).")
   # A fresh permutation of the whole split every epoch (repeat reseeds the shuffle per epoch);
   # random ops are seeded by the element's position in the global stream.
-  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
-  for transform in _transforms(info, augment=bool(data_cfg.augment)):
-    ds = (ds.random_map(transform, seed=seed) if isinstance(transform, _RandomMap)
-          else ds.map(transform))
+  ds = grain.MapDataset.range(len(reader)).shuffle(seed=seed).repeat(None)
+  ds = ds.map_with_index(_ReadOrReplace(reader, seed))
+  if random_ops:
+    ds = ds.random_map(_RandomMap(preprocess.chain_random(random_ops)), seed=seed)
+  ds = ds.map(preprocess.get_keep(*keys, "index", "skipped"))
   ds = _ProcessRows(ds, global_batch_size, process_index, process_count)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   # grain's default 16 reader threads fight over the GIL for records that take microseconds to
@@ -289,19 +365,25 @@ def split_batches(data_cfg, info, split, batch_size):
   """Yields all of `split` once, in stored order, in batches of exactly batch_size.
 
   No augmentation. The last batch is filled up by repeating its first row, with
-  valid bool[B] False on the filler rows.
+  valid bool[B] False on the filler rows. Bad examples raise UserError or, with
+  data.on_bad_example='skip', are left out.
   """
   if split not in info.split_sizes:
     raise UserError(f"{info.name} has no split {split!r}; it has {sorted(info.split_sizes)}.")
   if batch_size <= 0:
     raise UserError(f"The evaluation batch_size must be positive, got {batch_size}.")
-  source = data_source(data_cfg, split)
-  transforms = _transforms(info, augment=False)
-  n = len(source)
-  for start in range(0, n, batch_size):
-    rows = source.__getitems__(list(range(start, min(n, start + batch_size))))
-    for t in transforms:
-      rows = [t.map(r) for r in rows]
+  ops, _, keys = _ops(data_cfg, info, augment=False)
+  reader = _Reader(data_cfg, info, split, ops + [preprocess.get_keep(*keys)])
+
+  def examples():
+    for index in range(len(reader)):
+      try:
+        yield reader(index)
+      except preprocess.BadExample as e:
+        reader.bad(index, e)
+
+  it = examples()
+  while rows := list(itertools.islice(it, batch_size)):
     valid = np.arange(batch_size) < len(rows)
     rows += [rows[0]] * (batch_size - len(rows))
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}

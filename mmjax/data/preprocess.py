@@ -4,19 +4,76 @@ Each `get_*` function takes the op's settings, including the key(s) it reads and
 returns the op: a function `data -> data` (a new dict; the input is not modified). Random ops
 return `(data, rng) -> data` and take all their randomness from `rng`, an np.random.Generator,
 so a loader that seeds `rng` per example makes them reproducible.
+
+Check ops raise `BadExample(reason)` for an example that cannot be used (an image that does not
+decode, empty or non-UTF-8 text, silent or too-short audio, a wrong sample rate); the loader
+names the example and stops, or skips it and counts (data.on_bad_example).
 """
+import io
+
 import numpy as np
 
 
-def get_image_uint8(key="image"):
-  """uint8[H,W,C] image: adds a channel axis to [H,W] images and checks the dtype."""
+class BadExample(ValueError):
+  """An example that cannot be trained on; the message says what is wrong with it."""
+
+
+def get_decode_image(shape, key="image"):
+  """Encoded image bytes (PNG, JPEG, ...) -> uint8[H,W,C] of `shape`; arrays pass through to
+  the same shape check. Bytes that do not decode, or another shape, are a BadExample."""
   def _op(data):
-    image = np.asarray(data[key])
-    if image.dtype != np.uint8:
-      raise ValueError(f"{key!r} should be uint8, got {image.dtype}.")
+    image = data[key]
+    if isinstance(image, (bytes, np.bytes_)):
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      try:
+        with Image.open(io.BytesIO(image)) as decoded:
+          decoded.load()
+          image = np.asarray(decoded.convert("L" if shape[-1] == 1 else "RGB"))
+      except Exception as e:  # PIL raises several types for broken files.
+        raise BadExample(f"{key!r} bytes do not decode as an image ({e})") from None
+    image = np.asarray(image)
     if image.ndim == 2:
       image = image[..., None]
+    if image.dtype != np.uint8 or image.shape != tuple(shape):
+      raise BadExample(f"{key!r} is {image.dtype}{list(image.shape)}, expected "
+                       f"uint8{list(shape)}")
     return {**data, key: image}
+  return _op
+
+
+def get_check_text(key="caption"):
+  """bytes/str -> str; text that is not UTF-8, or empty after stripping, is a BadExample."""
+  def _op(data):
+    text = data[key]
+    if isinstance(text, (bytes, np.bytes_)):
+      try:
+        text = bytes(text).decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise BadExample(f"{key!r} is not UTF-8 (byte {text[e.start]:#04x} at position "
+                         f"{e.start})") from None
+    if not str(text).strip():
+      raise BadExample(f"{key!r} is empty")
+    return {**data, key: str(text)}
+  return _op
+
+
+def get_check_audio(sample_rate, min_samples, silence_dbfs=-60.0, key="audio",
+                    rate_key="sample_rate"):
+  """int16 waveform checks: a BadExample if the example says it was sampled at another rate
+  (`rate_key`, when present), is shorter than `min_samples`, or peaks below `silence_dbfs`."""
+  def _op(data):
+    if rate_key in data and int(data[rate_key]) != sample_rate:
+      raise BadExample(f"{key!r} is sampled at {int(data[rate_key])} Hz, but data.sample_rate "
+                       f"is {sample_rate} Hz")
+    audio = np.asarray(data[key])
+    if len(audio) < min_samples:
+      raise BadExample(f"{key!r} has {len(audio)} samples ({len(audio) / sample_rate:.3f} s), "
+                       f"fewer than {min_samples} (data.min_audio_seconds)")
+    peak = np.abs(audio.astype(np.float32)).max() / 32768.0
+    if peak <= 10.0 ** (silence_dbfs / 20.0):
+      level = "digital silence" if peak == 0 else f"peak {20 * np.log10(peak):.0f} dBFS"
+      raise BadExample(f"{key!r} is silent ({level}, below {silence_dbfs:.0f} dBFS)")
+    return data
   return _op
 
 

@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 
 from mmjax import objectives
+from mmjax.train import optimizer
 
 CONTRASTIVE = "contrastive"  # The one objective whose terms mix rows of the batch.
 
@@ -156,9 +157,13 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
 
 def train_step(state, batch, *, graphdef, tx, lr_schedule, config, modalities,
                ctx=objectives.Context()):
-  """One optimizer update. state = {step, params, opt_state}; returns (state, metrics).
+  """One optimizer update. state = {step, params, opt_state, bad_examples}; returns
+  (state, metrics).
 
-  `batch` must carry 'row' int32[B], each example's position in the global batch.
+  `batch` must carry 'row' int32[B], each example's position in the global batch, and may
+  carry 'skipped' int32[B], bad examples the loader replaced (counted in bad_examples).
+  Non-finite gradients leave params and opt_state as they were (optimizer.make); the metrics
+  say so (train/nonfinite_streak, train/skipped_steps).
   """
   # Masking randomness comes from (seed, step, row) alone: a resumed run, another mesh or
   # another micro-batching draws the same masks.
@@ -172,6 +177,13 @@ def train_step(state, batch, *, graphdef, tx, lr_schedule, config, modalities,
   grads = ctx.total(grads)  # Under pmap: every device's share of the loss.
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
+  bad_examples = state["bad_examples"]
+  if "skipped" in batch:
+    bad_examples += ctx.total(jnp.sum(batch["skipped"], dtype=jnp.int32))
   metrics["train/grad_norm"] = optax.global_norm(grads)
   metrics["train/lr"] = lr_schedule(state["step"])
-  return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+  metrics["train/nonfinite_streak"], metrics["train/skipped_steps"] = (
+      optimizer.nonfinite_counts(opt_state))
+  metrics["train/bad_examples_skipped"] = bad_examples
+  return {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+          "bad_examples": bad_examples}, metrics

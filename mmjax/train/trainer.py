@@ -8,6 +8,7 @@ the losses and the step logic.
 """
 import contextlib
 import functools
+import json
 import os
 import time
 
@@ -41,7 +42,8 @@ from mmjax.train import validate
 def init_state(config, info, tx):
   model = mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(config.seed))
   params = nnx.state(model, nnx.Param)
-  return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+  return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+          "bad_examples": jnp.zeros((), jnp.int32)}
 
 
 def abstract_model(config, info, tx):
@@ -124,11 +126,72 @@ class PmapState:
     return jax.tree.map(lambda x: x.reshape((self.n, -1) + x.shape[1:]), batch)
 
 
-def _check_finite(step, scalars):
-  for name, value in scalars.items():
-    if not np.isfinite(value):
-      raise NonFiniteError(f"Step {step}: {name} is {value}. Lower optimizer.lr, check the "
-                           "data, or resume from the last checkpoint with other settings.")
+NONFINITE_POLICIES = ("stop", "skip")
+MAX_SKIPS_IN_A_ROW = 20  # on_nonfinite='skip' stops after this many non-finite steps in a row.
+
+
+class NonFiniteGuard:
+  """Applies config.on_nonfinite to each step's metrics, once the step has finished.
+
+  The step itself never applies a non-finite update (optimizer.make), so the state stays
+  usable: 'stop' raises NonFiniteError naming the step and the first non-finite metric;
+  'skip' logs it and carries on (train/skipped_steps counts them), unless
+  MAX_SKIPS_IN_A_ROW steps in a row are non-finite.
+  """
+
+  def __init__(self, policy, last_checkpoint):
+    self.policy, self._last_checkpoint, self._checked = policy, last_checkpoint, 0
+
+  def check(self, step, metrics):
+    """`metrics`: step `step`'s metrics (device arrays of a finished step, or host floats)."""
+    if step <= self._checked:
+      return
+    self._checked = step
+    streak = int(jax.device_get(metrics["train/nonfinite_streak"]))
+    if not streak:
+      return
+    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    # Name the most specific culprit: an objective's loss before the total, then the gradients.
+    order = sorted(scalars, key=lambda k: (not k.startswith("train/loss/"), k != "train/loss", k))
+    name = next((k for k in order if not np.isfinite(scalars[k])), "train/grad_norm")
+    what = f"Step {step}: {name} is {scalars[name]}"
+    if self.policy == "skip" and streak < MAX_SKIPS_IN_A_ROW:
+      logging.warning("%s; the update was skipped (%d skipped steps so far).", what,
+                      int(scalars["train/skipped_steps"]))
+      return
+    last = self._last_checkpoint()
+    why = (f"{streak} steps in a row were non-finite" if self.policy == "skip" else
+           "config.on_nonfinite='stop'")
+    raise NonFiniteError(
+        f"{what}. The update was not applied and the run stopped ({why}); "
+        + (f"the last checkpoint is at step {last}. " if last is not None else
+           "there is no checkpoint yet. ")
+        + "Lower optimizer.lr, check the data, or set --config.on_nonfinite=skip to skip "
+        "non-finite steps and count them.")
+
+
+class ExampleLog:
+  """WORKDIR/example_ids.jsonl: each step's global batch as split indices (config.
+  record_example_ids), to audit the data order, e.g. across a resume."""
+
+  def __init__(self, workdir, enabled):
+    self._file = None
+    if enabled and jax.process_index() == 0:
+      self._file = open(os.path.join(workdir, "example_ids.jsonl"), "a", encoding="utf-8")
+    self._enabled = enabled
+
+  def write(self, step, index):
+    if not self._enabled:
+      return
+    if jax.process_count() > 1:
+      index = multihost_utils.process_allgather(index, tiled=True)
+    if self._file:
+      self._file.write(json.dumps({"step": step, "index": np.asarray(index).tolist()}) + "\n")
+      self._file.flush()
+
+  def close(self):
+    if self._file:
+      self._file.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,50 +286,61 @@ def train_and_evaluate(config, workdir):
   eval_metrics = {}
   progress = tqdm.tqdm(total=config.total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)
+  guard = NonFiniteGuard(config.on_nonfinite, mngr.latest_step)
+  example_log = ExampleLog(workdir, config.record_example_ids)
   last_time, last_step = time.perf_counter(), start_step
   in_flight, saved, preempted = None, None, None
-  with preemption.Watcher() as watcher:  # SIGTERM: save at the next step and stop.
-    for step in range(start_step + 1, config.total_steps + 1):
-      batch = to_device(with_rows(next(data_iter), config.batch_size))
-      with context():
-        state, metrics = step_fn(state, batch)
-      # Wait for the previous step only: one step stays in flight (the next batch loads while it
-      # runs), and the progress bar's rate and ETA are real rather than dispatch speed.
-      jax.block_until_ready(in_flight)
-      in_flight = metrics
-      progress.update()
+  try:
+    with preemption.Watcher() as watcher:  # SIGTERM: save at the next step and stop.
+      for step in range(start_step + 1, config.total_steps + 1):
+        host_batch = next(data_iter)
+        example_log.write(step, host_batch["index"])
+        batch = to_device(with_rows(host_batch, config.batch_size))
+        with context():
+          state, metrics = step_fn(state, batch)
+        # Wait for the previous step only: one step stays in flight (the next batch loads while
+        # it runs), and the progress bar's rate and ETA are real rather than dispatch speed.
+        if in_flight is not None:
+          jax.block_until_ready(in_flight[1])
+          guard.check(*in_flight)
+        in_flight = (step, first(metrics))
+        progress.update()
 
-      if step % config.log_every == 0 or step == config.total_steps:
-        scalars = {k: float(v) for k, v in jax.device_get(first(metrics)).items()}
-        _check_finite(step, scalars)
-        now = time.perf_counter()
-        scalars["train/examples_per_sec"] = ((step - last_step) * config.batch_size
-                                             / (now - last_time))
-        last_time, last_step = now, step
-        writer.write_scalars(step, scalars)
-        progress.set_postfix({"loss": f"{scalars['train/loss']:.3f}",
-                              "ex/s": f"{scalars['train/examples_per_sec']:.0f}"})
+        if step % config.log_every == 0 or step == config.total_steps:
+          guard.check(step, first(metrics))
+          scalars = {k: float(v) for k, v in jax.device_get(first(metrics)).items()}
+          now = time.perf_counter()
+          scalars["train/examples_per_sec"] = ((step - last_step) * config.batch_size
+                                               / (now - last_time))
+          last_time, last_step = now, step
+          writer.write_scalars(step, scalars)
+          progress.set_postfix({"loss": f"{scalars['train/loss']:.3f}",
+                                "ex/s": f"{scalars['train/examples_per_sec']:.0f}"})
 
-      if step % config.checkpoint_every == 0 or step == config.total_steps:
-        checkpoint.save(mngr, step, global_state(), data_iter, force=step == config.total_steps)
-        saved = step
+        if step % config.checkpoint_every == 0 or step == config.total_steps:
+          checkpoint.save(mngr, step, global_state(), data_iter, force=step == config.total_steps)
+          saved = step
 
-      if step % config.eval_every == 0 or step == config.total_steps:
-        eval_metrics = run_evals(step)
-        if jax.process_index() == 0:  # tqdm.write ignores `disable`.
-          progress.write(f"step {step}: " + ", ".join(
-              f"{k.split('/')[-2]} {k.split('/')[-1]}={v:.3f}"
-              for k, v in eval_metrics.items() if k.endswith("r@1")))
-        last_time = time.perf_counter()  # Evals are not training throughput.
+        if step % config.eval_every == 0 or step == config.total_steps:
+          eval_metrics = run_evals(step)
+          if jax.process_index() == 0:  # tqdm.write ignores `disable`.
+            progress.write(f"step {step}: " + ", ".join(
+                f"{k.split('/')[-2]} {k.split('/')[-1]}={v:.3f}"
+                for k, v in eval_metrics.items() if k.endswith("r@1")))
+          last_time = time.perf_counter()  # Evals are not training throughput.
 
-      if step < config.total_steps and watcher.reached(step):
-        if saved != step:
-          checkpoint.save(mngr, step, global_state(), data_iter, force=True)
-        preempted = step
-        break
-  progress.close()
-  if preempted is not None:
+        if step < config.total_steps and watcher.reached(step):
+          if saved != step:
+            checkpoint.save(mngr, step, global_state(), data_iter, force=True)
+          preempted = step
+          break
+  finally:
+    # However the loop ends (done, preempted, an error): saves already started complete, so
+    # no finished checkpoint is lost and none is left half written.
+    progress.close()
+    example_log.close()
     mngr.wait_until_finished()
+  if preempted is not None:
     mngr.close()
     writer.close()
     logging.warning("Preempted (SIGTERM): saved a checkpoint at step %d. Run the same command "
