@@ -8,9 +8,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pathlib  # noqa: E402
 
-import pytest  # noqa: E402
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# JAX's persistent compilation cache (.cache/ is git-ignored): many tests and the subprocesses
+# they start (which inherit these variables) compile the same tiny train step; after the first,
+# each is a cache hit. Cached executables are the same code, so bit-for-bit tests still hold.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

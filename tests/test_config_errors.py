@@ -1,4 +1,5 @@
 """Bad input gets one clear message before anything is built or compiled."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import sys
 import pytest
 
 from configs import pretrain_digits
+from mmjax.data import loader
 from mmjax.errors import UserError
 from mmjax.train import trainer
 
@@ -28,6 +30,8 @@ def _run_main(*args):
     ("parallel.rules.mlp", "tensr", r"config.parallel.rules.mlp='tensr': \['tensr'\] are not"),
     ("mesh.fsdp", 3, "does not divide the 8 devices"),
     ("objectives.contrastive.impl", "ring", "config.objectives.contrastive.impl='ring'"),
+    ("mesh.data", 4, "needs 4 devices, but 8 are available"),
+    ("on_nonfinite", "ignore", "config.on_nonfinite='ignore' is out of range"),
 ])
 def test_out_of_range_values(tmp_path, key, value, message):
   config = pretrain_digits.get_config("runlocal")
@@ -38,6 +42,15 @@ def test_out_of_range_values(tmp_path, key, value, message):
   node[leaf] = value
   with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
     trainer.train_and_evaluate(config, str(tmp_path))
+
+
+def test_modality_the_dataset_lacks(runlocal_config, monkeypatch, tmp_path):
+  real = loader.prepare
+  monkeypatch.setattr(loader, "prepare", lambda cfg: dataclasses.replace(
+      real(cfg), modalities=("image", "text")))
+  with pytest.raises(UserError, match="config.objectives.masked_audio needs 'audio', but dataset "
+                     r"'mmjax_digits' has only \['image', 'text'\]; set its weight to 0"):
+    trainer.train_and_evaluate(runlocal_config.copy_and_resolve_references(), str(tmp_path))
 
 
 def test_pmap_loop_is_data_parallel_only(tmp_path):

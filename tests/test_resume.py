@@ -1,0 +1,199 @@
+"""Long runs that survive: a run stopped any way resumes into exactly the run it would have been.
+
+One straight 12-step run (checkpoints every 5 steps) is the reference for all of them:
+- SIGKILL in the middle of an asynchronous save (of step 10): the resumed run starts from the
+  last complete checkpoint (5), never the half-written one, ends bit for bit where the straight
+  run ends, and trains on the same examples in the same order, none twice. Its metrics before
+  the kill equal the straight run's bit for bit too (same config and seed, same metrics).
+- SIGTERM (a preemption notice) at a step picked at random: exit 0, a checkpoint at that step,
+  and a resume that ends identical to the straight run.
+- The step-5 checkpoint of the straight run (mesh data=8) resumed on data=2 x fsdp=4 (FSDP
+  rules) and on 1 device: the losses continue within float tolerance.
+"""
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from mmjax.parallel import sharding
+from mmjax.train import metrics as metrics_lib
+from mmjax.train import trainer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+STEPS, EVERY, BATCH = 12, 5, 8  # 96 examples: less than one epoch of the 140.
+FLAGS = [f"--config.total_steps={STEPS}", "--config.log_every=1",
+         f"--config.checkpoint_every={EVERY}", "--config.keep_checkpoints=3",
+         "--config.eval_every=100", f"--config.batch_size={BATCH}",
+         "--config.model.scan_layers=True", "--config.record_example_ids=True"]
+
+
+def _config(runlocal_config):
+  config = runlocal_config.copy_and_resolve_references()
+  for flag in FLAGS:  # The same settings as the command lines below.
+    key, value = flag[len("--config."):].split("=")
+    node, *path = config, *key.split(".")
+    for p in path[:-1]:
+      node = node[p]
+    node[path[-1]] = type(node[path[-1]])(value == "True" if value in ("True", "False")
+                                          else int(value))
+  config.evals = ml_collections.ConfigDict()  # Not what these tests are about.
+  return config
+
+
+def _main(workdir, data_dir, *, script="main.py", env=None):
+  return subprocess.Popen(
+      [sys.executable, script, "--config=configs/pretrain_digits.py:runlocal",
+       f"--workdir={workdir}", f"--config.data.dir={data_dir}", *FLAGS],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=None if env is None else os.environ | env)
+
+
+def _wait_for(proc, condition, what):
+  for _ in range(6000):  # A guard against hanging forever (5 minutes), not a speed check.
+    if condition():
+      return
+    if proc.poll() is not None:
+      pytest.fail(f"the run ended before {what}:\n{proc.stdout.read()[-3000:]}")
+    time.sleep(0.05)
+  proc.kill()
+  pytest.fail(f"timed out waiting for {what}")
+
+
+def _rows(workdir, name="metrics.jsonl"):
+  path = os.path.join(workdir, name)
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _logged_steps(workdir):
+  return [r["step"] for r in _rows(workdir) if "train/loss" in r]
+
+
+def _losses(workdir, which=-1):
+  """{step: train/loss}; with several records of a step (a resume repeats steps), the last one
+  (which=-1) or the first (which=0)."""
+  by_step = {}
+  for r in _rows(workdir):
+    if "train/loss" in r:
+      by_step.setdefault(r["step"], []).append(r["train/loss"])
+  return {s: v[which] for s, v in by_step.items()}
+
+
+def _examples_trained_on(workdir):
+  """Each step's example indices as the final model saw them: a resume rewrites the steps
+  after its checkpoint, so the last record of each step counts."""
+  by_step = {r["step"]: r["index"] for r in _rows(workdir, "example_ids.jsonl")}
+  return [by_step[s] for s in sorted(by_step)]
+
+
+def _checkpoints(workdir):
+  return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+def _state(workdir, step):
+  return ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, "checkpoints", str(step), "state"))
+
+
+def _assert_same_state(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)  # Bit for bit.
+
+
+@pytest.fixture(scope="module")
+def straight(runlocal_config, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  trainer.train_and_evaluate(_config(runlocal_config), workdir)
+  return workdir
+
+
+def test_sigkill_during_async_save_resumes_from_last_complete(
+    runlocal_config, data_dir, straight, tmp_path):
+  workdir = str(tmp_path)
+  proc = _main(workdir, data_dir, script="tests/hang_save_main.py",
+               env={"HANG_SAVE_STEP": str(2 * EVERY)})
+  # Killed while the save of step 10 is in flight (its data written, not yet committed) and
+  # training has gone on to step 11.
+  _wait_for(proc, lambda: os.path.exists(os.path.join(workdir, "save_hanging"))
+            and 2 * EVERY + 1 in _logged_steps(workdir), "step 11 with the save of 10 hanging")
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate(timeout=60)
+  complete = [c for c in _checkpoints(workdir) if c.isdigit()]
+  assert complete == [str(EVERY)], _checkpoints(workdir)
+  assert any(c.startswith(f"{2 * EVERY}.") for c in _checkpoints(workdir))  # Orbax's tmp dir.
+  # Same config and seed: the killed run's metrics so far equal the straight run's, bit for bit.
+  before_kill = _losses(workdir, which=0)
+  assert before_kill == {s: _losses(straight)[s] for s in before_kill}
+
+  trainer.train_and_evaluate(_config(runlocal_config), workdir)  # The same command: resume.
+  assert _logged_steps(workdir)[len(before_kill):] == list(range(EVERY + 1, STEPS + 1))
+  _assert_same_state(_state(straight, STEPS), _state(workdir, STEPS))
+  assert _losses(workdir) == _losses(straight)
+  seen = _examples_trained_on(workdir)
+  assert seen == _examples_trained_on(straight)
+  flat = [i for batch in seen for i in batch]
+  assert len(flat) == STEPS * BATCH and len(set(flat)) == len(flat)
+
+
+def test_sigterm_saves_exits_0_and_resumes_identically(
+    runlocal_config, data_dir, straight, tmp_path):
+  workdir = str(tmp_path)
+  notice_after = random.randint(1, STEPS - 3)
+  proc = _main(workdir, data_dir)
+  _wait_for(proc, lambda: notice_after in _logged_steps(workdir), f"step {notice_after}")
+  proc.send_signal(signal.SIGTERM)
+  output, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, output[-3000:]
+  # It stopped at the next step boundary, saved exactly there, and said so.
+  stop = _logged_steps(workdir)[-1]
+  assert notice_after <= stop < STEPS and str(stop) in _checkpoints(workdir)
+  assert f"Preempted (SIGTERM): saved a checkpoint at step {stop}" in output
+
+  trainer.train_and_evaluate(_config(runlocal_config), workdir)
+  _assert_same_state(_state(straight, STEPS), _state(workdir, STEPS))
+  assert _losses(workdir) == _losses(straight)
+
+
+def _from_step_5(straight, workdir):
+  os.makedirs(os.path.join(workdir, "checkpoints"))
+  shutil.copytree(os.path.join(straight, "checkpoints", str(EVERY)),
+                  os.path.join(workdir, "checkpoints", str(EVERY)))
+
+
+def _assert_continues(straight, workdir):
+  resumed, reference = _losses(workdir), _losses(straight)
+  assert sorted(resumed) == list(range(EVERY + 1, STEPS + 1))
+  np.testing.assert_allclose([resumed[s] for s in sorted(resumed)],
+                             [reference[s] for s in sorted(resumed)], rtol=2e-4)
+
+
+def test_resume_on_fsdp_mesh(runlocal_config, straight, tmp_path):
+  config = _config(runlocal_config)
+  config.mesh.data, config.mesh.fsdp = 2, 4
+  config.parallel.rules = sharding.strategy_rules("fsdp")
+  _from_step_5(straight, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
+  _assert_continues(straight, str(tmp_path))
+
+
+def test_resume_on_one_device(data_dir, straight, tmp_path):
+  _from_step_5(straight, str(tmp_path))
+  xla_flags = os.environ.get("XLA_FLAGS", "").replace(
+      "--xla_force_host_platform_device_count=8", "")
+  proc = _main(str(tmp_path), data_dir, env={"XLA_FLAGS": xla_flags})
+  output, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, output[-3000:]
+  assert "on mesh {'data': 1, 'fsdp': 1, 'tensor': 1}" in output
+  _assert_continues(straight, str(tmp_path))
