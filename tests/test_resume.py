@@ -82,14 +82,19 @@ def _logged_steps(workdir):
   return [r["step"] for r in _rows(workdir) if "train/loss" in r]
 
 
-def _losses(workdir, which=-1):
-  """{step: train/loss}; with several records of a step (a resume repeats steps), the last one
-  (which=-1) or the first (which=0)."""
+def _train_metrics(workdir, which=-1):
+  """{step: every train metric but the throughput}; of several records of a step (a resume
+  repeats steps), the last one (which=-1) or the first (which=0)."""
   by_step = {}
   for r in _rows(workdir):
     if "train/loss" in r:
-      by_step.setdefault(r["step"], []).append(r["train/loss"])
+      by_step.setdefault(r["step"], []).append(
+          {k: v for k, v in r.items() if k != "train/examples_per_sec"})
   return {s: v[which] for s, v in by_step.items()}
+
+
+def _losses(workdir):
+  return {s: m["train/loss"] for s, m in _train_metrics(workdir).items()}
 
 
 def _examples_trained_on(workdir):
@@ -134,13 +139,14 @@ def test_sigkill_during_async_save_resumes_from_last_complete(
   assert complete == [str(EVERY)], _checkpoints(workdir)
   assert any(c.startswith(f"{2 * EVERY}.") for c in _checkpoints(workdir))  # Orbax's tmp dir.
   # Same config and seed: the killed run's metrics so far equal the straight run's, bit for bit.
-  before_kill = _losses(workdir, which=0)
-  assert before_kill == {s: _losses(straight)[s] for s in before_kill}
+  before_kill = _train_metrics(workdir, which=0)
+  assert len(before_kill) > 2 * EVERY
+  assert before_kill == {s: _train_metrics(straight)[s] for s in before_kill}
 
   trainer.train_and_evaluate(_config(runlocal_config), workdir)  # The same command: resume.
   assert _logged_steps(workdir)[len(before_kill):] == list(range(EVERY + 1, STEPS + 1))
   _assert_same_state(_state(straight, STEPS), _state(workdir, STEPS))
-  assert _losses(workdir) == _losses(straight)
+  assert _train_metrics(workdir) == _train_metrics(straight)
   seen = _examples_trained_on(workdir)
   assert seen == _examples_trained_on(straight)
   flat = [i for batch in seen for i in batch]
