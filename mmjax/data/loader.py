@@ -6,7 +6,9 @@
 
 A dataset name `mmjax_<x>` is the module `mmjax.data.<x>`, which provides `MODALITIES`,
 `IMAGE_SHAPE`, `make_builder(data_cfg)` (a TFDS builder writing ArrayRecord files) and
-`require_build_tools()`. Examples are read by random access from the ArrayRecord files through
+`require_build_tools()`. Any other name is a TFDS dataset already prepared under data.dir, e.g.
+one built from your own files by `python -m mmjax.data.build` (features image / caption /
+audio / label, any subset). Examples are read by random access from the ArrayRecord files through
 TFDS data sources, without TensorFlow. TFDS is imported inside the functions: configs import
 this module for default_config(), and TFDS takes a while to import.
 
@@ -80,9 +82,12 @@ class DatasetInfo:
 
 
 def _dataset_module(name):
-  """The module that defines dataset `name` ("mmjax_digits" -> mmjax.data.digits)."""
+  """The module that defines dataset `name` ("mmjax_digits" -> mmjax.data.digits), or None for
+  a name that is not `mmjax_<x>` (a prepared TFDS dataset)."""
+  if not (isinstance(name, str) and name.startswith("mmjax_")):
+    return None
   module = None
-  if isinstance(name, str) and name.startswith("mmjax_") and name[6:].isidentifier():
+  if name[6:].isidentifier():
     try:
       module = importlib.import_module(f"mmjax.data.{name[6:]}")
     except ModuleNotFoundError as e:
@@ -133,10 +138,44 @@ def _writable_dir(path, why):
 
 
 def _builder(data_cfg):
+  """(module or None, TFDS builder) for data_cfg.name."""
   module = _dataset_module(data_cfg.name)
   cfg = ml_collections.ConfigDict(data_cfg.to_dict())
   cfg.dir = os.path.expanduser(data_cfg.dir)
-  return module, module.make_builder(cfg)
+  if module is not None:
+    return module, module.make_builder(cfg)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    return None, tfds.builder(data_cfg.name, data_dir=cfg.dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(
+        f"Unknown dataset data.name={data_cfg.name!r}: it is neither built in (mmjax_<x>) nor "
+        f"prepared in data.dir={data_cfg.dir!r}. Build your own paired files with "
+        "`python -m mmjax.data.build --manifest=... --name=... --data_dir=...`.") from None
+
+
+def _generic_info(builder, data_cfg):
+  """(modalities, image shape) of a prepared TFDS dataset from its features."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  features = builder.info.features
+  modalities = tuple(m for m, key in (("image", "image"), ("text", "caption"),
+                                      ("audio", "audio")) if key in features)
+  if not modalities:
+    raise UserError(f"{data_cfg.name} has none of the features image / caption / audio "
+                    f"(it has {sorted(features)}).")
+  image_shape = (0, 0, 0)
+  if "image" in modalities:
+    image_shape = tuple(features["image"].shape)
+    if None in image_shape:
+      raise UserError(f"{data_cfg.name}: images of varying size {image_shape}; build the "
+                      "dataset with a fixed size (python -m mmjax.data.build --image_size).")
+  if "audio" in modalities and "sample_rate" in features:
+    # Checked per example as well (preprocess.get_check_audio); the first says it up front.
+    rate = int(builder.as_data_source("train")[0]["sample_rate"])
+    if rate != data_cfg.sample_rate:
+      raise UserError(f"data.sample_rate={data_cfg.sample_rate}, but {data_cfg.name}'s audio "
+                      f"is stored at {rate} Hz: set --config.data.sample_rate={rate}.")
+  return modalities, image_shape
 
 
 def prepare(data_cfg):
@@ -147,6 +186,10 @@ def prepare(data_cfg):
   """
   _check_config(data_cfg)
   module, builder = _builder(data_cfg)
+  if module is None and not builder.is_prepared():
+    raise UserError(f"data.name={data_cfg.name!r} is not prepared in data.dir={data_cfg.dir!r}, "
+                    "and mmjax does not download datasets: prepare it there first (README: "
+                    "Your own data).")
   if not builder.is_prepared():
     _writable_dir(os.fspath(builder.data_dir_root), f"{data_cfg.name} must be built there first")
     module.require_build_tools()
@@ -159,31 +202,35 @@ def prepare(data_cfg):
     raise UserError(f"data.sample_rate={data_cfg.sample_rate}, but {data_cfg.name}'s audio is "
                     f"stored at {stored_rate} Hz.")
 
+  modalities, image_shape = (
+      _generic_info(builder, data_cfg) if module is None
+      else (tuple(module.MODALITIES), tuple(module.IMAGE_SHAPE)))
   vocab_file = os.path.expanduser(data_cfg.vocab_file)
-  if not vocab_file:
+  if not vocab_file and "text" in modalities:
     # Saved with the built data: each build (and vocab size) gets its own vocab.
     vocab_file = os.path.join(builder.data_dir, f"wordpiece_{data_cfg.vocab_size}.txt")
     if not os.path.exists(vocab_file):
       _writable_dir(os.fspath(builder.data_dir), "the learned vocab is saved there")
-      train = data_source(data_cfg, "train")
+      train = _raw_source(data_cfg, "train")
       # Bad captions (empty, not UTF-8) are left out here; the loader reports them.
       captions = (ex["caption"].decode("utf-8", "ignore") for ex in train)
       captions = (c for c in captions if c.strip())
       text_tokenizer.learn_vocab(captions, data_cfg.vocab_size, vocab_file)
-  tokenizer = text_tokenizer.WordPieceTokenizer(vocab_file, data_cfg.text_len)
-
-  label = builder.info.features["label"]
+  vocab_size = (text_tokenizer.WordPieceTokenizer(vocab_file, data_cfg.text_len).vocab_size
+                if "text" in modalities else 0)
+  # Without labels, each example is its own class: retrieval then finds the exact pair.
+  label = builder.info.features["label"] if "label" in builder.info.features else None
   return DatasetInfo(
       name=data_cfg.name,
-      modalities=tuple(module.MODALITIES),
-      image_shape=tuple(module.IMAGE_SHAPE),
+      modalities=modalities,
+      image_shape=image_shape,
       text_len=data_cfg.text_len,
-      vocab_size=tokenizer.vocab_size,
+      vocab_size=vocab_size,
       vocab_file=vocab_file,
       audio_len=round(data_cfg.audio_seconds * data_cfg.sample_rate),
       sample_rate=data_cfg.sample_rate,
-      num_classes=label.num_classes,
-      class_names=tuple(label.names),
+      num_classes=label.num_classes if label else 0,
+      class_names=tuple(label.names) if label else (),
       split_sizes={name: split.num_examples for name, split in builder.info.splits.items()},
   )
 
@@ -249,7 +296,8 @@ class _Reader:
 
   def __call__(self, index):
     try:
-      example = self.source[index]
+      # Without labels (or image ids), an example is its own class.
+      example = {"label": index, "image_id": index} | dict(self.source[index])
     except Exception as e:  # A record the dataset's own decoders cannot read.
       raise preprocess.BadExample(f"the stored record does not decode ({type(e).__name__}: "
                                   f"{e})") from None
