@@ -215,3 +215,36 @@ def test_crop_or_pad_and_float():
   out = op({"audio": np.array([-32768, 16384, 1], np.int16)})
   np.testing.assert_allclose(out["audio"], [-1.0, 0.5, 1 / 32768, 0.0])
   np.testing.assert_array_equal(out["audio_mask"], [True, True, True, False])
+
+
+AUDIO_PP = "check_audio|to_float|crop_or_pad(4000)|cast('int32', 'label')|cast('int32', 'image_id')"
+
+
+def test_preprocessing_from_op_strings(data_dir):
+  pp = f"decode(channels=1)|resize(16, method='nearest')|check_text|tokenize(12)|{AUDIO_PP}"
+  cfg = small_config(data_dir, pp_train=pp.replace("crop_or_pad", "random_crop_or_pad"),
+                     pp_eval=pp)
+  info = loader.prepare(cfg)
+  assert info.image_shape == (16, 16, 1) and info.text_len == 12 and info.audio_len == 4000
+  batch = take(cfg, info, 1, global_batch_size=8, seed=0, process_index=0, process_count=1)[0]
+  plain = take(small_config(data_dir), loader.prepare(small_config(data_dir)), 1,
+               global_batch_size=8, seed=0, process_index=0, process_count=1)[0]
+  np.testing.assert_array_equal(plain["image_id"], batch["image_id"])
+  # Nearest-neighbour 8x8 -> 16x16 repeats every pixel twice along each axis.
+  np.testing.assert_array_equal(batch["image"], plain["image"].repeat(2, 1).repeat(2, 2))
+  assert batch["text_ids"].shape == (8, 12) and batch["audio"].shape == (8, 4000)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(pp_train="decode|resise(16)"), r"data.pp_train: op 2 'resise\(16\)': unknown op "
+                                         r"'resise'. Did you mean 'resize'\?"),
+    (dict(pp_eval="decode(channels=1)|resize(-3)"), r"data.pp_eval: op 2 'resize\(-3\)': size"),
+    (dict(pp_eval=f"decode(channels=1)|{AUDIO_PP}"),
+     r"data.pp_eval does not produce \['text_ids', 'text_mask'\]"),
+    (dict(pp_train=f"decode(channels=1)|resize(16)|check_text|tokenize(16)|{AUDIO_PP}",
+          pp_eval=f"decode(channels=1)|check_text|tokenize(16)|{AUDIO_PP}"),
+     r"data.pp_train makes .*\(16, 16, 1\).*, but data.pp_eval makes .*\(8, 8, 1\)"),
+])
+def test_bad_op_strings_are_config_errors(data_dir, changes, message):
+  with pytest.raises(UserError, match=message):
+    loader.prepare(small_config(data_dir, **changes))

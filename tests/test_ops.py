@@ -107,7 +107,10 @@ def test_decode():
   np.testing.assert_array_equal(run("decode", {"image": buf.getvalue()})["image"], image)
   grey = run("decode(key='x', channels=1)", {"x": buf.getvalue()})["x"]
   assert grey.shape == (3, 5, 1) and grey.dtype == np.uint8
-  assert run("decode", {"image": image[..., 0]})["image"].shape == (3, 5, 1)
+  # Arrays (already decoded) pass through, with the channel count checked.
+  assert run("decode(channels=1)", {"image": image[..., 0]})["image"].shape == (3, 5, 1)
+  with pytest.raises(BadExample, match=r"'image' is uint8\[3, 5, 1\], expected"):
+    run("decode", {"image": image[..., 0]})
   with pytest.raises(BadExample, match="'image' bytes do not decode"):
     run("decode", {"image": b"not an image"})
 

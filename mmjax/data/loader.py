@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from mmjax.data import ops as ops_lib
 from mmjax.data import preprocess
 from mmjax.data import text_tokenizer
 from mmjax.errors import UserError
@@ -62,6 +63,10 @@ def default_config():
       min_audio_seconds=0.1,  # Shorter waveforms are bad examples.
       on_bad_example="error",  # 'error': stop, naming the example; 'skip': skip and count.
       num_workers=0,  # grain worker processes; 0 reads and preprocesses in the main process.
+      # Preprocessing as op strings (mmjax/data/ops.py), e.g. "decode|resize(32)|...";
+      # '' is the standard recipe for the dataset (loader.default_pp).
+      pp_train="",
+      pp_eval="",
   ))
 
 
@@ -166,9 +171,10 @@ def _generic_info(builder, data_cfg):
   image_shape = (0, 0, 0)
   if "image" in modalities:
     image_shape = tuple(features["image"].shape)
-    if None in image_shape:
-      raise UserError(f"{data_cfg.name}: images of varying size {image_shape}; build the "
-                      "dataset with a fixed size (python -m mmjax.data.build --image_size).")
+    if None in image_shape[:2] and not (data_cfg.pp_train and data_cfg.pp_eval):
+      raise UserError(f"{data_cfg.name}: images of varying size {image_shape}; give "
+                      "data.pp_train and data.pp_eval with a resize (e.g. \"decode|resize(32)|"
+                      "...\"), or build the dataset at a fixed size.")
   if "audio" in modalities and "sample_rate" in features:
     # Checked per example as well (preprocess.get_check_audio); the first says it up front.
     rate = int(builder.as_data_source("train")[0]["sample_rate"])
@@ -220,7 +226,7 @@ def prepare(data_cfg):
                 if "text" in modalities else 0)
   # Without labels, each example is its own class: retrieval then finds the exact pair.
   label = builder.info.features["label"] if "label" in builder.info.features else None
-  return DatasetInfo(
+  info = DatasetInfo(
       name=data_cfg.name,
       modalities=modalities,
       image_shape=image_shape,
@@ -233,6 +239,34 @@ def prepare(data_cfg):
       class_names=tuple(label.names) if label else (),
       split_sizes={name: split.num_examples for name, split in builder.info.splits.items()},
   )
+  return dataclasses.replace(info, **_output_shapes(data_cfg, info))
+
+
+def _output_shapes(data_cfg, info):
+  """Image shape, text and audio lengths of what data.pp_train / pp_eval make, from the first
+  usable train example; both must make the same keys and shapes (one model reads both)."""
+  source = _raw_source(data_cfg, "train")
+  pipelines = {train: _pipeline(data_cfg, info.modalities, info.image_shape[-1] or 3,
+                                info.vocab_file, train=train) for train in (True, False)}
+  for index in range(min(len(source), _MAX_BAD_IN_A_ROW)):
+    example = {"label": index, "image_id": index} | dict(source[index])
+    try:
+      out = {train: _finish(pipe(example, np.random.default_rng(0)), keys, None, pipe.where)
+             for train, (pipe, keys) in pipelines.items()}
+    except preprocess.BadExample:
+      continue
+    shapes = {train: {k: v.shape for k, v in o.items() if k in batch_shapes(info)}
+              for train, o in out.items()}
+    if shapes[True] != shapes[False]:
+      raise UserError(f"data.pp_train makes {shapes[True]}, but data.pp_eval makes "
+                      f"{shapes[False]}; one model reads both, so they must agree.")
+    made = shapes[False]
+    return dict(
+        image_shape=tuple(made["image"]) if "image" in made else info.image_shape,
+        text_len=made["text_ids"][0] if "text_ids" in made else info.text_len,
+        audio_len=made["audio"][0] if "audio" in made else info.audio_len)
+  raise UserError(f"{info.name}: none of the first {_MAX_BAD_IN_A_ROW} train examples survives "
+                  "data.pp_eval; the dataset or the op string is broken.")
 
 
 def data_source(data_cfg, split):
@@ -255,53 +289,77 @@ def _raw_source(data_cfg, split):
   return builder.as_data_source(split=split, decoders=decoders or None)
 
 
-def _ops(data_cfg, info, *, augment):
-  """(deterministic ops, random ops, output keys) from a stored example to host-batch keys.
-  The deterministic ops check the example first (preprocess.BadExample)."""
-  ops, random_ops, keys = [], [], []
-  if "image" in info.modalities:
-    ops.append(preprocess.get_decode_image(info.image_shape, "image"))
-    keys.append("image")
-  if "text" in info.modalities:
-    tokenizer = text_tokenizer.WordPieceTokenizer(info.vocab_file, info.text_len)
-    ops += [preprocess.get_check_text("caption"),
-            preprocess.get_tokenize(tokenizer, "caption", "text_ids", "text_mask")]
-    keys += ["text_ids", "text_mask"]
-  if "audio" in info.modalities:
-    ops += [preprocess.get_check_audio(info.sample_rate,
-                                       round(data_cfg.min_audio_seconds * info.sample_rate)),
-            preprocess.get_audio_to_float("audio")]
-    if augment:
-      random_ops += [preprocess.get_random_crop_or_pad(info.audio_len, "audio", "audio_mask"),
-                     preprocess.get_random_gain(*_GAIN_DB, "audio")]
-    else:
-      ops.append(preprocess.get_crop_or_pad(info.audio_len, "audio", "audio_mask"))
-    keys += ["audio", "audio_mask"]
-  ops += [preprocess.get_cast(np.int32, "label"), preprocess.get_cast(np.int32, "image_id")]
-  keys += ["label", "image_id"]
-  return ops, random_ops, keys
+# Host-batch keys each modality's preprocessing must produce (plus label and image_id).
+BATCH_KEYS = {"image": ("image",), "text": ("text_ids", "text_mask"),
+              "audio": ("audio", "audio_mask")}
+
+
+def default_pp(data_cfg, modalities, channels, *, train):
+  """The standard recipe as an op string (mmjax.data.ops): what data.pp_train / data.pp_eval
+  mean when left empty. Checks first, then decode / tokenize / crop or pad; random audio
+  offset and gain in training when data.augment."""
+  ops = []
+  if "image" in modalities:
+    ops.append(f"decode(channels={channels})")
+  if "text" in modalities:
+    ops += ["check_text", f"tokenize({data_cfg.text_len})"]
+  if "audio" in modalities:
+    length = round(data_cfg.audio_seconds * data_cfg.sample_rate)
+    ops += [f"check_audio({data_cfg.min_audio_seconds})", "to_float"]
+    ops += ([f"random_crop_or_pad({length})", "random_gain({}, {})".format(*_GAIN_DB)]
+            if train and data_cfg.augment else [f"crop_or_pad({length})"])
+  return "|".join(ops + ["cast('int32', 'label')", "cast('int32', 'image_id')"])
+
+
+def _pipeline(data_cfg, modalities, channels, vocab_file, *, train):
+  """(ops.Pipeline, the keys it must produce) for training or evaluation."""
+  where = "data.pp_train" if train else "data.pp_eval"
+  spec = data_cfg[where[5:]] or default_pp(data_cfg, modalities, channels, train=train)
+  context = {"sample_rate": data_cfg.sample_rate,
+             "tokenizer_factory": lambda n: text_tokenizer.WordPieceTokenizer(vocab_file, n)}
+  keys = [k for m in modalities for k in BATCH_KEYS[m]] + ["label", "image_id"]
+  return ops_lib.build(spec, context, where=where), keys
+
+
+def _finish(example, keys, shapes, where):
+  """The batch keys of a preprocessed example, each checked against `shapes` (a key the
+  pipeline does not make is the config's fault; another shape is the example's)."""
+  missing = [k for k in keys if k not in example]
+  if missing:
+    raise UserError(f"{where} does not produce {missing}, which batches need; it makes "
+                    f"{sorted(example)}.")
+  out = {k: np.asarray(example[k]) for k in keys}
+  for k, shape in (shapes or {}).items():
+    if out[k].shape != shape:
+      raise preprocess.BadExample(f"{k!r} is {list(out[k].shape)} after {where}, but batches "
+                                  f"hold {list(shape)} (resize / crop_or_pad in {where}?)")
+  return out
 
 
 class _Reader:
-  """Example `index` of a split, read and put through the deterministic ops; raises
+  """Example `index` of a split, read and preprocessed by data.pp_train / pp_eval; raises
   preprocess.BadExample for an example that cannot be used."""
 
-  def __init__(self, data_cfg, info, split, ops):
+  def __init__(self, data_cfg, info, split, *, train):
     self.source = _raw_source(data_cfg, split)
     self.name, self.split, self.policy = info.name, split, data_cfg.on_bad_example
-    self._op = preprocess.chain(ops)
+    self._pipeline, self._keys = _pipeline(data_cfg, info.modalities, info.image_shape[-1],
+                                           info.vocab_file, train=train)
+    self._where = self._pipeline.where
+    self._shapes = batch_shapes(info)
 
   def __len__(self):
     return len(self.source)
 
-  def __call__(self, index):
+  def __call__(self, index, rng=None):
     try:
       # Without labels (or image ids), an example is its own class.
       example = {"label": index, "image_id": index} | dict(self.source[index])
     except Exception as e:  # A record the dataset's own decoders cannot read.
       raise preprocess.BadExample(f"the stored record does not decode ({type(e).__name__}: "
                                   f"{e})") from None
-    return self._op(example) | {"index": np.int32(index)}
+    example = self._pipeline(example, rng if rng is not None else np.random.default_rng(index))
+    return _finish(example, self._keys, self._shapes, self._where) | {"index": np.int32(index)}
 
   def bad(self, index, error):
     """Handles a bad example: raises UserError (policy 'error') or logs it ('skip')."""
@@ -313,9 +371,10 @@ class _Reader:
 
 
 class _ReadOrReplace:
-  """Stream position -> example, for `MapDataset.map_with_index` over split indices. A bad
-  example is replaced by one drawn from (seed, position), so the stream stays a function of the
-  seed alone; 'skipped' counts the replacements at this position."""
+  """Stream position -> example, for `MapDataset.map_with_index` over split indices. Random
+  ops draw from (seed, position). A bad example is replaced by one drawn from (seed, position)
+  too, so the stream stays a function of the seed alone; 'skipped' counts the replacements at
+  this position."""
 
   def __init__(self, reader, seed):
     self._reader, self._seed = reader, seed
@@ -323,26 +382,24 @@ class _ReadOrReplace:
   def __call__(self, position, index):
     skipped = 0
     while True:
+      rng = np.random.default_rng((self._seed, position, skipped))
       try:
-        return self._reader(index) | {"skipped": np.int32(skipped)}
+        return self._reader(index, rng) | {"skipped": np.int32(skipped)}
       except preprocess.BadExample as e:
         self._reader.bad(index, e)
       skipped += 1
       if skipped >= _MAX_BAD_IN_A_ROW:
         raise UserError(f"{self._reader.name} {self._reader.split}: {skipped} bad examples "
                         "in a row; the dataset looks broken (see the warnings above).")
-      rng = np.random.default_rng((self._seed, position, skipped))
       index = int(rng.integers(len(self._reader)))
 
 
-class _RandomMap(grain.transforms.RandomMap):
-  """A random preprocess op as a grain transform: grain seeds `rng` from the seed and index."""
-
-  def __init__(self, op):
-    self._op = op
-
-  def random_map(self, element, rng):
-    return self._op(element, rng)
+def batch_shapes(info):
+  """{batch key: per-example shape} of a prepared dataset."""
+  shapes = {"image": info.image_shape, "text_ids": (info.text_len,),
+            "text_mask": (info.text_len,), "audio": (info.audio_len,),
+            "audio_mask": (info.audio_len,)}
+  return {k: shapes[k] for m in info.modalities for k in BATCH_KEYS[m]}
 
 
 def _shard(process_index, process_count):
@@ -387,8 +444,7 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
   if global_batch_size % process_count:
     raise UserError(f"batch_size={global_batch_size} must be divisible by the number of "
                     f"processes ({process_count}).")
-  ops, random_ops, keys = _ops(data_cfg, info, augment=bool(data_cfg.augment))
-  reader = _Reader(data_cfg, info, "train", ops)
+  reader = _Reader(data_cfg, info, "train", train=True)
   if len(reader) < global_batch_size:
     raise UserError(f"{info.name} train split has {len(reader)} examples, fewer than "
                     f"batch_size={global_batch_size}; use a larger dataset (data.max_images).")
@@ -396,9 +452,6 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
   # random ops are seeded by the element's position in the global stream.
   ds = grain.MapDataset.range(len(reader)).shuffle(seed=seed).repeat(None)
   ds = ds.map_with_index(_ReadOrReplace(reader, seed))
-  if random_ops:
-    ds = ds.random_map(_RandomMap(preprocess.chain_random(random_ops)), seed=seed)
-  ds = ds.map(preprocess.get_keep(*keys, "index", "skipped"))
   ds = _ProcessRows(ds, global_batch_size, process_index, process_count)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   # grain's default 16 reader threads fight over the GIL for records that take microseconds to
@@ -420,8 +473,7 @@ def split_batches(data_cfg, info, split, batch_size):
     raise UserError(f"{info.name} has no split {split!r}; it has {sorted(info.split_sizes)}.")
   if batch_size <= 0:
     raise UserError(f"The evaluation batch_size must be positive, got {batch_size}.")
-  ops, _, keys = _ops(data_cfg, info, augment=False)
-  reader = _Reader(data_cfg, info, split, ops + [preprocess.get_keep(*keys)])
+  reader = _Reader(data_cfg, info, split, train=False)
 
   def examples():
     for index in range(len(reader)):

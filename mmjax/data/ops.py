@@ -243,18 +243,7 @@ def get_decode(key="image", channels=3):
   3: RGB). Arrays pass through; a 2-D one gets a channel axis. Bytes that do not decode are a
   BadExample."""
   _check(channels in (1, 3), f"channels must be 1 or 3, got {channels!r}")
-  def _op(data):
-    image = data[key]
-    if isinstance(image, (bytes, np.bytes_)):
-      from PIL import Image  # pylint: disable=g-import-not-at-top
-      try:
-        with Image.open(io.BytesIO(image)) as decoded:
-          image = np.asarray(decoded.convert("L" if channels == 1 else "RGB"))
-      except Exception as e:  # PIL raises several types for broken files.
-        raise preprocess.BadExample(f"{key!r} bytes do not decode as an image ({e})") from None
-    image = np.asarray(image)
-    return {**data, key: image[..., None] if image.ndim == 2 else image}
-  return _op
+  return preprocess.get_decode_image((None, None, channels), key)
 
 
 @register("resize")
@@ -481,6 +470,36 @@ def get_freq_mask(num, max_width, key="audio"):
     spectrum = _zero_bands(np.fft.rfft(x), num, max_width, rng, axis=0)
     return {**data, key: np.fft.irfft(spectrum, n=len(x)).astype(x.dtype)}
   return _op
+
+
+@register("random_gain", random=True)
+def get_random_gain(min_db, max_db, key="audio"):
+  """Scales a float waveform by a gain drawn uniformly in [min_db, max_db] dB, clipped to
+  [-1, 1]."""
+  _check(min_db <= max_db, f"min_db must be <= max_db, got {min_db!r}, {max_db!r}")
+  return preprocess.get_random_gain(float(min_db), float(max_db), key)
+
+
+# Checks: a BadExample for an example that cannot be used (data.on_bad_example decides).
+
+
+@register("check_text")
+def get_check_text(key="caption"):
+  """bytes -> str; text that is not UTF-8, or empty after stripping, is a BadExample."""
+  return preprocess.get_check_text(key)
+
+
+@register("check_audio")
+def get_check_audio(min_seconds=0.1, silence_dbfs=-60.0, key="audio", rate_key="sample_rate", *,
+                    context):
+  """An int16 waveform sampled at another rate than context['sample_rate'] (by the example's
+  `rate_key`, when it has one), shorter than `min_seconds` or peaking below `silence_dbfs` is a
+  BadExample."""
+  _check(min_seconds >= 0, f"min_seconds must be >= 0, got {min_seconds!r}")
+  if "sample_rate" not in context:
+    raise ValueError("needs context['sample_rate'], which the caller of build() did not give")
+  rate = context["sample_rate"]
+  return preprocess.get_check_audio(rate, round(min_seconds * rate), silence_dbfs, key, rate_key)
 
 
 # General.

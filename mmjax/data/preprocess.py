@@ -19,8 +19,9 @@ class BadExample(ValueError):
 
 
 def get_decode_image(shape, key="image"):
-  """Encoded image bytes (PNG, JPEG, ...) -> uint8[H,W,C] of `shape`; arrays pass through to
-  the same shape check. Bytes that do not decode, or another shape, are a BadExample."""
+  """Encoded image bytes (PNG, JPEG, ...) -> uint8[H,W,C] of `shape` (None: any size, e.g.
+  (None, None, 3)); arrays pass through to the same check. Bytes that do not decode, or another
+  shape, are a BadExample."""
   def _op(data):
     image = data[key]
     if isinstance(image, (bytes, np.bytes_)):
@@ -34,7 +35,8 @@ def get_decode_image(shape, key="image"):
     image = np.asarray(image)
     if image.ndim == 2:
       image = image[..., None]
-    if image.dtype != np.uint8 or image.shape != tuple(shape):
+    if image.dtype != np.uint8 or image.ndim != len(shape) or any(
+        want is not None and have != want for have, want in zip(image.shape, shape)):
       raise BadExample(f"{key!r} is {image.dtype}{list(image.shape)}, expected "
                        f"uint8{list(shape)}")
     return {**data, key: image}
