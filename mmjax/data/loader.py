@@ -36,6 +36,7 @@ from absl import logging
 
 from mmjax.data import ops as ops_lib
 from mmjax.data import preprocess
+from mmjax.data import standard
 from mmjax.data import text_tokenizer
 from mmjax.errors import UserError
 
@@ -50,7 +51,8 @@ BAD_EXAMPLE_POLICIES = ("error", "skip")
 def default_config():
   """The data settings every training config has (`config.data`)."""
   return ml_collections.ConfigDict(dict(
-      name="mmjax_digits",  # `mmjax_<x>`: the builder in mmjax/data/<x>.py.
+      name="mmjax_digits",  # `mmjax_<x>`: the builder in mmjax/data/<x>.py; else a TFDS name.
+      train_split="train",
       dir="",  # Where built datasets live; configs set it (configs.common.default_data_dir).
       sample_rate=8000,  # Hz of the stored speech; part of the built dataset's identity.
       audio_seconds=1.0,  # Waveforms are cropped/padded to this length.
@@ -163,8 +165,10 @@ def _generic_info(builder, data_cfg):
   """(modalities, image shape) of a prepared TFDS dataset from its features."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   features = builder.info.features
-  modalities = tuple(m for m, key in (("image", "image"), ("text", "caption"),
-                                      ("audio", "audio")) if key in features)
+  known = standard.DATASETS.get(data_cfg.name)
+  modalities = known.modalities if known else tuple(
+      m for m, key in (("image", "image"), ("text", "caption"), ("audio", "audio"))
+      if key in features)
   if not modalities:
     raise UserError(f"{data_cfg.name} has none of the features image / caption / audio "
                     f"(it has {sorted(features)}).")
@@ -175,9 +179,13 @@ def _generic_info(builder, data_cfg):
       raise UserError(f"{data_cfg.name}: images of varying size {image_shape}; give "
                       "data.pp_train and data.pp_eval with a resize (e.g. \"decode|resize(32)|"
                       "...\"), or build the dataset at a fixed size.")
+  if known and known.sample_rate and known.sample_rate != data_cfg.sample_rate:
+    raise UserError(f"data.sample_rate={data_cfg.sample_rate}, but {data_cfg.name}'s audio is "
+                    f"stored at {known.sample_rate} Hz: set "
+                    f"--config.data.sample_rate={known.sample_rate}.")
   if "audio" in modalities and "sample_rate" in features:
     # Checked per example as well (preprocess.get_check_audio); the first says it up front.
-    rate = int(builder.as_data_source("train")[0]["sample_rate"])
+    rate = int(_raw_source(data_cfg, data_cfg.train_split)[0]["sample_rate"])
     if rate != data_cfg.sample_rate:
       raise UserError(f"data.sample_rate={data_cfg.sample_rate}, but {data_cfg.name}'s audio "
                       f"is stored at {rate} Hz: set --config.data.sample_rate={rate}.")
@@ -192,11 +200,11 @@ def prepare(data_cfg):
   """
   _check_config(data_cfg)
   module, builder = _builder(data_cfg)
-  if module is None and not builder.is_prepared():
+  if module is None and not _readable(data_cfg):
     raise UserError(f"data.name={data_cfg.name!r} is not prepared in data.dir={data_cfg.dir!r}, "
                     "and mmjax does not download datasets: prepare it there first (README: "
-                    "Your own data).")
-  if not builder.is_prepared():
+                    "Standard datasets, Your own data).")
+  if module is not None and not builder.is_prepared():
     _writable_dir(os.fspath(builder.data_dir_root), f"{data_cfg.name} must be built there first")
     module.require_build_tools()
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -213,14 +221,19 @@ def prepare(data_cfg):
       else (tuple(module.MODALITIES), tuple(module.IMAGE_SHAPE)))
   vocab_file = os.path.expanduser(data_cfg.vocab_file)
   if not vocab_file and "text" in modalities:
-    # Saved with the built data: each build (and vocab size) gets its own vocab.
-    vocab_file = os.path.join(builder.data_dir, f"wordpiece_{data_cfg.vocab_size}.txt")
+    # Saved with the built data: each build (and vocab size) gets its own vocab. A TFDS
+    # dataset's folder may be read-only (a bucket): its vocab goes beside it in data.dir.
+    vocab_dir = os.fspath(builder.data_dir) if module else os.path.expanduser(data_cfg.dir)
+    vocab_file = os.path.join(vocab_dir, f"wordpiece_{data_cfg.vocab_size}.txt" if module else
+                              f"{data_cfg.name}_{data_cfg.train_split}_wordpiece_"
+                              f"{data_cfg.vocab_size}.txt")
     if not os.path.exists(vocab_file):
-      _writable_dir(os.fspath(builder.data_dir), "the learned vocab is saved there")
-      train = _raw_source(data_cfg, "train")
+      _writable_dir(vocab_dir, "the learned vocab is saved there (or set data.vocab_file)")
+      train = _raw_source(data_cfg, data_cfg.train_split)
+      known = standard.DATASETS.get(data_cfg.name)
+      key = known.text_key if known else "caption"
       # Bad captions (empty, not UTF-8) are left out here; the loader reports them.
-      captions = (ex["caption"].decode("utf-8", "ignore") for ex in train)
-      captions = (c for c in captions if c.strip())
+      captions = (c for ex in train for c in _texts(_flatten(ex)[key]) if c.strip())
       text_tokenizer.learn_vocab(captions, data_cfg.vocab_size, vocab_file)
   vocab_size = (text_tokenizer.WordPieceTokenizer(vocab_file, data_cfg.text_len).vocab_size
                 if "text" in modalities else 0)
@@ -237,7 +250,7 @@ def prepare(data_cfg):
       sample_rate=data_cfg.sample_rate,
       num_classes=label.num_classes if label else 0,
       class_names=tuple(label.names) if label else (),
-      split_sizes={name: split.num_examples for name, split in builder.info.splits.items()},
+      split_sizes=_split_sizes(data_cfg, builder),
   )
   return dataclasses.replace(info, **_output_shapes(data_cfg, info))
 
@@ -245,11 +258,11 @@ def prepare(data_cfg):
 def _output_shapes(data_cfg, info):
   """Image shape, text and audio lengths of what data.pp_train / pp_eval make, from the first
   usable train example; both must make the same keys and shapes (one model reads both)."""
-  source = _raw_source(data_cfg, "train")
+  source = _raw_source(data_cfg, data_cfg.train_split)
   pipelines = {train: _pipeline(data_cfg, info.modalities, info.image_shape[-1] or 3,
                                 info.vocab_file, train=train) for train in (True, False)}
   for index in range(min(len(source), _MAX_BAD_IN_A_ROW)):
-    example = {"label": index, "image_id": index} | dict(source[index])
+    example = {"label": index, "image_id": index} | _flatten(source[index])
     try:
       out = {train: _finish(pipe(example, np.random.default_rng(0)), keys, None, pipe.where)
              for train, (pipe, keys) in pipelines.items()}
@@ -280,6 +293,43 @@ def data_source(data_cfg, split):
   return builder.as_data_source(split=split)
 
 
+def _readable(data_cfg):
+  """Whether the train split can be opened (a prepared dataset, or TFDS's mock_data)."""
+  try:
+    _raw_source(data_cfg, data_cfg.train_split)
+  except Exception:  # pylint: disable=broad-exception-caught
+    return False
+  return True
+
+
+def _split_sizes(data_cfg, builder):
+  """{split: examples}, from the dataset's info or, where that has none (mock data), by
+  opening each split the dataset is known to have."""
+  if builder.info.splits:
+    return {name: split.num_examples for name, split in builder.info.splits.items()}
+  known = standard.DATASETS.get(data_cfg.name)
+  names = known.splits if known else (data_cfg.train_split,)
+  return {name: len(_raw_source(data_cfg, name)) for name in names}
+
+
+def _texts(value):
+  """A stored text feature (bytes or str, or a list of them) as a list of str."""
+  items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+  return [t.decode("utf-8", "ignore") if isinstance(t, (bytes, np.bytes_)) else str(t)
+          for t in items]
+
+
+def _flatten(example, prefix=""):
+  """Nested feature dicts -> one level with '/' in the keys (coco's 'captions/text')."""
+  out = {}
+  for k, v in example.items():
+    if isinstance(v, dict):
+      out |= _flatten(v, f"{prefix}{k}/")
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 def _raw_source(data_cfg, split):
   """Like data_source, but images stay encoded: the loader's decode op checks them."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -305,7 +355,7 @@ def default_pp(data_cfg, modalities, channels, *, train):
     ops += ["check_text", f"tokenize({data_cfg.text_len})"]
   if "audio" in modalities:
     length = round(data_cfg.audio_seconds * data_cfg.sample_rate)
-    ops += [f"check_audio({data_cfg.min_audio_seconds})", "to_float"]
+    ops += ["check_audio", "to_float"]
     ops += ([f"random_crop_or_pad({length})", "random_gain({}, {})".format(*_GAIN_DB)]
             if train and data_cfg.augment else [f"crop_or_pad({length})"])
   return "|".join(ops + ["cast('int32', 'label')", "cast('int32', 'image_id')"])
@@ -315,7 +365,10 @@ def _pipeline(data_cfg, modalities, channels, vocab_file, *, train):
   """(ops.Pipeline, the keys it must produce) for training or evaluation."""
   where = "data.pp_train" if train else "data.pp_eval"
   spec = data_cfg[where[5:]] or default_pp(data_cfg, modalities, channels, train=train)
-  context = {"sample_rate": data_cfg.sample_rate,
+  known = standard.DATASETS.get(data_cfg.name)
+  if known and known.adapter:
+    spec = f"{known.adapter}|{spec}"
+  context = {"sample_rate": data_cfg.sample_rate, "min_audio_seconds": data_cfg.min_audio_seconds,
              "tokenizer_factory": lambda n: text_tokenizer.WordPieceTokenizer(vocab_file, n)}
   keys = [k for m in modalities for k in BATCH_KEYS[m]] + ["label", "image_id"]
   return ops_lib.build(spec, context, where=where), keys
@@ -354,7 +407,7 @@ class _Reader:
   def __call__(self, index, rng=None):
     try:
       # Without labels (or image ids), an example is its own class.
-      example = {"label": index, "image_id": index} | dict(self.source[index])
+      example = {"label": index, "image_id": index} | _flatten(self.source[index])
     except Exception as e:  # A record the dataset's own decoders cannot read.
       raise preprocess.BadExample(f"the stored record does not decode ({type(e).__name__}: "
                                   f"{e})") from None
@@ -444,7 +497,7 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
   if global_batch_size % process_count:
     raise UserError(f"batch_size={global_batch_size} must be divisible by the number of "
                     f"processes ({process_count}).")
-  reader = _Reader(data_cfg, info, "train", train=True)
+  reader = _Reader(data_cfg, info, data_cfg.train_split, train=True)
   if len(reader) < global_batch_size:
     raise UserError(f"{info.name} train split has {len(reader)} examples, fewer than "
                     f"batch_size={global_batch_size}; use a larger dataset (data.max_images).")

@@ -490,11 +490,14 @@ def get_check_text(key="caption"):
 
 
 @register("check_audio")
-def get_check_audio(min_seconds=0.1, silence_dbfs=-60.0, key="audio", rate_key="sample_rate", *,
+def get_check_audio(min_seconds=None, silence_dbfs=-60.0, key="audio", rate_key="sample_rate", *,
                     context):
   """An int16 waveform sampled at another rate than context['sample_rate'] (by the example's
-  `rate_key`, when it has one), shorter than `min_seconds` or peaking below `silence_dbfs` is a
+  `rate_key`, when it has one), shorter than `min_seconds` (default: context
+  ['min_audio_seconds'], i.e. data.min_audio_seconds) or peaking below `silence_dbfs` is a
   BadExample."""
+  if min_seconds is None:
+    min_seconds = context.get("min_audio_seconds", 0.0)
   _check(min_seconds >= 0, f"min_seconds must be >= 0, got {min_seconds!r}")
   if "sample_rate" not in context:
     raise ValueError("needs context['sample_rate'], which the caller of build() did not give")
