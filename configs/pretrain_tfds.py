@@ -21,6 +21,10 @@ from configs import pretrain_digits
 from mmjax.data import standard
 from mmjax.errors import UserError
 
+# Every variant; tests/test_configs.py checks each one.
+VARIANTS = tuple(f"dataset={name}" for name in sorted(standard.DATASETS)) + (
+    "dataset=coco_captions,size=L,strategy=fsdp", "dataset=librispeech,runlocal")
+
 # Per dataset: image size, text length, seconds of audio, global batch.
 SHAPES = {
     "coco_captions": dict(image=224, text=32, batch=1024),

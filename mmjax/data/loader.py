@@ -127,6 +127,8 @@ def _check_config(data_cfg):
        f"must be in [0, data.audio_seconds={data_cfg.audio_seconds}].")
   need(data_cfg.on_bad_example in BAD_EXAMPLE_POLICIES, "on_bad_example",
        f"must be one of {BAD_EXAMPLE_POLICIES}.")
+  for key in ("pp_train", "pp_eval"):  # Op names and syntax now; arguments when built.
+    ops_lib.parse(data_cfg[key], where=f"data.{key}")
   need(not data_cfg.vocab_file or os.path.isfile(os.path.expanduser(data_cfg.vocab_file)),
        "vocab_file", "no such file; give a BERT-style vocab.txt, or '' to learn a vocab "
        "from the training captions.")
