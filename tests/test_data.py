@@ -1,5 +1,7 @@
 """The built-in dataset, the grain loader and the preprocessing ops, on the small (runlocal)
 build of mmjax_digits: 200 images, one train example per image."""
+import cloudpickle
+
 import numpy as np
 import pytest
 
@@ -248,3 +250,14 @@ def test_preprocessing_from_op_strings(data_dir):
 def test_bad_op_strings_are_config_errors(data_dir, changes, message):
   with pytest.raises(UserError, match=message):
     loader.prepare(small_config(data_dir, **changes))
+
+
+def test_reader_reopens_its_source_in_worker_processes(small):
+  """grain pickles the reader into worker processes (data.num_workers): it must reopen the
+  TFDS data source there, not unpickle it (a registered TFDS config cannot be rebuilt)."""
+  cfg, info = small
+  reader = loader._Reader(cfg, info, "validation", train=False)  # pylint: disable=protected-access
+  assert "source" not in reader.__getstate__()
+  clone = cloudpickle.loads(cloudpickle.dumps(reader))  # As grain does.
+  for key, value in reader(3).items():
+    np.testing.assert_array_equal(clone(3)[key], value)

@@ -396,6 +396,7 @@ class _Reader:
   preprocess.BadExample for an example that cannot be used."""
 
   def __init__(self, data_cfg, info, split, *, train):
+    self._data_cfg = data_cfg
     self.source = _raw_source(data_cfg, split)
     self.name, self.split, self.policy = info.name, split, data_cfg.on_bad_example
     self._pipeline, self._keys = _pipeline(data_cfg, info.modalities, info.image_shape[-1],
@@ -405,6 +406,18 @@ class _Reader:
 
   def __len__(self):
     return len(self.source)
+
+  def __getstate__(self):
+    # grain's worker processes get the reader pickled: they reopen the data source rather
+    # than unpickle it (a TFDS builder with a registered config cannot be rebuilt that way).
+    # (Examples held in a list, e.g. by scripts/bench_input.py, travel as they are.)
+    keep = isinstance(self.source, list)
+    return {k: v for k, v in self.__dict__.items() if k != "source" or keep}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    if "source" not in state:
+      self.source = _raw_source(self._data_cfg, self.split)
 
   def __call__(self, index, rng=None):
     try:
