@@ -1,6 +1,7 @@
 """The built-in dataset, the grain loader and the preprocessing ops, on the small (runlocal)
 build of mmjax_digits: 200 images, one train example per image."""
 import cloudpickle
+import ml_collections
 
 import numpy as np
 import pytest
@@ -74,9 +75,9 @@ def test_train_batches(small):
   cfg, info = small
   for batch in take(cfg, info, 2, global_batch_size=8, seed=0, process_index=0,
                     process_count=1):
-    assert set(batch) == KEYS | {"skipped"}
+    assert set(batch) == KEYS | {"skipped", "source"}
     check_batch(batch, info, 8)
-    assert (batch["skipped"] == 0).all()
+    assert (batch["skipped"] == 0).all() and (batch["source"] == 0).all()
     # 'index' names the stored example: its image_id is the stored one.
     stored_ids = np.asarray(stored(cfg, "train", "image_id"))
     np.testing.assert_array_equal(batch["image_id"], stored_ids[batch["index"]])
@@ -261,3 +262,44 @@ def test_reader_reopens_its_source_in_worker_processes(small):
   clone = cloudpickle.loads(cloudpickle.dumps(reader))  # As grain does.
   for key, value in reader(3).items():
     np.testing.assert_array_equal(clone(3)[key], value)
+
+
+def _mixture(data_dir, weights):
+  """The train split and the validation split of the small build, as two mixture entries."""
+  cfg = small_config(data_dir)
+  cfg.mixture = ml_collections.ConfigDict({
+      "a": dict(weight=weights[0]), "b": dict(weight=weights[1], train_split="validation")})
+  return cfg
+
+
+def test_mixture_proportions_follow_the_weights(data_dir):
+  cfg = _mixture(data_dir, (0.8, 0.2))
+  info = loader.prepare(cfg)
+  kwargs = dict(global_batch_size=16, process_index=0, process_count=1)
+  batches = take(cfg, info, 50, seed=0, **kwargs)
+  source = np.concatenate([b["source"] for b in batches])
+  assert abs((source == 1).mean() - 0.2) < 0.05  # 800 examples: sampling error ~0.014.
+  # Entry b's examples are the validation split's (its image_ids), a's the train split's.
+  val_ids = set(stored(cfg, "validation", "image_id"))
+  ids = np.concatenate([b["image_id"] for b in batches])
+  assert all((i in val_ids) == (s == 1) for i, s in zip(ids, source))
+  # Deterministic for a seed; another seed, another order.
+  again, other = (take(cfg, info, 3, seed=s, **kwargs) for s in (0, 1))
+  for x, y in zip(batches, again):
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key])
+  assert any((x["image_id"] != z["image_id"]).any() for x, z in zip(batches, other))
+
+
+def test_mixture_errors_name_the_entry(data_dir):
+  with pytest.raises(UserError, match=r"data.mixture.b.weight=0: give a positive weight"):
+    loader.prepare(_mixture(data_dir, (0.8, 0)))
+  cfg = _mixture(data_dir, (1, 1))
+  cfg.mixture.b.colour = "red"
+  with pytest.raises(UserError, match=r"data.mixture.b.colour: not a data field"):
+    loader.prepare(cfg)
+  cfg = _mixture(data_dir, (1, 1))
+  cfg.mixture.b.text_len = 8  # Other batch shapes than the evaluation data's.
+  with pytest.raises(UserError, match=r"data.mixture.b \(mmjax_digits\) gives .*'text_ids': "
+                     r"\(8,\)"):
+    loader.prepare(cfg)

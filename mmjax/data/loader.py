@@ -16,7 +16,8 @@ Host batches are dicts of numpy arrays (B: this process's batch):
   image uint8[B,H,W,C], text_ids int32[B,L], text_mask bool[B,L], audio float32[B,T],
   audio_mask bool[B,T], label int32[B], image_id int32[B], index int32[B] (the example's
   position in its split); train batches add skipped int32[B] (bad examples replaced at that
-  position), split_batches add valid bool[B].
+  position) and source int32[B] (the data.mixture entry it came from, 0 without one),
+  split_batches add valid bool[B].
 
 Bad examples (an image that does not decode, empty or non-UTF-8 text, silent or too-short
 audio, a wrong sample rate) are an error naming the split and example (data.on_bad_example=
@@ -25,6 +26,7 @@ audio, a wrong sample rate) are an error naming the split and example (data.on_b
 replacements (train/bad_examples_skipped); evaluation leaves them out.
 """
 import dataclasses
+import functools
 import importlib
 import itertools
 import os
@@ -69,6 +71,11 @@ def default_config():
       # '' is the standard recipe for the dataset (loader.default_pp).
       pp_train="",
       pp_eval="",
+      # Training on a weighted mixture: {key: ConfigDict(weight=w, <data fields to change>)},
+      # e.g. mixture.coco = dict(weight=0.8, name="coco_captions", pp_train=...). Each entry is
+      # this data config with its fields changed; this config itself is what evaluators read.
+      # Entries must have the same modalities and batch shapes, and share this vocab. {}: none.
+      mixture=ml_collections.ConfigDict(),
   ))
 
 
@@ -254,7 +261,41 @@ def prepare(data_cfg):
       class_names=tuple(label.names) if label else (),
       split_sizes=_split_sizes(data_cfg, builder),
   )
-  return dataclasses.replace(info, **_output_shapes(data_cfg, info))
+  info = dataclasses.replace(info, **_output_shapes(data_cfg, info))
+  for key, (cfg, _) in zip(data_cfg.mixture, mixture_components(data_cfg, info)):
+    part = prepare(cfg)
+    if part.modalities != info.modalities or batch_shapes(part) != batch_shapes(info):
+      raise UserError(
+          f"data.mixture.{key} ({cfg.name}) gives {dict(batch_shapes(part))}, but data "
+          f"({data_cfg.name}) gives {dict(batch_shapes(info))}; every entry of a mixture must "
+          "make the same batch keys and shapes (set its pp_train).")
+  return info
+
+
+def mixture_components(data_cfg, info=None):
+  """[(data config, weight)] of what training reads: data.mixture's entries (each the data
+  config with its fields changed, sharing `info`'s vocab), or the data config alone."""
+  if not data_cfg.mixture:
+    return [(data_cfg, 1.0)]
+  base = data_cfg.to_dict()
+  base["mixture"] = {}
+  components = []
+  for key, entry in data_cfg.mixture.items():
+    cfg = ml_collections.ConfigDict(base)
+    for field, value in entry.items():
+      if field == "weight":
+        continue
+      if field not in cfg or field == "mixture":
+        raise UserError(f"data.mixture.{key}.{field}: not a data field to change; fields: "
+                        f"{sorted(k for k in cfg if k != 'mixture')}.")
+      cfg[field] = value
+    if info is not None and "vocab_file" not in entry:
+      cfg.vocab_file = info.vocab_file  # One tokenizer for every entry.
+    weight = entry.get("weight", 0)
+    if not weight > 0:
+      raise UserError(f"data.mixture.{key}.weight={weight!r}: give a positive weight.")
+    components.append((cfg, float(weight)))
+  return components
 
 
 def _output_shapes(data_cfg, info):
@@ -398,7 +439,7 @@ class _Reader:
   def __init__(self, data_cfg, info, split, *, train):
     self._data_cfg = data_cfg
     self.source = _raw_source(data_cfg, split)
-    self.name, self.split, self.policy = info.name, split, data_cfg.on_bad_example
+    self.name, self.split, self.policy = data_cfg.name, split, data_cfg.on_bad_example
     self._pipeline, self._keys = _pipeline(data_cfg, info.modalities, info.image_shape[-1],
                                            info.vocab_file, train=train)
     self._where = self._pipeline.where
@@ -462,6 +503,10 @@ class _ReadOrReplace:
       index = int(rng.integers(len(self._reader)))
 
 
+def _tag_source(example, source):
+  return example | {"source": np.int32(source)}
+
+
 def batch_shapes(info):
   """{batch key: per-example shape} of a prepared dataset."""
   shapes = {"image": info.image_shape, "text_ids": (info.text_len,),
@@ -512,14 +557,24 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
   if global_batch_size % process_count:
     raise UserError(f"batch_size={global_batch_size} must be divisible by the number of "
                     f"processes ({process_count}).")
-  reader = _Reader(data_cfg, info, data_cfg.train_split, train=True)
-  if len(reader) < global_batch_size:
-    raise UserError(f"{info.name} train split has {len(reader)} examples, fewer than "
-                    f"batch_size={global_batch_size}; use a larger dataset (data.max_images).")
-  # A fresh permutation of the whole split every epoch (repeat reseeds the shuffle per epoch);
-  # random ops are seeded by the element's position in the global stream.
-  ds = grain.MapDataset.range(len(reader)).shuffle(seed=seed).repeat(None)
-  ds = ds.map_with_index(_ReadOrReplace(reader, seed))
+  components = mixture_components(data_cfg, info)
+  streams = []
+  for i, (cfg, _) in enumerate(components):
+    reader = _Reader(cfg, info, cfg.train_split, train=True)
+    if len(reader) < global_batch_size and len(components) == 1:
+      raise UserError(f"{info.name} train split has {len(reader)} examples, fewer than "
+                      f"batch_size={global_batch_size}; use a larger dataset (data.max_images).")
+    # Each entry of a mixture gets its own seed, derived from `seed`.
+    part_seed = seed if len(components) == 1 else int(
+        np.random.SeedSequence((seed, i)).generate_state(1)[0])
+    # A fresh permutation of the whole split every epoch (repeat reseeds the shuffle per
+    # epoch); random ops are seeded by the element's position in the stream.
+    ds = grain.MapDataset.range(len(reader)).shuffle(seed=part_seed).repeat(None)
+    ds = ds.map_with_index(_ReadOrReplace(reader, part_seed))
+    streams.append(ds.map(functools.partial(_tag_source, source=i)))
+  # Entries interleave in proportion to their weights (grain's deterministic mix).
+  ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(
+      streams, [w for _, w in components])
   ds = _ProcessRows(ds, global_batch_size, process_index, process_count)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   # grain's default 16 reader threads fight over the GIL for records that take microseconds to
