@@ -26,6 +26,14 @@ def data_dir():
   is synthesized once per machine rather than once per run."""
   path = REPO / ".cache" / "test_data"
   path.mkdir(parents=True, exist_ok=True)
+  # Built here, once, behind a file lock: pytest-xdist workers must not build it at once.
+  import filelock  # pylint: disable=g-import-not-at-top
+  from configs import pretrain_digits  # pylint: disable=g-import-not-at-top
+  from mmjax.data import loader  # pylint: disable=g-import-not-at-top
+  with filelock.FileLock(str(path) + ".lock"):
+    cfg = pretrain_digits.get_config("runlocal").data
+    cfg.dir = str(path)
+    loader.prepare(cfg)
   return str(path)
 
 
