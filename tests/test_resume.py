@@ -56,7 +56,7 @@ def _main(workdir, data_dir, *, script="main.py", env=None):
       [sys.executable, script, "--config=configs/pretrain_digits.py:runlocal",
        f"--workdir={workdir}", f"--config.data.dir={data_dir}", *FLAGS],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env=None if env is None else os.environ | env)
+      env=env)
 
 
 def _wait_for(proc, condition, what):
@@ -128,7 +128,7 @@ def test_sigkill_during_async_save_resumes_from_last_complete(
     runlocal_config, data_dir, straight, tmp_path):
   workdir = str(tmp_path)
   proc = _main(workdir, data_dir, script="tests/hang_save_main.py",
-               env={"HANG_SAVE_STEP": str(2 * EVERY)})
+               env=os.environ | {"HANG_SAVE_STEP": str(2 * EVERY)})
   # Killed while the save of step 10 is in flight (its data written, not yet committed) and
   # training has gone on to step 11.
   _wait_for(proc, lambda: os.path.exists(os.path.join(workdir, "save_hanging"))
@@ -196,9 +196,10 @@ def test_resume_on_fsdp_mesh(runlocal_config, straight, tmp_path):
 
 def test_resume_on_one_device(data_dir, straight, tmp_path):
   _from_step_5(straight, str(tmp_path))
-  xla_flags = os.environ.get("XLA_FLAGS", "").replace(
-      "--xla_force_host_platform_device_count=8", "")
-  proc = _main(str(tmp_path), data_dir, env={"XLA_FLAGS": xla_flags})
+  xla_flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                       if not f.startswith("--xla_force_host_platform_device_count="))
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = _main(str(tmp_path), data_dir, env=env | ({"XLA_FLAGS": xla_flags} if xla_flags else {}))
   output, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, output[-3000:]
   assert "on mesh {'data': 1, 'fsdp': 1, 'tensor': 1}" in output
