@@ -214,8 +214,8 @@ def test_random_crop_or_pad():
 
 
 def test_crop_or_pad_and_float():
-  op = preprocess.chain([preprocess.get_audio_to_float(), preprocess.get_crop_or_pad(4)])
-  out = op({"audio": np.array([-32768, 16384, 1], np.int16)})
+  out = preprocess.get_crop_or_pad(4)(
+      preprocess.get_audio_to_float()({"audio": np.array([-32768, 16384, 1], np.int16)}))
   np.testing.assert_allclose(out["audio"], [-1.0, 0.5, 1 / 32768, 0.0])
   np.testing.assert_array_equal(out["audio_mask"], [True, True, True, False])
 

@@ -27,7 +27,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mmjax.parallel import sharding
-from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -197,7 +197,6 @@ def _manifest_builder_class():
 def build(manifest, name, data_dir, opts=Options()):
   """Checks every row of `manifest` and writes the good ones as TFDS dataset `name` under
   `data_dir`. Returns (builder, {split: rows kept}, [rejected rows with their 'reason'])."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if not (name.isidentifier() and name == name.lower() and not name.startswith("mmjax_")):
     raise UserError(f"--name={name!r}: use lowercase letters, digits and '_' (a TFDS name), "
                     "not starting with 'mmjax_' (the built-in datasets).")

@@ -172,7 +172,6 @@ def _builder(data_cfg):
 
 def _generic_info(builder, data_cfg):
   """(modalities, image shape) of a prepared TFDS dataset from its features."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   features = builder.info.features
   known = standard.DATASETS.get(data_cfg.name)
   modalities = known.modalities if known else tuple(

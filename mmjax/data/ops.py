@@ -13,7 +13,6 @@ import ast
 import collections
 import difflib
 import inspect
-import io
 import math
 
 import numpy as np

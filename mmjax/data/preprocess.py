@@ -157,21 +157,3 @@ def get_keep(*keys):
   def _op(data):
     return {k: data[k] for k in keys}
   return _op
-
-
-def chain(ops):
-  """One deterministic op that applies `ops` in order."""
-  def _op(data):
-    for op in ops:
-      data = op(data)
-    return data
-  return _op
-
-
-def chain_random(ops):
-  """One random op that applies random `ops` in order, all drawing from the same rng."""
-  def _op(data, rng):
-    for op in ops:
-      data = op(data, rng)
-    return data
-  return _op
