@@ -135,3 +135,76 @@ def test_temp_memory_flat_in_devices(kind):
   # Measured (jax 0.10.2, CPU): dense 2.0x from 4 to 8 devices, chunked the same bytes.
   assert temps[8]["dense"][0] >= 1.8 * temps[4]["dense"][0]
   assert temps[8]["chunked"][0] <= 1.1 * temps[4]["chunked"][0]
+
+
+# -- Examples lacking a side: only rows with both are pairs -------------------------------------
+
+# Rows 3, 4, 9, ... lack one side (a mixture entry without that modality): 20 of 32 are pairs.
+VALID = np.random.default_rng(5).permutation(np.arange(32) < 20)
+
+
+def _dense_on_pairs(kind, z_a, z_b, scale, bias):
+  """The reference: the dense loss of the valid rows alone."""
+  return _dense(kind)(z_a[VALID], z_b[VALID], scale, bias)
+
+
+@pytest.mark.parametrize("kind", ["infonce", "siglip"])
+@pytest.mark.parametrize("impl", ["dense", "chunked"])
+def test_invalid_rows_are_left_out(kind, impl):
+  """Dense sums and the ring with a validity mask equal the dense loss of the valid rows alone,
+  in value and gradient; invalid rows get zero gradient."""
+  mesh = make_mesh({"data": 8})
+  z_a, z_b = _pairs(32)
+  valid = jnp.asarray(VALID)
+  scalars = jnp.float32(SCALE), jnp.float32(BIAS)
+
+  def masked(z_a, z_b, scale, bias):
+    if impl == "chunked":
+      return chunked_contrastive.sharded_loss(kind, z_a, z_b, scale, bias, mesh, valid=valid)
+    if kind == "infonce":
+      return contrastive.infonce_sum(z_a, z_b, scale, valid=valid) / VALID.sum()
+    return contrastive.siglip_sum(z_a, z_b, scale, bias, valid=valid) / VALID.sum()
+
+  value, grads = jax.jit(jax.value_and_grad(masked, argnums=(0, 1, 2, 3)))(z_a, z_b, *scalars)
+  want, want_grads = jax.jit(jax.value_and_grad(
+      lambda a, b, s, c: _dense_on_pairs(kind, a, b, s, c), argnums=(0, 1, 2, 3)))(
+          z_a, z_b, *scalars)
+  _assert_close(value, want)
+  for g, w in zip(grads[:2], want_grads[:2]):
+    _assert_close(np.asarray(g)[VALID], w[VALID])
+    assert not np.asarray(g)[~VALID].any()
+  for g, w in zip(grads[2:], want_grads[2:]):
+    _assert_close(g, w)
+
+
+@pytest.mark.parametrize("kind", ["infonce", "siglip"])
+def test_invalid_rows_left_out_under_pmap(kind):
+  """Each device's share with a mask (dense: all-gathered masks; chunked: masks travel with
+  the chunks) adds up to the dense loss of the valid rows."""
+  n = jax.device_count()
+  z_a, z_b = _pairs(32)
+  local = lambda x: jnp.asarray(x).reshape(n, 32 // n, *x.shape[1:])
+  dense = (lambda a, b, s, c, v: contrastive.infonce_sum(a, b, s, "batch", v)) if (
+      kind == "infonce") else (lambda a, b, s, c, v: contrastive.siglip_sum(a, b, s, c, "batch", v))
+  chunked = (lambda a, b, s, c, v: chunked_contrastive.infonce_share(a, b, s, "batch", v)) if (
+      kind == "infonce") else (lambda a, b, s, c, v: chunked_contrastive.siglip_share(
+          a, b, s, c, "batch", v))
+  want = _dense_on_pairs(kind, z_a, z_b, SCALE, BIAS) * VALID.sum()
+  for share in (dense, chunked):
+    got = jax.pmap(lambda a, b, v: lax.psum(share(a, b, SCALE, BIAS, v), "batch"),
+                   axis_name="batch")(local(z_a), local(z_b), local(VALID))
+    np.testing.assert_allclose(got, np.full(n, want), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["infonce", "siglip"])
+def test_no_pairs_at_all_is_zero_not_nan(kind):
+  mesh = make_mesh({"data": 8})
+  z_a, z_b = _pairs(32)
+  none = jnp.zeros(32, bool)
+  fn = lambda a, b: chunked_contrastive.sharded_sum(kind, a, b, SCALE, BIAS, mesh, valid=none)
+  value, grads = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(z_a, z_b)
+  assert value == 0.0
+  assert not np.asarray(grads[0]).any() and not np.asarray(grads[1]).any()
+  dense = (contrastive.infonce_sum(z_a, z_b, SCALE, valid=none) if kind == "infonce" else
+           contrastive.siglip_sum(z_a, z_b, SCALE, BIAS, valid=none))
+  assert dense == 0.0

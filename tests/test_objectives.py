@@ -154,6 +154,32 @@ def test_contrastive_loss_is_mean_over_pairs(kind):
   assert terms.values["image_text/logit_scale"] == 10.0
 
 
+@pytest.mark.parametrize("kind", ["infonce", "siglip"])
+def test_contrastive_pairs_only_where_both_sides_exist(kind):
+  """Rows 0-1 lack audio, rows 4-5 lack image: each pair's loss is the loss of the rows that have
+  both alone, and 'loss' averages over every (row, pair) that exists."""
+  rng = np.random.default_rng(0)
+  z = {m: rng.normal(size=(8, 8)).astype(np.float32) for m in ("image", "text", "audio")}
+  z = {m: v / np.linalg.norm(v, axis=1, keepdims=True) for m, v in z.items()}
+  present = {"image": np.arange(8) // 2 != 2, "text": np.ones(8, bool),
+             "audio": np.arange(8) // 2 != 0}
+  pairs = ("image_text", "image_audio", "text_audio")
+  outputs = {"embeddings": z, "present": present, "logit_scale": {p: 10.0 for p in pairs},
+             "logit_bias": {p: -10.0 for p in pairs}}
+  terms = objectives.get("contrastive")(
+      outputs, ConfigDict(dict(weight=1.0, type=kind, view="clean", impl="dense")))
+  one = contrastive.infonce if kind == "infonce" else (
+      lambda a, b, s: contrastive.siglip(a, b, s, -10.0))
+  for pair, rows in (("image_text", [0, 1, 2, 3, 6, 7]), ("image_audio", [2, 3, 6, 7]),
+                     ("text_audio", [2, 3, 4, 5, 6, 7])):
+    a, b = pair.split("_")
+    assert terms.sums[pair][1] == len(rows)
+    np.testing.assert_allclose(masked_modeling.mean(terms.sums[pair]),
+                               one(z[a][rows], z[b][rows], 10.0), rtol=1e-5)
+  total = sum(terms.sums[p][0] for p in pairs) / 16
+  np.testing.assert_allclose(masked_modeling.mean(terms.sums["loss"]), total, rtol=1e-6)
+
+
 # -- registry ---------------------------------------------------------------------------------
 
 def test_get_by_name_and_unknown_names():

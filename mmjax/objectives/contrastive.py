@@ -36,25 +36,31 @@ def _first_row(b, axis_name):
   return 0 if axis_name is None else lax.axis_index(axis_name) * b
 
 
-def infonce_sum(z_a, z_b, scale, axis_name=None):
+def infonce_sum(z_a, z_b, scale, axis_name=None, valid=None):
   """This shard's part of the summed CLIP loss: 0.5 * (cross-entropy of each of its rows of
-  z_a against all of z_b + of each of its rows of z_b against all of z_a)."""
+  z_a against all of z_b + of each of its rows of z_b against all of z_a). valid bool[b]: the
+  rows that are pairs (None: all); the others are neither queries nor candidates."""
   b = z_a.shape[0]
+  w = chunked_contrastive.weights(valid, b)
+  mask = chunked_contrastive.logit_mask(_all_rows(w, axis_name))[None, :]
   labels = _first_row(b, axis_name) + jnp.arange(b)
-  rows = scale * _similarities(z_a, _all_rows(z_b, axis_name))
-  cols = scale * _similarities(z_b, _all_rows(z_a, axis_name))
-  return 0.5 * (optax.softmax_cross_entropy_with_integer_labels(rows, labels).sum()
-                + optax.softmax_cross_entropy_with_integer_labels(cols, labels).sum())
+  rows = scale * _similarities(z_a, _all_rows(z_b, axis_name)) + mask
+  cols = scale * _similarities(z_b, _all_rows(z_a, axis_name)) + mask
+  return 0.5 * (w * (optax.softmax_cross_entropy_with_integer_labels(rows, labels)
+                     + optax.softmax_cross_entropy_with_integer_labels(cols, labels))).sum()
 
 
-def siglip_sum(z_a, z_b, scale, bias, axis_name=None):
+def siglip_sum(z_a, z_b, scale, bias, axis_name=None, valid=None):
   """This shard's part of the summed SigLIP loss: -log sigmoid(label * (scale * sim + bias))
-  over its rows of z_a against every row of z_b (label +1 for the pair, -1 otherwise)."""
+  over its rows of z_a against every row of z_b (label +1 for the pair, -1 otherwise). valid
+  bool[b]: the rows that are pairs (None: all); a term counts when its row and column are."""
   b = z_a.shape[0]
+  w = chunked_contrastive.weights(valid, b)
   logits = scale * _similarities(z_a, _all_rows(z_b, axis_name)) + bias
   rows = _first_row(b, axis_name) + jnp.arange(b)
   labels = jnp.where(rows[:, None] == jnp.arange(logits.shape[1])[None, :], 1.0, -1.0)
-  return -jax.nn.log_sigmoid(labels * logits).sum()
+  both = w[:, None] * _all_rows(w, axis_name)[None, :]
+  return -(both * jax.nn.log_sigmoid(labels * logits)).sum()
 
 
 def infonce(z_a, z_b, scale):
@@ -79,26 +85,33 @@ def check_config(cfg):
                       f"{list(allowed)}.")
 
 
-def pair_sum(cfg, ctx, z_a, z_b, scale, bias):
-  """This shard's summed loss for one pair of modalities (see the module docstring)."""
+def pair_sum(cfg, ctx, z_a, z_b, scale, bias, valid=None):
+  """This shard's summed loss for one pair of modalities (see the module docstring); valid
+  bool[b] marks the rows that have both (None: all)."""
   if cfg.get("impl", "dense") == "dense":
     if cfg.type == "infonce":
-      return infonce_sum(z_a, z_b, scale, ctx.axis_name)
-    return siglip_sum(z_a, z_b, scale, bias, ctx.axis_name)
+      return infonce_sum(z_a, z_b, scale, ctx.axis_name, valid)
+    return siglip_sum(z_a, z_b, scale, bias, ctx.axis_name, valid)
   if ctx.axis_name is not None:  # Already mapped (pmap): pass chunks around that axis.
     if cfg.type == "infonce":
-      return chunked_contrastive.infonce_share(z_a, z_b, scale, ctx.axis_name)
-    return chunked_contrastive.siglip_share(z_a, z_b, scale, bias, ctx.axis_name)
+      return chunked_contrastive.infonce_share(z_a, z_b, scale, ctx.axis_name, valid)
+    return chunked_contrastive.siglip_share(z_a, z_b, scale, bias, ctx.axis_name, valid)
   if ctx.mesh is None:
     raise UserError("objectives.contrastive.impl='chunked' needs a device mesh.")
-  # Under jit on global arrays: shard_map over the data axes inside; returns the batch mean.
-  return z_a.shape[0] * chunked_contrastive.sharded_loss(cfg.type, z_a, z_b, scale, bias,
-                                                         ctx.mesh)
+  # Under jit on global arrays: shard_map over the data axes inside.
+  return chunked_contrastive.sharded_sum(cfg.type, z_a, z_b, scale, bias, ctx.mesh,
+                                         valid=valid)
 
 
 def loss(outputs, cfg, ctx=objectives.Context()):
-  """Terms: 'loss' is the mean over the pairs of modalities with embeddings; per pair (e.g.
-  'image_text') its loss, and its logit scale (and SigLIP bias) as values."""
+  """Terms: 'loss' is the mean over every (example, pair of modalities) where the example has
+  both (the mean over pairs when every example has every modality); per pair (e.g.
+  'image_text') its loss, and its logit scale (and SigLIP bias) as values.
+
+  outputs['present'] {modality: bool[B]} (optional; default all True) says which examples have
+  which modality: a pair's loss only uses the examples that have both sides, as queries and as
+  candidates.
+  """
   z = outputs.get("embeddings")
   if not z:
     raise UserError("The contrastive objective needs embeddings: call the model with "
@@ -107,14 +120,24 @@ def loss(outputs, cfg, ctx=objectives.Context()):
   pairs = [p for p in outputs["logit_scale"] if all(m in z for m in p.split("_"))]
   if not pairs:
     raise UserError(f"The contrastive objective needs two modalities, got {list(z)}.")
-  count = jnp.asarray(next(iter(z.values())).shape[0], jnp.float32)
+  present = outputs.get("present") or {}
   sums, values = {}, {}
   for pair in pairs:
     a, b = pair.split("_")
+    valid = _both(present.get(a), present.get(b))
+    count = (jnp.asarray(z[a].shape[0], jnp.float32) if valid is None
+             else valid.sum(dtype=jnp.float32))
     scale, bias = outputs["logit_scale"][pair], outputs["logit_bias"][pair]
-    sums[pair] = (pair_sum(cfg, ctx, z[a], z[b], scale, bias), count)
+    sums[pair] = (pair_sum(cfg, ctx, z[a], z[b], scale, bias, valid), count)
     values[f"{pair}/logit_scale"] = scale
     if cfg.type == "siglip":
       values[f"{pair}/logit_bias"] = bias
-  sums["loss"] = (sum(sums[p][0] for p in pairs) / len(pairs), count)
+  sums["loss"] = (sum(sums[p][0] for p in pairs), sum(sums[p][1] for p in pairs))
   return objectives.Terms(sums=sums, values=values)
+
+
+def _both(has_a, has_b):
+  """bool[B] rows with both modalities, or None when every row has both (no flags given)."""
+  if has_a is None or has_b is None:
+    return has_b if has_a is None else has_a
+  return has_a & has_b
