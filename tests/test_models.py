@@ -214,6 +214,21 @@ def test_image_sees_text_only_in_joint_mode(separate, joint, batch):
     assert (np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-4) == depends
 
 
+
+def test_example_without_a_modality_leaves_it_out(joint, batch):
+  """has_text False on row 1 (a mixture entry without text): in the joint sequence its image and
+  audio no longer see its text tokens, and none of them is a masked-text target."""
+  flags = dict(batch, has_text=np.array([True, False, True]))
+  other_text = dict(flags, text_ids=make_batch(seed=1)["text_ids"])
+  a, b = joint(flags, "clean"), joint(other_text, "clean")
+  for m in ("image", "audio"):
+    np.testing.assert_allclose(a[m]["pred"][1], b[m]["pred"][1], atol=1e-6)
+    assert np.abs(np.asarray(a[m]["pred"][0] - b[m]["pred"][0])).max() > 1e-4  # Row 0 sees it.
+  assert not np.asarray(a["text"]["loss_mask"][1]).any()
+  assert np.asarray(a["text"]["loss_mask"])[[0, 2]].any(axis=1).all()
+  np.testing.assert_array_equal(a["present"]["text"], [True, False, True])
+  assert "image" not in a["present"]  # No flag in the batch: every example has it.
+
 # -- scan over layers, remat ------------------------------------------------------------------
 
 def _loss_and_grads(model, batch):

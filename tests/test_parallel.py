@@ -1,5 +1,6 @@
 """One training step, many ways of running it: the same losses on every mesh, under pmap and
-with gradient accumulation; FSDP really splits the parameters."""
+with gradient accumulation (with some examples lacking a modality); FSDP really splits the
+parameters."""
 import jax
 import numpy as np
 import pytest
@@ -26,6 +27,11 @@ def setup(runlocal_config):
   drop = ("audio", "audio_mask")
   batches = [{k: v for k, v in trainer.with_rows(next(it), config.batch_size).items()
               if k not in drop} for _ in range(STEPS)]
+  # As in a mixture whose entries lack a modality: some rows have no text, others no image,
+  # so every path below also carries the per-example presence flags through.
+  for batch in batches:
+    batch["has_text"] = batch["row"] % 4 != 1
+    batch["has_image"] = batch["row"] % 5 != 2
   return config, info, batches
 
 

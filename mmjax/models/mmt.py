@@ -53,6 +53,11 @@ def default_config():
   ))
 
 
+def presence_key(modality):
+  """The batch key of bool[B] 'this example has `modality`' (absent key: every example has)."""
+  return f"has_{modality}"
+
+
 def pair_names(modalities):
   """'a_b' for every pair, in canonical modality order: image_text, image_audio, text_audio."""
   ordered = [m for m in MODALITIES if m in modalities]
@@ -191,6 +196,15 @@ class MultimodalTransformer(nnx.Module):
     return tuple(m for m in self.modalities
                  if self.tokenizers[m].input_key in batch)
 
+  def _tokenize(self, modality, batch):
+    """Tokens of one modality; an example whose batch['has_<modality>'] is False (a mixture
+    entry without it) has no valid tokens: nothing attends to them, no loss counts them."""
+    tokens = self.tokenizers[modality](batch)
+    has = batch.get(presence_key(modality))
+    if has is None:
+      return tokens
+    return tokens.replace(valid=tokens.valid & has.astype(bool)[:, None])
+
   def _hide(self, modality, tokens, keys_b, ratio):
     """Chooses the visible part of one modality's tokens (row b drawn from keys_b[b])."""
     n = tokens.valid.shape[1]
@@ -239,7 +253,8 @@ class MultimodalTransformer(nnx.Module):
 
     Args:
       batch: dict with any of image uint8[B,H,W,C]; text_ids int32[B,L], text_mask bool[B,L];
-        audio f32[B,T], audio_mask bool[B,T].
+        audio f32[B,T], audio_mask bool[B,T]; and optionally has_<modality> bool[B], False
+        for examples without that modality (their tokens are left out everywhere).
       key: PRNG key for the masking; example b draws from key folded with batch['row'][b]
         (its position in the global batch; default arange(B)).
       mask_ratios: {modality: fraction hidden} (Python floats; 0.0 allowed).
@@ -249,8 +264,9 @@ class MultimodalTransformer(nnx.Module):
 
     Returns:
       {m: {'pred' f32[B,N,P] (text: 'logits' f32[B,L,V]), 'target', 'loss_mask' bool[B,N]}}
-      for m in mask_ratios, 'embeddings' {m: f32[B,E]} unless embeddings is None, and
-      'logit_scale' / 'logit_bias' {pair: f32[]} for the pairs of present modalities.
+      for m in mask_ratios, 'embeddings' {m: f32[B,E]} and 'present' {m: bool[B]} (the
+      batch's has_<m> flags it has) unless embeddings is None, and 'logit_scale' /
+      'logit_bias' {pair: f32[]} for the pairs of present modalities.
     """
     present = self.present(batch)
     missing = [m for m in mask_ratios if m not in present]
@@ -263,7 +279,7 @@ class MultimodalTransformer(nnx.Module):
       raise UserError("Masked-view embeddings need fusion='separate': in a joint sequence each "
                       "modality's tokens have seen the others.")
     needed = present if embeddings else tuple(m for m in present if m in mask_ratios)
-    tokens = {m: self.tokenizers[m](batch) for m in needed}
+    tokens = {m: self._tokenize(m, batch) for m in needed}
 
     out = {}
     # Canonical order keeps the joint sequence layout independent of the dict's order.
@@ -292,12 +308,15 @@ class MultimodalTransformer(nnx.Module):
           m: (self.projections[m](_masked_mean(encoded[m], visible[m].valid)) if m in masked
               else self._embed_tokens(m, tokens[m]))
           for m in present}
+    if embeddings:
+      out["present"] = {m: batch[presence_key(m)].astype(bool) for m in present
+                        if presence_key(m) in batch}
     out["logit_scale"], out["logit_bias"] = self._logit_params(present)
     return out
 
   def embed(self, batch):
     """{m: f32[B, E]} L2-normalized, each present modality alone and unmasked."""
-    return {m: self._embed_tokens(m, self.tokenizers[m](batch)) for m in self.present(batch)}
+    return {m: self._embed_tokens(m, self._tokenize(m, batch)) for m in self.present(batch)}
 
   def unpatchify_image(self, patches_bnp):
     """f32[B, N, p*p*C] image patches -> f32[B, H, W, C] (pixel space [-1, 1])."""

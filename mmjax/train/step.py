@@ -105,9 +105,9 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
     counts = {n: {k: d for k, (_, d) in t.sums.items()}
               for n, t in _terms(out, config, ctx, local).items()}
     inputs = {k: out[k] for k in ("embeddings", "logit_scale", "logit_bias")} if contrastive else {}
-    return counts, inputs
+    return counts, inputs, out.get("present", {}) if contrastive else {}
 
-  counts, inputs = jax.lax.map(first, micro)
+  counts, inputs, present = jax.lax.map(first, micro)
   counts = jax.tree.map(lambda c: c.sum(0), counts)
 
   # The contrastive loss once over the whole batch, and its gradient w.r.t. its inputs.
@@ -118,8 +118,10 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
               "logit_bias": jax.tree.map(lambda s: s[0], inputs["logit_bias"])}
     cfg = config.objectives[CONTRASTIVE]
 
+    present = jax.tree.map(join, present)  # Which rows have which modality: not differentiated.
+
     def contrastive_share(inputs):
-      t = objectives.get(CONTRASTIVE)(inputs, cfg, ctx)
+      t = objectives.get(CONTRASTIVE)(inputs | {"present": present}, cfg, ctx)
       return cfg.weight * t.sums["loss"][0] / _count(ctx, t.sums["loss"][1]), t
 
     input_grads, terms[CONTRASTIVE] = jax.grad(contrastive_share, has_aux=True)(inputs)
