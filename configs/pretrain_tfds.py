@@ -11,11 +11,17 @@ modalities (an example is its own class: a hit is its own pair), MAE reconstruct
 
 Arguments (comma separated):
   dataset=NAME    coco_captions, librispeech, speech_commands, cifar10 or imagenet2012
-                  (mmjax/data/standard.py).
+                  (mmjax/data/standard.py); or a weighted mixture NAME:W+NAME:W+...,
+                  e.g. coco_captions:0.6+librispeech:0.3+cifar10:0.1 (image-text pairs,
+                  speech-transcript pairs and images alone): each example trains what it has.
+                  The first entry is what the evaluators read; each modality's shapes come
+                  from the first entry that has it.
   size=S          model size (tiny, S, B, L, H); default B.
   strategy=fsdp   sharding strategy, as in pretrain_digits.
   runlocal        a few steps of the tiny model on small inputs (tests use it with mock data).
 """
+import ml_collections
+
 from configs import common
 from configs import pretrain_digits
 from mmjax.data import standard
@@ -23,7 +29,9 @@ from mmjax.errors import UserError
 
 # Every variant; tests/test_configs.py checks each one.
 VARIANTS = tuple(f"dataset={name}" for name in sorted(standard.DATASETS)) + (
-    "dataset=coco_captions,size=L,strategy=fsdp", "dataset=librispeech,runlocal")
+    "dataset=coco_captions,size=L,strategy=fsdp", "dataset=librispeech,runlocal",
+    "dataset=coco_captions:0.6+librispeech:0.3+cifar10:0.1",
+    "dataset=librispeech:0.5+cifar10:0.5,runlocal")
 
 # Per dataset: image size, text length, seconds of audio, global batch.
 SHAPES = {
@@ -56,19 +64,37 @@ def pp_strings(dataset, image, text, audio_len):
   return "|".join(train + [_LABELS]), "|".join(evals + [_LABELS])
 
 
+def parse_mixture(spec):
+  """'coco_captions:0.7+librispeech:0.3' -> [(name, weight)]; a bare name has weight 1."""
+  entries = []
+  for part in spec.split("+"):
+    name, _, weight = part.partition(":")
+    if name not in standard.DATASETS:
+      raise UserError(f"Unknown dataset {name!r}: use one of {sorted(standard.DATASETS)}.")
+    try:
+      entries.append((name, float(weight or 1)))
+    except ValueError:
+      raise UserError(f"dataset={spec}: {weight!r} is not a weight (e.g. {name}:0.3).") from None
+  return entries
+
+
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="cifar10", size="B", strategy="data_parallel",
                          runlocal=False)
-  if arg.dataset not in standard.DATASETS:
-    raise UserError(f"Unknown dataset {arg.dataset!r}: use one of {sorted(standard.DATASETS)}.")
-  known = standard.DATASETS[arg.dataset]
-  shapes = dict(SHAPES[arg.dataset])
+  entries = parse_mixture(arg.dataset)
+  first = entries[0][0]  # What the evaluators read.
+  modalities = [m for m in ("image", "text", "audio")
+                if any(m in standard.DATASETS[name].modalities for name, _ in entries)]
+  # Each modality's shapes (and the batch size) come from the first entry that has it.
+  shapes = {}
+  for name, _ in entries:
+    shapes = dict(SHAPES[name]) | shapes
   config = pretrain_digits.get_config(f"size={arg.size},strategy={arg.strategy}")
   config.total_steps = 100_000
-  config.batch_size = shapes["batch"]
+  config.batch_size = SHAPES[first]["batch"]
   config.log_every, config.eval_every, config.checkpoint_every = 100, 5000, 5000
   config.optimizer.warmup_steps = 5000
-  config.model.image.patch_size = 4 if arg.dataset == "cifar10" else 16
+  config.model.image.patch_size = 4 if shapes.get("image") == 32 else 16
   if arg.runlocal:
     config.model.size = "tiny"
     config.model.image.patch_size = 4
@@ -79,29 +105,42 @@ def get_config(arg=None):
     shapes.update(image=16, text=16, audio=0.5)
 
   data = config.data
-  data.name = arg.dataset
-  data.train_split = known.train_split
   data.vocab_size = 200 if arg.runlocal else 8000
   data.text_len = shapes.get("text", data.text_len)
-  if known.sample_rate:
-    data.sample_rate = known.sample_rate
+  rates = {standard.DATASETS[n].sample_rate for n, _ in entries} - {0}
+  if len(rates) > 1:
+    raise UserError(f"dataset={arg.dataset}: the audio of its entries is stored at "
+                    f"{sorted(rates)} Hz; one model hears them all.")
+  if rates:
+    data.sample_rate = rates.pop()
     data.audio_seconds = shapes["audio"]
     config.model.audio.n_fft, config.model.audio.hop = 400, 160  # 25 ms windows, 10 ms hop.
-  data.pp_train, data.pp_eval = pp_strings(
-      arg.dataset, shapes.get("image"), data.text_len,
-      round(data.audio_seconds * data.sample_rate))
+
+  def point_at(cfg, name):
+    """Sets the dataset fields of `cfg` (the data config, or a mixture entry) to `name`."""
+    cfg.name = name
+    cfg.train_split = standard.DATASETS[name].train_split
+    cfg.pp_train, cfg.pp_eval = pp_strings(
+        name, shapes.get("image"), data.text_len, round(data.audio_seconds * data.sample_rate))
+
+  point_at(data, first)
+  if len(entries) > 1:
+    for name, weight in entries:
+      data.mixture[name] = ml_collections.ConfigDict(dict(weight=weight))
+      point_at(data.mixture[name], name)
 
   for name, objective in config.objectives.items():
     modality = {"masked_image": "image", "masked_text": "text", "masked_audio": "audio"}.get(name)
-    if modality and modality not in known.modalities:
+    if modality and modality not in modalities:
       objective.weight = 0.0
-  if len(known.modalities) < 2:
+  if len(modalities) < 2:
     config.objectives.contrastive.weight = 0.0
 
-  config.evals.retrieval.split = known.eval_split
-  config.evals.reconstruction.split = known.eval_split
-  if len(known.modalities) < 2:
+  evaluated = standard.DATASETS[first]
+  config.evals.retrieval.split = evaluated.eval_split
+  config.evals.reconstruction.split = evaluated.eval_split
+  if len(evaluated.modalities) < 2:
     del config.evals["retrieval"]
-  if "image" not in known.modalities:
+  if "image" not in evaluated.modalities:
     del config.evals["reconstruction"]
   return config

@@ -11,7 +11,8 @@ from mmjax.data import loader
 from mmjax.data import preprocess
 from mmjax.errors import UserError
 
-KEYS = {"image", "text_ids", "text_mask", "audio", "audio_mask", "label", "image_id", "index"}
+KEYS = {"image", "text_ids", "text_mask", "audio", "audio_mask", "label", "image_id", "index",
+        "has_image", "has_text", "has_audio"}
 
 
 def small_config(data_dir, **overrides):
@@ -47,6 +48,8 @@ def check_batch(batch, info, batch_size):
   for key, (dtype, shape) in expected.items():
     assert batch[key].dtype == dtype and batch[key].shape == shape, (key, batch[key].dtype,
                                                                      batch[key].shape)
+  for m in info.modalities:  # One dataset: every example has every modality.
+    assert batch[f"has_{m}"].dtype == np.bool_ and batch[f"has_{m}"].all()
   ids, mask = batch["text_ids"], batch["text_mask"]
   lengths = mask.sum(1)
   # Masks are prefixes: [CLS] pieces [SEP], then [PAD] (id 0) where the mask is off.
@@ -300,6 +303,6 @@ def test_mixture_errors_name_the_entry(data_dir):
     loader.prepare(cfg)
   cfg = _mixture(data_dir, (1, 1))
   cfg.mixture.b.text_len = 8  # Other batch shapes than the evaluation data's.
-  with pytest.raises(UserError, match=r"data.mixture.b \(mmjax_digits\) gives .*'text_ids': "
-                     r"\(8,\)"):
+  with pytest.raises(UserError, match=r"data.mixture.b \(mmjax_digits\) makes 'text_ids' of "
+                     r"shape \[8\], but data \(mmjax_digits\) makes \[16\]"):
     loader.prepare(cfg)

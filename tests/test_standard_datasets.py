@@ -6,7 +6,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import pretrain_tfds
+from mmjax.data import loader
 from mmjax.data import standard
+from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
 
 
@@ -45,3 +47,32 @@ def test_short_run_on_mock_data(dataset, tmp_path):
     assert 0 <= metrics[f"eval/retrieval/{a}_to_{b}/r@1"] <= 1
   if "image" in known.modalities:
     assert np.isfinite(metrics["eval/reconstruction/masked_mse"])
+
+
+def test_mixture_of_modalities_on_mock_data(tmp_path):
+  """Speech-transcript pairs and images alone (librispeech:0.5+cifar10:0.5): batches carry the
+  union of the modalities with presence flags, and each example trains what it has."""
+  config = pretrain_tfds.get_config("dataset=librispeech:0.5+cifar10:0.5,runlocal")
+  config.data.dir = str(tmp_path / "tfds")
+  config.data.min_audio_seconds = 0.0
+  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+    info = loader.prepare(config.data)
+    batches = loader.train_loader(config.data, info, global_batch_size=16, seed=0)
+    batch = next(iter(batches))
+    metrics = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert info.modalities == ("image", "text", "audio")
+  images = batch["source"] == list(config.data.mixture).index("cifar10")
+  assert 0 < images.sum() < 16
+  np.testing.assert_array_equal(batch["has_image"], images)
+  np.testing.assert_array_equal(batch["has_text"], ~images)
+  np.testing.assert_array_equal(batch["has_audio"], ~images)
+  assert not batch["image"][~images].any() and not batch["audio_mask"][images].any()
+  # Evaluation reads librispeech: speech-transcript retrieval only.
+  assert {k.split("/")[2] for k in metrics} == {"audio_to_text", "text_to_audio"}
+  train = [m for m in metrics_lib.read_jsonl(str(tmp_path / "run")) if "train/loss" in m]
+  # (Not masked_audio: mock waveforms, a few dozen samples, fill no audio patch.)
+  for key in ("train/loss/masked_image", "train/loss/masked_text",
+              "train/contrastive/text_audio"):
+    assert all(np.isfinite(m[key]) and m[key] > 0 for m in train), key
+  assert "train/contrastive/image_text" in train[0]  # Its pairs exist in no example: zero.
+  assert all(m["train/contrastive/image_text"] == 0 for m in train)

@@ -15,9 +15,10 @@ this module for default_config(), and TFDS takes a while to import.
 Host batches are dicts of numpy arrays (B: this process's batch):
   image uint8[B,H,W,C], text_ids int32[B,L], text_mask bool[B,L], audio float32[B,T],
   audio_mask bool[B,T], label int32[B], image_id int32[B], index int32[B] (the example's
-  position in its split); train batches add skipped int32[B] (bad examples replaced at that
-  position) and source int32[B] (the data.mixture entry it came from, 0 without one),
-  split_batches add valid bool[B].
+  position in its split), has_<modality> bool[B] for each modality (False where the example's
+  dataset lacks it: a mixture entry of other modalities; its keys then hold zeros); train
+  batches add skipped int32[B] (bad examples replaced at that position) and source int32[B]
+  (the data.mixture entry it came from, 0 without one), split_batches add valid bool[B].
 
 Bad examples (an image that does not decode, empty or non-UTF-8 text, silent or too-short
 audio, a wrong sample rate) are an error naming the split and example (data.on_bad_example=
@@ -40,6 +41,7 @@ from mmjax.data import ops as ops_lib
 from mmjax.data import preprocess
 from mmjax.data import standard
 from mmjax.data import text_tokenizer
+from mmjax.data import presence_key
 from mmjax.errors import UserError
 
 # Training-time audio augmentation: a random start offset and a random gain in this range (dB).
@@ -74,7 +76,9 @@ def default_config():
       # Training on a weighted mixture: {key: ConfigDict(weight=w, <data fields to change>)},
       # e.g. mixture.coco = dict(weight=0.8, name="coco_captions", pp_train=...). Each entry is
       # this data config with its fields changed; this config itself is what evaluators read.
-      # Entries must have the same modalities and batch shapes, and share this vocab. {}: none.
+      # Entries may differ in modalities (image-text pairs, audio-text pairs, images alone):
+      # batches carry their union and has_<modality> flags. Entries that share a modality must
+      # make the same shapes for it; all share one vocab. {}: none.
       mixture=ml_collections.ConfigDict(),
   ))
 
@@ -93,6 +97,11 @@ class DatasetInfo:
   num_classes: int
   class_names: tuple
   split_sizes: dict  # Split name -> number of examples.
+  # With a data.mixture whose entries differ in modalities, `modalities` is their union (what
+  # the model and batches have) and these say what each part really has; () means all of
+  # `modalities`. Batches flag the rest: has_<modality> False, zeros in its keys.
+  entry_modalities: tuple = ()  # Per mixture entry, in order (training).
+  data_modalities: tuple = ()  # The data config's own dataset (what evaluators read).
 
 
 def _dataset_module(name):
@@ -261,14 +270,43 @@ def prepare(data_cfg):
       split_sizes=_split_sizes(data_cfg, builder),
   )
   info = dataclasses.replace(info, **_output_shapes(data_cfg, info))
-  for key, (cfg, _) in zip(data_cfg.mixture, mixture_components(data_cfg, info)):
-    part = prepare(cfg)
-    if part.modalities != info.modalities or batch_shapes(part) != batch_shapes(info):
-      raise UserError(
-          f"data.mixture.{key} ({cfg.name}) gives {dict(batch_shapes(part))}, but data "
-          f"({data_cfg.name}) gives {dict(batch_shapes(info))}; every entry of a mixture must "
-          "make the same batch keys and shapes (set its pp_train).")
-  return info
+  return _with_mixture(data_cfg, info) if data_cfg.mixture else info
+
+
+def _with_mixture(data_cfg, info):
+  """`info` widened to the union of the mixture entries' modalities. Entries that share a
+  modality must agree on its batch shapes (and audio sample rate); the vocab is the data
+  config's, or the first text entry's when the data config has no text."""
+  parts = {key: prepare(cfg) for key, (cfg, _) in zip(data_cfg.mixture,
+                                                         mixture_components(data_cfg, info))}
+  shapes, origin = dict(batch_shapes(info)), dict.fromkeys(batch_shapes(info), "data")
+  first = {m: info for m in info.modalities}  # Modality -> the part that defines it.
+  for key, part in parts.items():
+    for k, shape in batch_shapes(part).items():
+      if shapes.setdefault(k, shape) != shape:
+        raise UserError(
+            f"data.mixture.{key} ({part.name}) makes {k!r} of shape {list(shape)}, but "
+            f"{origin[k]} ({first[_modality_of(k)].name}) makes {list(shapes[k])}; entries "
+            "that share a modality must make the same batch shapes (set its pp_train).")
+      origin.setdefault(k, f"data.mixture.{key}")
+    for m in part.modalities:
+      first.setdefault(m, part)
+    if "audio" in part.modalities and part.sample_rate != first["audio"].sample_rate:
+      raise UserError(f"data.mixture.{key}.sample_rate={part.sample_rate}, but "
+                      f"{first['audio'].name}'s audio is at {first['audio'].sample_rate} Hz; "
+                      "one model hears every entry (resample in its pp_train).")
+  union = tuple(m for m in BATCH_KEYS if m in first)
+  text = first.get("text", info)
+  return dataclasses.replace(
+      info, modalities=union, entry_modalities=tuple(p.modalities for p in parts.values()),
+      data_modalities=info.modalities, vocab_file=text.vocab_file, vocab_size=text.vocab_size,
+      image_shape=first.get("image", info).image_shape, text_len=text.text_len,
+      audio_len=first.get("audio", info).audio_len,
+      sample_rate=first.get("audio", info).sample_rate)
+
+
+def _modality_of(batch_key):
+  return next(m for m, keys in BATCH_KEYS.items() if batch_key in keys)
 
 
 def mixture_components(data_cfg, info=None):
@@ -381,9 +419,12 @@ def _raw_source(data_cfg, split):
   return builder.as_data_source(split=split, decoders=decoders or None)
 
 
-# Host-batch keys each modality's preprocessing must produce (plus label and image_id).
+# Host-batch keys each modality's preprocessing must produce (plus label and image_id), in
+# the model's modality order.
 BATCH_KEYS = {"image": ("image",), "text": ("text_ids", "text_mask"),
               "audio": ("audio", "audio_mask")}
+_DTYPES = {"image": np.uint8, "text_ids": np.int32, "text_mask": bool, "audio": np.float32,
+           "audio_mask": bool}
 
 
 def default_pp(data_cfg, modalities, channels, *, train):
@@ -433,16 +474,23 @@ def _finish(example, keys, shapes, where):
 
 class _Reader:
   """Example `index` of a split, read and preprocessed by data.pp_train / pp_eval; raises
-  preprocess.BadExample for an example that cannot be used."""
+  preprocess.BadExample for an example that cannot be used.
 
-  def __init__(self, data_cfg, info, split, *, train):
+  `modalities`: what this dataset has (default: all of info.modalities). Examples get zeros for
+  the rest of info.modalities, and has_<modality> says which are real."""
+
+  def __init__(self, data_cfg, info, split, *, train, modalities=None):
     self._data_cfg = data_cfg
     self.source = _raw_source(data_cfg, split)
     self.name, self.split, self.policy = data_cfg.name, split, data_cfg.on_bad_example
-    self._pipeline, self._keys = _pipeline(data_cfg, info.modalities, info.image_shape[-1],
+    own = modalities or info.modalities
+    self._pipeline, self._keys = _pipeline(data_cfg, own, info.image_shape[-1],
                                            info.vocab_file, train=train)
     self._where = self._pipeline.where
-    self._shapes = batch_shapes(info)
+    shapes = batch_shapes(info)
+    self._shapes = {k: shapes[k] for m in own for k in BATCH_KEYS[m]}
+    self._fill = {k: np.zeros(shapes[k], _DTYPES[k]) for k in shapes if k not in self._shapes}
+    self._fill |= {presence_key(m): np.bool_(m in own) for m in info.modalities}
 
   def __len__(self):
     return len(self.source)
@@ -467,7 +515,8 @@ class _Reader:
       raise preprocess.BadExample(f"the stored record does not decode ({type(e).__name__}: "
                                   f"{e})") from None
     example = self._pipeline(example, rng if rng is not None else np.random.default_rng(index))
-    return _finish(example, self._keys, self._shapes, self._where) | {"index": np.int32(index)}
+    return (_finish(example, self._keys, self._shapes, self._where) | self._fill
+            | {"index": np.int32(index)})
 
   def bad(self, index, error):
     """Handles a bad example: raises UserError (policy 'error') or logs it ('skip')."""
@@ -559,7 +608,8 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
   components = mixture_components(data_cfg, info)
   streams = []
   for i, (cfg, _) in enumerate(components):
-    reader = _Reader(cfg, info, cfg.train_split, train=True)
+    reader = _Reader(cfg, info, cfg.train_split, train=True,
+                     modalities=info.entry_modalities[i] if info.entry_modalities else None)
     if len(reader) < global_batch_size and len(components) == 1:
       raise UserError(f"{info.name} train split has {len(reader)} examples, fewer than "
                       f"batch_size={global_batch_size}; use a larger dataset (data.max_images).")
@@ -595,7 +645,7 @@ def split_batches(data_cfg, info, split, batch_size):
     raise UserError(f"{info.name} has no split {split!r}; it has {sorted(info.split_sizes)}.")
   if batch_size <= 0:
     raise UserError(f"The evaluation batch_size must be positive, got {batch_size}.")
-  reader = _Reader(data_cfg, info, split, train=False)
+  reader = _Reader(data_cfg, info, split, train=False, modalities=info.data_modalities)
 
   def examples():
     for index in range(len(reader)):

@@ -6,6 +6,7 @@ import numpy as np
 from flax import nnx
 
 from mmjax.data import loader
+from mmjax.errors import UserError
 from mmjax.objectives import masked_modeling
 from mmjax.parallel import distributed
 from mmjax.parallel import mesh as mesh_lib
@@ -24,6 +25,10 @@ class Evaluator:
 
   def __init__(self, cfg, *, name, config, info, mesh):
     self.cfg, self.name, self.config, self.info, self.mesh = cfg, name, config, info, mesh
+    if "image" not in (info.data_modalities or info.modalities):
+      raise UserError(f"config.evals.{name} (reconstruction) shows images of data.name="
+                      f"{info.name!r}, which has {list(info.data_modalities)}: remove it, or "
+                      "evaluate on a dataset with images.")
     self._forward = None
     # Round up so the batch splits evenly over the data axes.
     dp = mesh_lib.data_parallel_size(mesh)

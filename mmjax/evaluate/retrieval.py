@@ -1,4 +1,5 @@
-"""Zero-shot cross-modal retrieval: every modality against every other, R@1 and R@5.
+"""Zero-shot cross-modal retrieval: every modality against every other, R@1 and R@5, among the
+examples that have both.
 
 A query's hit is a candidate of the same class (for the built-in dataset: the same digit), so
 chance R@1 is 1 / num_classes.
@@ -10,6 +11,7 @@ import numpy as np
 from flax import nnx
 
 from mmjax.data import loader
+from mmjax.data import presence_key
 from mmjax.parallel import distributed
 from mmjax.parallel import mesh as mesh_lib
 
@@ -35,30 +37,42 @@ class Evaluator:
     self._batch_size = -(-cfg.batch_size // dp) * dp
 
   def embed_split(self, model):
-    """Returns ({modality: f32[N,E]}, labels int32[N]) for the evaluator's split."""
+    """Returns ({modality: f32[N,E]}, labels int32[N], {modality: bool[N]}) for the evaluator's
+    split: embeddings of the modalities the split's dataset has, and which examples have each
+    (all of them, but for a dataset of mixed examples)."""
     graphdef, state = nnx.split(model)
     if self._embed is None:  # One compile per run: the graphdef does not change.
       self._embed = jax.jit(lambda s, b: nnx.merge(graphdef, s).embed(b),
                             out_shardings=mesh_lib.replicated(self.mesh))
-    chunks, labels = [], []
+    # Modalities the evaluated dataset lacks altogether (a mixture's other entries have them)
+    # are left out of the batches, so the model does not embed their zeros.
+    own = self.info.data_modalities or self.info.modalities
+    absent = {k for m in self.info.modalities if m not in own for k in loader.BATCH_KEYS[m]}
+    chunks, labels, has = [], [], []
     for batch in loader.split_batches(self.data_cfg, self.info, self.cfg.split,
                                       self._batch_size):
       valid = batch.pop("valid")
       labels.append(batch.pop("label")[valid])
+      has.append({m: batch.get(presence_key(m), valid)[valid] for m in own})
+      batch = {k: v for k, v in batch.items() if k not in absent}
       # Every process reads the whole split; the embeddings come back replicated, so complete
       # on each process.
       z = jax.device_get(
           self._embed(state, distributed.global_batch_from_full(batch, self.mesh)))
       chunks.append({m: np.asarray(v)[valid] for m, v in z.items()})
-    embeddings = {m: np.concatenate([c[m] for c in chunks]) for m in chunks[0]}
-    return embeddings, np.concatenate(labels)
+    join = lambda parts: {m: np.concatenate([p[m] for p in parts]) for m in parts[0]}
+    return join(chunks), np.concatenate(labels), join(has)
 
   def run(self, model, step, writer):
     del step, writer
-    embeddings, labels = self.embed_split(model)
+    embeddings, labels, has = self.embed_split(model)
     metrics = {}
     for a, b in itertools.permutations(embeddings, 2):
-      for k, r in recall_at_k(embeddings[a], embeddings[b], labels, labels).items():
+      rows = has[a] & has[b]  # Examples with both sides.
+      if not rows.any():
+        continue
+      for k, r in recall_at_k(embeddings[a][rows], embeddings[b][rows], labels[rows],
+                              labels[rows]).items():
         metrics[f"eval/{self.name}/{a}_to_{b}/r@{k}"] = r
     return metrics
 

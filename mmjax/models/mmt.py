@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from mmjax.data import presence_key
 from mmjax.errors import UserError
 from mmjax.models import posemb
 from mmjax.models import sizes
@@ -51,11 +52,6 @@ def default_config():
           frame_size=256,  # waveform frame in samples.
       )),
   ))
-
-
-def presence_key(modality):
-  """The batch key of bool[B] 'this example has `modality`' (absent key: every example has)."""
-  return f"has_{modality}"
 
 
 def pair_names(modalities):
