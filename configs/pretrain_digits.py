@@ -75,6 +75,11 @@ def get_config(arg=None):
   config.evals.retrieval = ml_collections.ConfigDict(dict(type="retrieval", split="test", batch_size=256))
   config.evals.reconstruction = ml_collections.ConfigDict(dict(
       type="reconstruction", split="validation", num_images=8))
+  # Zero-shot classification of test images and voices against prompts naming each digit.
+  config.evals.zero_shot = ml_collections.ConfigDict(dict(
+      type="zero_shot", split="test", batch_size=256,
+      templates=("a handwritten {}", "the digit {}", "someone wrote the digit {}"),
+      class_names=(), inputs=()))
 
   if arg.runlocal:
     config.total_steps = 10

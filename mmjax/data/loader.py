@@ -69,6 +69,7 @@ def default_config():
       min_audio_seconds=0.1,  # Shorter waveforms are bad examples.
       on_bad_example="error",  # 'error': stop, naming the example; 'skip': skip and count.
       num_workers=0,  # grain worker processes; 0 reads and preprocesses in the main process.
+      labels_per_class=0,  # >0: train on that many examples of each class only (few-shot).
       # Preprocessing as op strings (mmjax/data/ops.py), e.g. "decode|resize(32)|...";
       # '' is the standard recipe for the dataset (loader.default_pp).
       pp_train="",
@@ -139,6 +140,8 @@ def _check_config(data_cfg):
   need(data_cfg.vocab_size > len(text_tokenizer.SPECIAL_TOKENS), "vocab_size",
        f"must exceed the {len(text_tokenizer.SPECIAL_TOKENS)} special tokens, e.g. 200.")
   need(data_cfg.num_workers >= 0, "num_workers", "must be >= 0 (0: no worker processes).")
+  need(data_cfg.labels_per_class >= 0, "labels_per_class",
+       "must be >= 0 (0: every example of the train split).")
   need(0 <= data_cfg.min_audio_seconds <= data_cfg.audio_seconds, "min_audio_seconds",
        f"must be in [0, data.audio_seconds={data_cfg.audio_seconds}].")
   need(data_cfg.on_bad_example in BAD_EXAMPLE_POLICIES, "on_bad_example",
@@ -551,6 +554,18 @@ class _ReadOrReplace:
       index = int(rng.integers(len(self._reader)))
 
 
+def labelled_subset(reader, per_class, seed):
+  """Sorted indices of `per_class` examples of each class of the reader's split, drawn at random
+  from `seed` (the same draw for every process). A class with fewer examples gives them all."""
+  if "label" not in reader.source[0]:
+    raise UserError(f"data.labels_per_class={per_class}: {reader.name} {reader.split} has no "
+                    "class labels.")
+  labels = np.array([int(reader.source[i]["label"]) for i in range(len(reader))])
+  rng = np.random.default_rng(seed)
+  chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+  return np.sort(np.concatenate(chosen)).tolist()
+
+
 def _tag_source(example, source):
   return example | {"source": np.int32(source)}
 
@@ -610,7 +625,8 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
   for i, (cfg, _) in enumerate(components):
     reader = _Reader(cfg, info, cfg.train_split, train=True,
                      modalities=info.entry_modalities[i] if info.entry_modalities else None)
-    if len(reader) < global_batch_size and len(components) == 1:
+    subset = labelled_subset(reader, cfg.labels_per_class, seed) if cfg.labels_per_class else None
+    if len(reader) < global_batch_size and len(components) == 1 and subset is None:
       raise UserError(f"{info.name} train split has {len(reader)} examples, fewer than "
                       f"batch_size={global_batch_size}; use a larger dataset (data.max_images).")
     # Each entry of a mixture gets its own seed, derived from `seed`.
@@ -618,7 +634,9 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
         np.random.SeedSequence((seed, i)).generate_state(1)[0])
     # A fresh permutation of the whole split every epoch (repeat reseeds the shuffle per
     # epoch); random ops are seeded by the element's position in the stream.
-    ds = grain.MapDataset.range(len(reader)).shuffle(seed=part_seed).repeat(None)
+    ds = (grain.MapDataset.range(len(reader)) if subset is None
+          else grain.MapDataset.source(subset))
+    ds = ds.shuffle(seed=part_seed).repeat(None)
     ds = ds.map_with_index(_ReadOrReplace(reader, part_seed))
     streams.append(ds.map(functools.partial(_tag_source, source=i)))
   # Entries interleave in proportion to their weights (grain's deterministic mix).

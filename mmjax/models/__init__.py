@@ -1,0 +1,17 @@
+"""Models by config.model.name: 'mmt' (pretraining, mmjax.models.mmt) and 'classifier'
+(fine-tuning, mmjax.models.classifier)."""
+from mmjax.errors import UserError
+
+NAMES = ("mmt", "classifier")
+
+
+def make(config, info, *, rngs):
+  """The model `config.name` names (config: a training config's `model`)."""
+  # pylint: disable=g-import-not-at-top
+  if config.name == "mmt":
+    from mmjax.models import mmt
+    return mmt.MultimodalTransformer(config, info, rngs=rngs)
+  if config.name == "classifier":
+    from mmjax.models import classifier
+    return classifier.Classifier(config, info, rngs=rngs)
+  raise UserError(f"config.model.name={config.name!r}: use one of {list(NAMES)}.")

@@ -1,8 +1,14 @@
 """AdamW with warmup-cosine schedule, gradient clipping and a weight-decay mask; updates from
-non-finite gradients are skipped and counted (optax.apply_if_finite)."""
+non-finite gradients are skipped and counted (optax.apply_if_finite). For fine-tuning:
+layer-wise learning-rate decay (optimizer.layer_decay) and a frozen backbone
+(optimizer.freeze='backbone', a linear probe)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
+
+from mmjax.errors import UserError
 
 # Parameters whose path contains one of these get no weight decay: norms and biases (1-D), and
 # embeddings that encode where or what a token is rather than content.
@@ -24,18 +30,89 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make(opt_cfg, total_steps):
+def _path_name(path):
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+# Where a parameter sits in depth, for layer-wise decay: before the encoder blocks (tokenizers),
+# in block i, or after them (the encoder's final norm, heads).
+_BLOCKS = "encoder/blocks/blocks/"
+
+
+def layer_scales(params, depth, decay):
+  """Learning-rate multipliers per parameter (BEiT's layer-wise decay): 1 after the encoder
+  blocks (final norm, task head), decay**(depth - i) in block i (0 = first), decay**(depth + 1)
+  before them (tokenizers). Scanned blocks (a leading layer axis) get a [depth, 1, ...] array."""
+  def scale(path, x):
+    name = _path_name(path)
+    if name.startswith(_BLOCKS):
+      rest = name[len(_BLOCKS):].split("/")[0]
+      if rest.isdigit():  # Unrolled: blocks/<i>/...
+        return jnp.float32(decay ** (depth - int(rest)))
+      per_layer = decay ** (depth - jnp.arange(depth, dtype=jnp.float32))
+      return per_layer.reshape((depth,) + (1,) * (x.ndim - 1))
+    if name.startswith("encoder/") or not name.startswith("tokenizers/"):
+      return jnp.float32(1.0)
+    return jnp.float32(decay ** (depth + 1))
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_layer(depth, decay):
+  """Multiplies each parameter's update by its `layer_scales` factor."""
+  def init(params):
+    del params
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    del params
+    scales = layer_scales(updates, depth, decay)
+    return jax.tree.map(lambda u, s: (u * s).astype(u.dtype), updates, scales), state
+
+  return optax.GradientTransformation(init, update)
+
+
+def trainable_labels(params, freeze):
+  """'train' or 'frozen' per parameter: freeze='backbone' trains only the task head (a linear
+  probe); '' trains everything."""
+  def label(path, _):
+    head = _path_name(path).split("/")[0] in ("head", "head_norm")
+    return "train" if not freeze or head else "frozen"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def check_config(opt_cfg):
+  """Raises UserError for fine-tuning options that cannot work."""
+  decay, freeze = opt_cfg.get("layer_decay", 1.0), opt_cfg.get("freeze", "")
+  if not 0 < decay <= 1:
+    raise UserError(f"config.optimizer.layer_decay={decay!r}: use a value in (0, 1] "
+                    "(1: no layer-wise decay).")
+  if freeze not in ("", "backbone"):
+    raise UserError(f"config.optimizer.freeze={freeze!r}: use '' (train everything) or "
+                    "'backbone' (a linear probe: only the head trains).")
+
+
+def make(opt_cfg, total_steps, depth=None):
   """Returns (optax transformation, learning-rate schedule).
 
   A step whose gradients hold a NaN or Inf changes neither the parameters nor the optimizer
   state; `nonfinite_counts` reads how many there were. Whether the run then stops is the
   trainer's call (config.on_nonfinite), so the wrapper never gives up and applies them.
   """
+  check_config(opt_cfg)
   lr = schedule(opt_cfg, total_steps)
-  tx = optax.chain(
-      optax.clip_by_global_norm(opt_cfg.grad_clip),
-      optax.adamw(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=opt_cfg.weight_decay,
-                  mask=decay_mask))
+  parts = [optax.clip_by_global_norm(opt_cfg.grad_clip),
+           optax.adamw(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=opt_cfg.weight_decay,
+                       mask=decay_mask)]
+  decay = opt_cfg.get("layer_decay", 1.0)
+  if decay != 1.0:
+    if depth is None:
+      raise ValueError("layer_decay needs the encoder depth.")
+    parts.append(scale_by_layer(depth, decay))
+  tx = optax.chain(*parts)
+  if opt_cfg.get("freeze", ""):  # Frozen parameters get no update and no optimizer moments.
+    tx = optax.multi_transform(
+        {"train": tx, "frozen": optax.set_to_zero()},
+        functools.partial(trainable_labels, freeze=opt_cfg.freeze))
   return optax.apply_if_finite(tx, max_consecutive_errors=jnp.iinfo(jnp.int32).max), lr
 
 

@@ -22,13 +22,15 @@ from jax.experimental import multihost_utils
 
 from mmjax import evaluate
 from mmjax.data import loader
-from mmjax.errors import NonFiniteError, UserError
+from mmjax.errors import NonFiniteError
 from mmjax.evaluate import retrieval
-from mmjax.models import mmt
+from mmjax import models
+from mmjax.models import sizes
 from mmjax.objectives import Context
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 from mmjax.train import checkpoint
+from mmjax.train import init_from
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import optimizer
 from mmjax.train import preemption
@@ -40,7 +42,7 @@ from mmjax.train import validate
 # Building blocks (module level: tests and scripts/plan.py use them alone).
 
 def init_state(config, info, tx):
-  model = mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(config.seed))
+  model = models.make(config.model, info, rngs=nnx.Rngs(config.seed))
   params = nnx.state(model, nnx.Param)
   return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
           "bad_examples": jnp.zeros((), jnp.int32)}
@@ -52,7 +54,7 @@ def abstract_model(config, info, tx):
   with nnx.use_eager_sharding(False):
     abstract_state = jax.eval_shape(functools.partial(init_state, config, info, tx))
     graphdef, _ = nnx.split(nnx.eval_shape(
-        lambda: mmt.MultimodalTransformer(config.model, info, rngs=nnx.Rngs(0))), nnx.Param)
+        lambda: models.make(config.model, info, rngs=nnx.Rngs(0))), nnx.Param)
   return graphdef, abstract_state
 
 
@@ -206,9 +208,7 @@ def train_and_evaluate(config, workdir):
   # --- Checks: everything the user gave us, before anything is built or compiled.
   validate.check_config(config)
   validate.check_workdir(workdir)
-  if config.init_from:
-    raise UserError("config.init_from (fine-tuning from a checkpoint) is not supported by "
-                    "pretraining configs yet.")
+  init_dir = init_from.step_dir(config.init_from) if config.init_from else None
 
   # --- Mesh and sharding rules.
   mesh = mesh_lib.make_mesh(config.mesh)
@@ -232,7 +232,8 @@ def train_and_evaluate(config, workdir):
   data_iter = iter(train_loader)
 
   # --- Model and optimizer, as shapes first: nothing is allocated until it has a sharding.
-  tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps)
+  tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps,
+                                   depth=sizes.get(config.model.size).depth)
   graphdef, abstract_state = abstract_model(config, info, tx)
   # Optimizer state follows the parameters: its moments carry the same logical names.
   # (pmap keeps whole copies: its checkpoints are replicated whatever the rules say.)
@@ -248,7 +249,18 @@ def train_and_evaluate(config, workdir):
   state = checkpoint.restore_latest(
       mngr, checkpoint.abstract_with_shardings(abstract_state, state_shardings), data_iter)
   if state is None:
+    if init_dir:  # Shapes first: a mismatch fails before anything is initialized.
+      init_from.plan(init_from.flatten_shapes(abstract_state["params"]),
+                     init_from.checkpoint_shapes(init_dir))
     state = initial_state(config, info, tx, state_shardings)
+    if init_dir:
+      state["params"], report = init_from.restore(
+          init_dir, checkpoint.abstract_with_shardings(abstract_state, state_shardings)["params"],
+          state["params"])
+      logging.info("%s", init_from.summary(report))
+      if jax.process_index() == 0:
+        print(init_from.summary(report))
+        init_from.write(report, workdir)
   else:
     logging.info("Resumed from %s at step %d.", mngr.directory, int(state["step"]))
   start_step = int(state["step"])
@@ -326,7 +338,7 @@ def train_and_evaluate(config, workdir):
           if jax.process_index() == 0:  # tqdm.write ignores `disable`.
             progress.write(f"step {step}: " + ", ".join(
                 f"{k.split('/')[-2]} {k.split('/')[-1]}={v:.3f}"
-                for k, v in eval_metrics.items() if k.endswith("r@1")))
+                for k, v in eval_metrics.items() if k.endswith(("r@1", "accuracy"))))
           last_time = time.perf_counter()  # Evals are not training throughput.
 
         if step < config.total_steps and watcher.reached(step):
@@ -357,6 +369,12 @@ def train_and_evaluate(config, workdir):
     print(f"\nZero-shot retrieval on the {config.evals.retrieval.split} split, step "
           f"{max(start_step, config.total_steps)} (a hit is an item of the same class):")
     print(retrieval.table(eval_metrics))
+  accuracies = {k: v for k, v in eval_metrics.items() if k.endswith("accuracy")}
+  if jax.process_index() == 0 and accuracies:
+    print(f"\nAccuracy at step {max(start_step, config.total_steps)}:")
+    for k, v in accuracies.items():
+      print(f"  {k[len('eval/'):]:<40} {v:.3f}")
+  if jax.process_index() == 0:
     print(f"Metrics: {workdir}/metrics.jsonl; pictures: {workdir}/images/; "
           f"TensorBoard: {workdir}/tensorboard/")
   return eval_metrics

@@ -1,0 +1,39 @@
+"""Classification accuracy of a fine-tuned classifier (model name 'classifier') on a split."""
+import jax
+import numpy as np
+from flax import nnx
+
+from mmjax.data import loader
+from mmjax.errors import UserError
+from mmjax.parallel import distributed
+from mmjax.parallel import mesh as mesh_lib
+
+
+class Evaluator:
+  """Top-1 accuracy over every example of cfg.split (cfg: split, batch_size)."""
+
+  def __init__(self, cfg, *, name, config, info, mesh):
+    if config.model.name != "classifier":
+      raise UserError(f"config.evals.{name} (classification) needs a classifier model "
+                      f"(config.model.name='classifier'), not {config.model.name!r}.")
+    self.cfg, self.name, self.data_cfg, self.info, self.mesh = cfg, name, config.data, info, mesh
+    self._logits = None
+    dp = mesh_lib.data_parallel_size(mesh)
+    self._batch_size = -(-cfg.batch_size // dp) * dp
+
+  def run(self, model, step, writer):
+    del step, writer
+    graphdef, state = nnx.split(model)
+    if self._logits is None:
+      self._logits = jax.jit(
+          lambda s, b: nnx.merge(graphdef, s)(b)["classification"]["logits"],
+          out_shardings=mesh_lib.replicated(self.mesh))
+    correct, total = 0, 0
+    for batch in loader.split_batches(self.data_cfg, self.info, self.cfg.split,
+                                      self._batch_size):
+      valid = batch.pop("valid")
+      logits = jax.device_get(
+          self._logits(state, distributed.global_batch_from_full(batch, self.mesh)))
+      correct += int((np.asarray(logits).argmax(-1) == batch["label"])[valid].sum())
+      total += int(valid.sum())
+    return {f"eval/{self.name}/accuracy": correct / max(total, 1)}

@@ -1,0 +1,64 @@
+"""Zero-shot classification (CLIP-style) with a pretrained multimodal model: each class is the
+mean text embedding of its name put into prompt templates; an image or a sound is assigned the
+class whose text embedding is nearest (cosine). No training on labels.
+
+cfg: split, batch_size, templates (strings with one '{}' for the class name), class_names
+(default: the dataset's label names), inputs (modalities to classify; default: every non-text
+modality of the dataset).
+"""
+import jax
+import numpy as np
+from flax import nnx
+
+from mmjax.data import text_tokenizer
+from mmjax.errors import UserError
+from mmjax.evaluate import retrieval
+from mmjax.parallel import mesh as mesh_lib
+
+
+class Evaluator:
+  """Accuracy per input modality against the class prompts (metrics eval/<name>/<m>/accuracy)."""
+
+  def __init__(self, cfg, *, name, config, info, mesh):
+    self.cfg, self.name, self.info, self.mesh = cfg, name, info, mesh
+    own = info.data_modalities or info.modalities
+    self.class_names = tuple(cfg.get("class_names") or info.class_names)
+    self.inputs = tuple(cfg.get("inputs") or [m for m in own if m != "text"])
+    where = f"config.evals.{name} (zero_shot)"
+    if "text" not in info.modalities:
+      raise UserError(f"{where} needs a model with text: dataset {info.name!r} has "
+                      f"{list(info.modalities)}.")
+    if not self.class_names:
+      raise UserError(f"{where}: dataset {info.name!r} has no class names; set "
+                      f"config.evals.{name}.class_names.")
+    if not cfg.templates or any(t.count("{}") != 1 for t in cfg.templates):
+      raise UserError(f"{where}: templates must be strings with exactly one '{{}}' for the "
+                      f"class name, got {list(cfg.templates)}.")
+    missing = [m for m in self.inputs if m not in own or m == "text"]
+    if missing or not self.inputs:
+      raise UserError(f"{where}: inputs {list(self.inputs)} must be non-text modalities of "
+                      f"{info.name!r} ({list(own)}).")
+    self._split = retrieval.Evaluator(cfg, name=name, config=config, info=info, mesh=mesh)
+    tokenizer = text_tokenizer.WordPieceTokenizer(info.vocab_file, info.text_len)
+    prompts = [t.format(c) for c in self.class_names for t in cfg.templates]
+    ids, mask = tokenizer.encode(prompts)
+    self._prompts = {"text_ids": np.asarray(ids, np.int32), "text_mask": np.asarray(mask, bool)}
+
+  def class_embeddings(self, model):
+    """f32[classes, E]: the normalized mean embedding of each class's prompts."""
+    graphdef, state = nnx.split(model)
+    embed = jax.jit(lambda s, b: nnx.merge(graphdef, s).embed(b)["text"],
+                    out_shardings=mesh_lib.replicated(self.mesh))
+    z = np.asarray(jax.device_get(embed(state, self._prompts)))
+    z = z.reshape(len(self.class_names), len(self.cfg.templates), -1).mean(1)
+    return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+
+  def run(self, model, step, writer):
+    del step, writer
+    classes = self.class_embeddings(model)
+    embeddings, labels, has = self._split.embed_split(model)
+    metrics = {}
+    for m in self.inputs:
+      predicted = (embeddings[m][has[m]] @ classes.T).argmax(-1)
+      metrics[f"eval/{self.name}/{m}/accuracy"] = float((predicted == labels[has[m]]).mean())
+    return metrics

@@ -1,0 +1,73 @@
+"""The fine-tuning model (model name 'classifier'): the pretrained model's modality tokenizers
+and shared encoder, pooled, and a new classification head.
+
+Its parameters are named as in the multimodal Transformer (`tokenizers/<m>/...`,
+`encoder/...`), so a pretraining checkpoint restores into it by name (mmjax.train.init_from);
+only `head` is new. The decoder, projections and logit scales of pretraining are not used.
+
+Inputs (config.model.inputs): one modality, or several fused, either each encoded alone and
+their pooled features averaged ('separate', as the contrastive embeddings were trained), or as
+one joint sequence ('joint', as masked modeling with fusion='joint' was trained).
+"""
+import jax.numpy as jnp
+from flax import nnx
+
+from mmjax.errors import UserError
+from mmjax.models import mmt
+from mmjax.models import sizes
+from mmjax.models import tokenizers
+from mmjax.models.transformer import ZEROS, Encoder, layer_norm, partitioned
+
+
+def check_config(config, info):
+  """Raises UserError naming the key for a classifier config that cannot work."""
+  mmt.check_config(config)
+  inputs = tuple(config.inputs)
+  if not inputs or any(m not in mmt.MODALITIES for m in inputs):
+    raise UserError(f"config.model.inputs={list(inputs)}: name one or more of "
+                    f"{list(mmt.MODALITIES)}.")
+  missing = [m for m in inputs if m not in info.modalities]
+  if missing:
+    raise UserError(f"config.model.inputs asks for {missing}, but dataset {info.name!r} has "
+                    f"{list(info.modalities)}.")
+  if not info.num_classes:
+    raise UserError(f"Dataset {info.name!r} has no class labels to fine-tune on.")
+
+
+class Classifier(nnx.Module):
+  """Tokenizers + encoder (restorable from pretraining) + a LayerNorm/Linear head."""
+
+  def __init__(self, config, info, *, rngs):
+    check_config(config, info)
+    size = sizes.get(config.size)
+    dtype = jnp.dtype(config.dtype)
+    self.inputs = tuple(m for m in mmt.MODALITIES if m in config.inputs)
+    self.fusion = config.fusion
+    self.tokenizers = nnx.Dict({
+        m: tokenizers.make(m, config, info, size.width, dtype=dtype, rngs=rngs)
+        for m in self.inputs})
+    self.encoder = Encoder(size.width, size.depth, size.num_heads, size.mlp_dim, dtype=dtype,
+                           rngs=rngs, scan=config.scan_layers, remat=config.remat)
+    self.head_norm = layer_norm(size.width, dtype=dtype, rngs=rngs)
+    # Zero-initialized head (as in MAE / BEiT fine-tuning): training starts from uniform logits.
+    self.head = nnx.Linear(size.width, info.num_classes, dtype=dtype,
+                           kernel_init=partitioned(ZEROS, "embed", None),
+                           bias_init=partitioned(ZEROS, None), rngs=rngs)
+
+  def features(self, batch):
+    """f32[B, width]: the pooled encoder output of the inputs."""
+    tokens = {m: self.tokenizers[m](batch) for m in self.inputs}
+    if self.fusion == "joint" and len(tokens) > 1:
+      x = jnp.concatenate([t.x for t in tokens.values()], axis=1)
+      valid = jnp.concatenate([t.valid for t in tokens.values()], axis=1)
+      return mmt._masked_mean(self.encoder(x, valid), valid)  # pylint: disable=protected-access
+    pooled = [mmt._masked_mean(self.encoder(t.x, t.valid), t.valid)  # pylint: disable=protected-access
+              for t in tokens.values()]
+    return sum(pooled) / len(pooled)
+
+  def __call__(self, batch, *, key=None, mask_ratios=None, embeddings=None):
+    """{'classification': {'logits' f32[B, classes], 'labels' int32[B]}}. (The keyword
+    arguments of the pretraining model's call are accepted and unused: no masking here.)"""
+    del key, mask_ratios, embeddings
+    logits = self.head(self.head_norm(self.features(batch))).astype(jnp.float32)
+    return {"classification": {"logits": logits, "labels": batch["label"]}}

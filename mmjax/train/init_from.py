@@ -1,0 +1,203 @@
+"""Starting a run from another run's weights (config.init_from): a partial restore by name.
+
+  params, report = init_from.restore(path, abstract_params, fresh_params)
+
+`path` is a pretraining workdir (its latest checkpoint), a checkpoint manager directory
+(`WORKDIR/checkpoints`) or one step's directory (`WORKDIR/checkpoints/800`). Parameters are
+matched by their path in the model (`tokenizers/image/patch_embed/kernel`, ...):
+
+- loaded: in the checkpoint with the same shape;
+- resized: in the checkpoint with another shape that a documented rule maps (learned position
+  tables, `pos_embed`, interpolated over their token grid for a new image size or audio
+  length; see `resize`);
+- new: not in the checkpoint (a task head), kept as initialized;
+- unused: in the checkpoint but not in this model (the pretraining decoder, projections).
+
+Any other shape difference is a UserError naming the parameter and both shapes. Only the
+parameters are read (never the optimizer state), each straight into its sharding on this run's
+mesh, so pretraining and fine-tuning may use different meshes and device counts.
+"""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from mmjax.errors import UserError
+
+STATE_ITEM = "state"  # The train state's item in a step directory (mmjax.train.checkpoint).
+RESIZABLE = ("pos_embed",)  # Parameter names that `resize` may interpolate.
+
+
+def _is_step_dir(path):
+  return os.path.isdir(os.path.join(path, STATE_ITEM))
+
+
+def step_dir(path):
+  """The checkpoint step directory `path` names (see the module docstring), or UserError."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.isdir(path):
+    raise UserError(f"config.init_from={path!r}: no such directory.")
+  if _is_step_dir(path):
+    return path
+  for root in (os.path.join(path, "checkpoints"), path):
+    steps = [int(d) for d in (os.listdir(root) if os.path.isdir(root) else ())
+             if d.isdigit() and _is_step_dir(os.path.join(root, d))]
+    if steps:
+      return os.path.join(root, str(max(steps)))
+  raise UserError(f"config.init_from={path!r} holds no checkpoint: give a pretraining workdir, "
+                  "its checkpoints/ directory or one of its step directories.")
+
+
+def _key(entry):
+  return str(getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", entry))))
+
+
+def _name(path):
+  """'encoder/norm/scale' for a key path (an nnx.State's trailing 'value' left out)."""
+  parts = [_key(k) for k in path]
+  return "/".join(parts[:-1] if len(parts) > 1 and parts[-1] == "value" else parts)
+
+
+def _flatten(tree):
+  """{'a/b/c': leaf} of a nested dict / nnx.State (leaves: arrays or shape structs)."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {_name(path): leaf for path, leaf in flat}
+
+
+def _raw_paths(tree):
+  """{'a/b/c': [keys as stored]} (with an nnx.State's 'value')."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {_name(path): [_key(k) for k in path] for path, _ in flat}
+
+
+def flatten_shapes(tree):
+  """{'param/path': shape} of a parameter tree (arrays or shape structs)."""
+  return {k: tuple(v.shape) for k, v in _flatten(tree).items()}
+
+
+def checkpoint_shapes(directory):
+  """{'param/path': shape} of the parameters saved in a step directory (metadata only)."""
+  meta = ocp.PyTreeCheckpointer().metadata(os.path.join(directory, STATE_ITEM))
+  tree = getattr(meta, "item_metadata", meta)
+  tree = getattr(tree, "tree", tree)
+  if "params" not in tree:
+    raise UserError(f"config.init_from: {directory} is not an mmjax train state (it has "
+                    f"{sorted(tree)}).")
+  return flatten_shapes(tree["params"])
+
+
+def resize(table, shape):
+  """A learned position table [*grid, width] interpolated (linearly) to [*new grid, width].
+
+  The grid axes are all but the last; the width must not change. A constant field stays
+  constant; a table that varies smoothly over its grid keeps its pattern, stretched.
+  """
+  if table.shape[-1] != shape[-1] or table.ndim != len(shape):
+    raise ValueError(f"cannot resize {table.shape} to {shape}")
+  return jax.image.resize(table.astype(jnp.float32), shape, method="linear").astype(table.dtype)
+
+
+def _resizable(name):
+  return name.rsplit("/", 1)[-1] in RESIZABLE or any(
+      part in RESIZABLE for part in name.split("/"))
+
+
+def plan(target_shapes, saved_shapes):
+  """Sorts parameter paths into loaded / resized / new / unused; UserError on other shapes."""
+  report = {"loaded": [], "resized": [], "new": [], "unused": []}
+  bad = []
+  for name, shape in sorted(target_shapes.items()):
+    if name not in saved_shapes:
+      report["new"].append(name)
+    elif tuple(saved_shapes[name]) == tuple(shape):
+      report["loaded"].append(name)
+    elif _resizable(name) and len(saved_shapes[name]) == len(shape):
+      report["resized"].append(name)
+    else:
+      bad.append(f"{name}: checkpoint {list(saved_shapes[name])}, model {list(shape)}")
+  if bad:
+    raise UserError("config.init_from: these parameters have other shapes than in the checkpoint "
+                    "and no resize rule applies (only learned position tables are "
+                    "interpolated):\n  " + "\n  ".join(bad))
+  report["unused"] = sorted(set(saved_shapes) - set(target_shapes))
+  stray = [n for n in report["new"] if n.startswith("encoder/")]
+  if stray and any(n.startswith("encoder/") for n in saved_shapes):
+    raise UserError(
+        f"config.init_from: the checkpoint's encoder is laid out differently ({len(stray)} "
+        f"encoder parameters, e.g. {stray[0]}, are not in it): set config.model.size and "
+        "config.model.scan_layers as in pretraining.")
+  return report
+
+
+def restore(path, abstract_params, fresh_params):
+  """(params, report): `fresh_params` (an initialized nnx.State) with every parameter that the
+  checkpoint at `path` has put in its place, as `plan` says. `abstract_params` gives the shapes
+  and shardings to read into."""
+  directory = step_dir(path)
+  saved = checkpoint_shapes(directory)
+  target = _flatten(abstract_params)
+  report = plan({k: v.shape for k, v in target.items()}, saved)
+  report["checkpoint"] = directory
+  wanted = set(report["loaded"]) | set(report["resized"])
+
+  # Read only the wanted leaves, each into its sharding (resized ones at their saved shape, on
+  # the same sharding's mesh, replicated: position tables are small).
+  def abstract_leaf(name, leaf):
+    if name in report["loaded"]:
+      return leaf
+    sharding = leaf.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+      sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    return jax.ShapeDtypeStruct(saved[name], leaf.dtype, sharding=sharding)
+
+  nested, raw = {}, _raw_paths(abstract_params)
+  for name in sorted(wanted):
+    node = nested
+    *parents, last = raw[name]
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = abstract_leaf(name, target[name])
+  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype,
+                                                             global_shape=x.shape), nested)
+  restored = ocp.PyTreeCheckpointer().restore(
+      os.path.join(directory, STATE_ITEM),
+      args=ocp.args.PyTreeRestore(item={"params": nested},
+                                  restore_args={"params": restore_args},
+                                  partial_restore=True))["params"]
+  values = _flatten(restored)
+
+  def merged(path, fresh):
+    name = _name(path)
+    if name not in values:
+      return fresh
+    value = values[name]
+    if name in report["resized"]:
+      value = jax.device_put(resize(value, fresh.shape), fresh.sharding)
+    return value
+
+  params = jax.tree_util.tree_map_with_path(merged, fresh_params)
+  report["resized"] = [f"{n}: {list(saved[n])} -> {list(target[n].shape)}"
+                       for n in report["resized"]]
+  return params, report
+
+
+def summary(report):
+  """A few lines for the log: counts, and the names that are not simply loaded."""
+  lines = [f"init_from {report['checkpoint']}: {len(report['loaded'])} parameters loaded, "
+           f"{len(report['resized'])} resized, {len(report['new'])} new, "
+           f"{len(report['unused'])} in the checkpoint but unused."]
+  for key in ("resized", "new"):
+    lines += [f"  {key}: {name}" for name in report[key]]
+  unused_roots = sorted({n.split("/")[0] for n in report["unused"]})
+  if unused_roots:
+    lines.append(f"  unused: {', '.join(unused_roots)} (and their parameters)")
+  return "\n".join(lines)
+
+
+def write(report, workdir):
+  """Saves the whole report as WORKDIR/init_from.json."""
+  with open(os.path.join(workdir, "init_from.json"), "w", encoding="utf-8") as f:
+    json.dump(report, f, indent=2)
+

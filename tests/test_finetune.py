@@ -1,0 +1,159 @@
+"""Fine-tuning: partial restore by name with an honest report, position-table resizing,
+layer-wise learning-rate decay, linear probes, and a pretrain-on-8 / fine-tune-on-1 round trip."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from mmjax.errors import UserError
+from mmjax.train import init_from
+from mmjax.train import optimizer
+from mmjax.train import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _save_state(directory, params):
+  """A step directory laid out as mmjax.train.checkpoint writes it: <step>/state/{params,...}."""
+  path = os.path.join(directory, "checkpoints", "7", "state")
+  ocp.PyTreeCheckpointer().save(path, {"params": params, "step": np.int32(7)})
+  return directory
+
+
+def _abstract(tree):
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def test_partial_restore_reports_renamed_and_resized(tmp_path):
+  rng = np.random.default_rng(0)
+  saved = {"encoder": {"w": rng.normal(size=(4, 4)).astype(np.float32),
+                       "pos_embed": np.full((2, 3, 4), 0.5, np.float32)},
+           "decoder": {"w": rng.normal(size=(4, 2)).astype(np.float32)},
+           "proj": {"kernel": rng.normal(size=(4, 3)).astype(np.float32)}}
+  workdir = _save_state(str(tmp_path / "pretrain"), saved)
+  # The fine-tuning model: 'proj' renamed to 'projection', a pos table for a larger grid, a head.
+  fresh = {"encoder": {"w": jnp.zeros((4, 4)), "pos_embed": jnp.zeros((4, 6, 4))},
+           "projection": {"kernel": jnp.ones((4, 3))},
+           "head": {"kernel": jnp.full((4, 10), 2.0)}}
+  params, report = init_from.restore(workdir, _abstract(fresh), fresh)
+  assert report["loaded"] == ["encoder/w"]
+  assert report["resized"] == ["encoder/pos_embed: [2, 3, 4] -> [4, 6, 4]"]
+  assert report["new"] == ["head/kernel", "projection/kernel"]
+  assert report["unused"] == ["decoder/w", "proj/kernel"]
+  assert report["checkpoint"].endswith(os.path.join("checkpoints", "7"))
+  np.testing.assert_array_equal(params["encoder"]["w"], saved["encoder"]["w"])
+  np.testing.assert_allclose(params["encoder"]["pos_embed"], 0.5)  # Constant field resized.
+  np.testing.assert_array_equal(params["projection"]["kernel"], 1.0)  # New: as initialized.
+  np.testing.assert_array_equal(params["head"]["kernel"], 2.0)
+  summary = init_from.summary(report)
+  assert "1 parameters loaded, 1 resized, 2 new, 2 in the checkpoint but unused" in summary
+
+  # A weight resized where no rule applies is an error naming it and both shapes.
+  bad = dict(fresh, encoder={"w": jnp.zeros((4, 5)), "pos_embed": jnp.zeros((2, 3, 4))})
+  with pytest.raises(UserError, match=r"encoder/w: checkpoint \[4, 4\], model \[4, 5\]"):
+    init_from.restore(workdir, _abstract(bad), bad)
+  with pytest.raises(UserError, match="holds no checkpoint"):
+    init_from.step_dir(str(tmp_path))
+
+
+@pytest.mark.parametrize("old,new", [((3, 8), (7, 8)), ((2, 2, 8), (4, 3, 8)),
+                                     ((4, 4, 8), (2, 2, 8))])
+def test_resize_keeps_a_constant_field_and_a_linear_ramp(old, new):
+  table = jnp.full(old, -1.25)
+  np.testing.assert_allclose(init_from.resize(table, new), -1.25, rtol=1e-6)
+  # A ramp along the first grid axis stays monotone, with the same end points' range.
+  ramp = jnp.broadcast_to(jnp.linspace(0.0, 1.0, old[0]).reshape((-1,) + (1,) * (len(old) - 1)),
+                          old)
+  out = np.asarray(init_from.resize(ramp, new))[:, ..., 0].reshape(new[0], -1)[:, 0]
+  assert (np.diff(out) >= 0).all() and 0.0 <= out.min() and out.max() <= 1.0
+
+
+def _opt_cfg(**overrides):
+  cfg = ml_collections.ConfigDict(dict(lr=0.1, warmup_steps=0, min_lr_ratio=1.0,
+                                       weight_decay=0.0, b1=0.9, b2=0.95, grad_clip=1e9,
+                                       layer_decay=1.0, freeze=""))
+  cfg.update(overrides)
+  return cfg
+
+
+def _params(depth):
+  return {"tokenizers": {"image": {"kernel": jnp.zeros((2, 2))}},
+          "encoder": {"blocks": {"blocks": {str(i): {"w": jnp.zeros((2, 2))}
+                                            for i in range(depth)}},
+                      "norm": {"scale": jnp.zeros((2,))}},
+          "head": {"kernel": jnp.zeros((2, 3))}}
+
+
+def test_layer_decay_gives_each_layer_its_learning_rate():
+  depth, decay, lr = 3, 0.5, 0.1
+  tx, _ = optimizer.make(_opt_cfg(lr=lr, layer_decay=decay), total_steps=10, depth=depth)
+  params = _params(depth)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # Adam's first step moves each weight by its learning rate (g / |g|).
+  step = lambda x: float(-np.asarray(x).mean())
+  np.testing.assert_allclose(step(updates["head"]["kernel"]), lr, rtol=1e-4)
+  np.testing.assert_allclose(step(updates["encoder"]["norm"]["scale"]), lr, rtol=1e-4)
+  for i in range(depth):  # Block i: lr * decay ** (depth - i).
+    np.testing.assert_allclose(step(updates["encoder"]["blocks"]["blocks"][str(i)]["w"]),
+                               lr * decay ** (depth - i), rtol=1e-4)
+  np.testing.assert_allclose(step(updates["tokenizers"]["image"]["kernel"]),
+                             lr * decay ** (depth + 1), rtol=1e-4)
+  # Scanned blocks (stacked on a leading layer axis) get the same rates, row by row.
+  stacked = {"encoder": {"blocks": {"blocks": {"w": jnp.zeros((depth, 2, 2))}}}}
+  scales = optimizer.layer_scales(stacked, depth, decay)["encoder"]["blocks"]["blocks"]["w"]
+  np.testing.assert_allclose(np.asarray(scales).ravel(), [decay ** 3, decay ** 2, decay])
+
+
+def test_linear_probe_trains_only_the_head():
+  tx, _ = optimizer.make(_opt_cfg(freeze="backbone"), total_steps=10, depth=3)
+  params = _params(3)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  moved = {k: bool(np.any(np.asarray(v))) for k, v in
+           init_from._flatten(updates).items()}  # pylint: disable=protected-access
+  assert moved.pop("head/kernel")
+  assert not any(moved.values()), moved
+  with pytest.raises(UserError, match="config.optimizer.freeze='encoder'"):
+    optimizer.make(_opt_cfg(freeze="encoder"), total_steps=10, depth=3)
+
+
+def test_pretrain_on_8_devices_finetune_on_1(runlocal_config, tmp_path):
+  """Pretrain the runlocal model on 8 (fake) devices, then fine-tune it in a process with one
+  device: the encoder and image tokenizer load, the head is new, the decoder is unused."""
+  assert jax.device_count() == 8
+  pretrain = runlocal_config.copy_and_resolve_references()
+  pretrain.total_steps = pretrain.checkpoint_every = pretrain.eval_every = 2
+  pretrain.mesh.data = 8
+  pretrain.model.scan_layers = True  # Compiles faster; fine-tuning must then scan too.
+  metrics = trainer.train_and_evaluate(pretrain, str(tmp_path / "pretrain"))
+  for m in ("image", "audio"):  # The zero-shot evaluator ran on the pretraining model.
+    assert 0.0 <= metrics[f"eval/zero_shot/{m}/accuracy"] <= 1.0
+
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device.
+  workdir = tmp_path / "finetune"
+  subprocess.run(
+      [sys.executable, "main.py", "--config=configs/finetune_digits.py:task=image,runlocal",
+       f"--workdir={workdir}", f"--config.init_from={tmp_path / 'pretrain'}",
+       f"--config.data.dir={pretrain.data.dir}", "--config.mesh.data=1",
+       "--config.model.scan_layers=True"],
+      cwd=REPO, env=env, check=True, timeout=600)
+  with open(workdir / "init_from.json", encoding="utf-8") as f:
+    report = json.load(f)
+  assert report["checkpoint"].endswith(os.path.join("checkpoints", "2"))
+  assert report["new"] == ["head/bias", "head/kernel", "head_norm/bias", "head_norm/scale"]
+  assert any(n.startswith("encoder/blocks/") for n in report["loaded"])
+  assert "tokenizers/image/patch_embed/kernel" in report["loaded"]
+  assert any(n.startswith("decoder/") for n in report["unused"])
+  assert not any(n.startswith("tokenizers/image") for n in report["unused"])
+  assert report["resized"] == []
+  lines = [json.loads(line) for line in open(workdir / "metrics.jsonl", encoding="utf-8")]
+  assert 0.0 <= lines[-1]["eval/classification/accuracy"] <= 1.0
+
