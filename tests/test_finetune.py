@@ -1,9 +1,7 @@
 """Fine-tuning: partial restore by name with an honest report, position-table resizing,
-layer-wise learning-rate decay, linear probes, and a pretrain-on-8 / fine-tune-on-1 round trip."""
-import json
+layer-wise learning-rate decay, linear probes. (The pretrain-on-8 / fine-tune-on-1 round trip
+is in test_train.py, on its trained run.)"""
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +13,6 @@ import pytest
 from mmjax.errors import UserError
 from mmjax.train import init_from
 from mmjax.train import optimizer
-from mmjax.train import trainer
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _save_state(directory, params):
@@ -123,37 +118,4 @@ def test_linear_probe_trains_only_the_head():
   assert not any(moved.values()), moved
   with pytest.raises(UserError, match="config.optimizer.freeze='encoder'"):
     optimizer.make(_opt_cfg(freeze="encoder"), total_steps=10, depth=3)
-
-
-def test_pretrain_on_8_devices_finetune_on_1(runlocal_config, tmp_path):
-  """Pretrain the runlocal model on 8 (fake) devices, then fine-tune it in a process with one
-  device: the encoder and image tokenizer load, the head is new, the decoder is unused."""
-  assert jax.device_count() == 8
-  pretrain = runlocal_config.copy_and_resolve_references()
-  pretrain.total_steps = pretrain.checkpoint_every = pretrain.eval_every = 2
-  pretrain.mesh.data = 8
-  pretrain.model.scan_layers = True  # Compiles faster; fine-tuning must then scan too.
-  metrics = trainer.train_and_evaluate(pretrain, str(tmp_path / "pretrain"))
-  for m in ("image", "audio"):  # The zero-shot evaluator ran on the pretraining model.
-    assert 0.0 <= metrics[f"eval/zero_shot/{m}/accuracy"] <= 1.0
-
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device.
-  workdir = tmp_path / "finetune"
-  subprocess.run(
-      [sys.executable, "main.py", "--config=configs/finetune_digits.py:task=image,runlocal",
-       f"--workdir={workdir}", f"--config.init_from={tmp_path / 'pretrain'}",
-       f"--config.data.dir={pretrain.data.dir}", "--config.mesh.data=1",
-       "--config.model.scan_layers=True"],
-      cwd=REPO, env=env, check=True, timeout=600)
-  with open(workdir / "init_from.json", encoding="utf-8") as f:
-    report = json.load(f)
-  assert report["checkpoint"].endswith(os.path.join("checkpoints", "2"))
-  assert report["new"] == ["head/bias", "head/kernel", "head_norm/bias", "head_norm/scale"]
-  assert any(n.startswith("encoder/blocks/") for n in report["loaded"])
-  assert "tokenizers/image/patch_embed/kernel" in report["loaded"]
-  assert any(n.startswith("decoder/") for n in report["unused"])
-  assert not any(n.startswith("tokenizers/image") for n in report["unused"])
-  assert report["resized"] == []
-  lines = [json.loads(line) for line in open(workdir / "metrics.jsonl", encoding="utf-8")]
-  assert 0.0 <= lines[-1]["eval/classification/accuracy"] <= 1.0
 

@@ -1,12 +1,16 @@
 """The training loop end to end (tiny model, built-in data) and its pieces."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +60,36 @@ def test_resume_continues_from_checkpoint(trained):
   resumed_first = dict(_losses(all_rows))[25]
   initial = np.mean([loss for _, loss in _losses(first_rows)][:3])
   assert resumed_first < initial  # Trained weights were restored, not re-initialized.
+
+
+def test_zero_shot_classification_runs_on_the_pretrained_model(trained):
+  _, _, _, final = trained
+  for m in ("image", "audio"):
+    assert 0.0 <= final[f"eval/zero_shot/{m}/accuracy"] <= 1.0
+
+
+def test_finetune_on_1_device_from_pretraining_on_8(trained, runlocal_config, tmp_path):
+  """The trained run (8 fake devices) fine-tuned in a process with one device: the encoder and
+  image tokenizer load, the head is new, the decoder is unused; it trains and evaluates."""
+  pretrain_dir = trained[0]
+  with open(os.path.join(pretrain_dir, "config.json")) as f:
+    assert json.load(f)["mesh"]["data"] == -1  # All 8 devices of this process.
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device.
+  workdir = tmp_path / "finetune"
+  subprocess.run(
+      [sys.executable, "main.py", "--config=configs/finetune_digits.py:task=image,runlocal",
+       f"--workdir={workdir}", f"--config.init_from={pretrain_dir}",
+       f"--config.data.dir={runlocal_config.data.dir}"],
+      cwd=REPO, env=env, check=True, timeout=600)
+  with open(workdir / "init_from.json", encoding="utf-8") as f:
+    report = json.load(f)
+  assert report["checkpoint"].endswith(os.path.join("checkpoints", "30"))
+  assert report["new"] == ["head/bias", "head/kernel", "head_norm/bias", "head_norm/scale"]
+  assert any(n.startswith("encoder/blocks/") for n in report["loaded"])
+  assert "tokenizers/image/patch_embed/kernel" in report["loaded"]
+  assert any(n.startswith("decoder/") for n in report["unused"])
+  assert not any(n.startswith("tokenizers/image") for n in report["unused"])
+  assert report["resized"] == []
+  rows = metrics_lib.read_jsonl(str(workdir))
+  assert 0.0 <= rows[-1]["eval/classification/accuracy"] <= 1.0
+  assert any("train/classification/accuracy" in r for r in rows)

@@ -12,6 +12,7 @@ one joint sequence ('joint', as masked modeling with fusion='joint' was trained)
 import jax.numpy as jnp
 from flax import nnx
 
+from mmjax.data import presence_key
 from mmjax.errors import UserError
 from mmjax.models import mmt
 from mmjax.models import sizes
@@ -55,15 +56,24 @@ class Classifier(nnx.Module):
                            bias_init=partitioned(ZEROS, None), rngs=rngs)
 
   def features(self, batch):
-    """f32[B, width]: the pooled encoder output of the inputs."""
-    tokens = {m: self.tokenizers[m](batch) for m in self.inputs}
+    """f32[B, width]: the pooled encoder output of the inputs (an example's missing modalities,
+    has_<modality> False, are left out)."""
+    b = batch["label"].shape[0]
+    has = {m: batch.get(presence_key(m), jnp.ones((b,), bool)).astype(bool) for m in self.inputs}
+    tokens = {}
+    for m in self.inputs:
+      t = self.tokenizers[m](batch)
+      tokens[m] = t.replace(valid=t.valid & has[m][:, None])
     if self.fusion == "joint" and len(tokens) > 1:
       x = jnp.concatenate([t.x for t in tokens.values()], axis=1)
       valid = jnp.concatenate([t.valid for t in tokens.values()], axis=1)
-      return mmt._masked_mean(self.encoder(x, valid), valid)  # pylint: disable=protected-access
-    pooled = [mmt._masked_mean(self.encoder(t.x, t.valid), t.valid)  # pylint: disable=protected-access
-              for t in tokens.values()]
-    return sum(pooled) / len(pooled)
+      return mmt.masked_mean(self.encoder(x, valid), valid)
+    total, count = 0.0, 0.0
+    for m, t in tokens.items():
+      w = has[m][:, None].astype(jnp.float32)
+      total += w * mmt.masked_mean(self.encoder(t.x, t.valid), t.valid)
+      count += w
+    return total / jnp.maximum(count, 1.0)
 
   def __call__(self, batch, *, key=None, mask_ratios=None, embeddings=None):
     """{'classification': {'logits' f32[B, classes], 'labels' int32[B]}}. (The keyword

@@ -60,7 +60,7 @@ def pair_names(modalities):
   return [f"{a}_{b}" for a, b in itertools.combinations(ordered, 2)]
 
 
-def _masked_mean(x_bnd, valid_bn):
+def masked_mean(x_bnd, valid_bn):
   """f32[B, D] mean over valid tokens (0 for a row without any)."""
   w = valid_bn[..., None].astype(jnp.float32)
   return (x_bnd.astype(jnp.float32) * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
@@ -234,7 +234,7 @@ class MultimodalTransformer(nnx.Module):
   def _embed_tokens(self, modality, tokens):
     """Unmasked pass of one modality alone -> f32[B, E]."""
     h = self.encoder(tokens.x, tokens.valid)
-    return self.projections[modality](_masked_mean(h, tokens.valid))
+    return self.projections[modality](masked_mean(h, tokens.valid))
 
   def _logit_params(self, modalities):
     log_max = math.log(MAX_LOGIT_SCALE)
@@ -301,7 +301,7 @@ class MultimodalTransformer(nnx.Module):
       out["embeddings"] = {m: self._embed_tokens(m, tokens[m]) for m in present}
     elif embeddings == "masked":
       out["embeddings"] = {
-          m: (self.projections[m](_masked_mean(encoded[m], visible[m].valid)) if m in masked
+          m: (self.projections[m](masked_mean(encoded[m], visible[m].valid)) if m in masked
               else self._embed_tokens(m, tokens[m]))
           for m in present}
     if embeddings:
