@@ -136,6 +136,7 @@ def get_config(arg=None):
   if len(modalities) < 2:
     config.objectives.contrastive.weight = 0.0
 
+  del config.evals["zero_shot"]  # The built-in dataset's digit prompts; set your own here.
   evaluated = standard.DATASETS[first]
   config.evals.retrieval.split = evaluated.eval_split
   config.evals.reconstruction.split = evaluated.eval_split

@@ -185,7 +185,8 @@ def test_contrastive_pairs_only_where_both_sides_exist(kind):
 def test_get_by_name_and_unknown_names():
   for name in ("masked_image", "masked_text", "masked_audio", "contrastive"):
     assert callable(objectives.get(name))
-  assert objectives.available() == ["contrastive", "masked_audio", "masked_image", "masked_text"]
+  assert objectives.available() == ["classification", "contrastive", "masked_audio",
+                                     "masked_image", "masked_text"]
   for bad in ("masked_video", "masking", "../x"):
     with pytest.raises(UserError, match="masked_image"):
       objectives.get(bad)
