@@ -119,3 +119,25 @@ def test_linear_probe_trains_only_the_head():
   with pytest.raises(UserError, match="config.optimizer.freeze='encoder'"):
     optimizer.make(_opt_cfg(freeze="encoder"), total_steps=10, depth=3)
 
+
+
+def test_linear_probe_state_places_on_a_mesh(runlocal_config):
+  """A probe's optimizer state has no moments for frozen parameters (optax.MaskedNode): the
+  train state still gets shardings and initializes on a mesh."""
+  from configs import finetune_digits  # pylint: disable=g-import-not-at-top
+  from mmjax.data import loader  # pylint: disable=g-import-not-at-top
+  from mmjax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from mmjax.parallel import sharding  # pylint: disable=g-import-not-at-top
+  from mmjax.train import trainer  # pylint: disable=g-import-not-at-top
+  config = finetune_digits.get_config("task=image,mode=probe,runlocal")
+  config.data.dir = runlocal_config.data.dir
+  info = loader.prepare(config.data)
+  tx, _ = optimizer.make(config.optimizer, config.total_steps, depth=4)
+  _, abstract = trainer.abstract_model(config, info, tx)
+  mesh = mesh_lib.make_mesh({"data": 8})
+  shardings = sharding.param_shardings(
+      abstract, mesh, sharding.rules_from_config(config.parallel.rules))
+  state = trainer.initial_state(config, info, tx, shardings)
+  moments = [x for x in jax.tree.leaves(state["opt_state"]) if x.ndim >= 2]
+  head = [x for x in jax.tree.leaves(state["params"]) if x.ndim >= 2 and x.shape[-1] == 10]
+  assert len(moments) == 2 * len(head) == 2  # Adam's mu and nu for the head kernel only.

@@ -126,6 +126,8 @@ def param_shardings(abstract_state, mesh, rules, fsdp_min_size=1024):
       for name, axes in rules)
 
   def leaf(path, spec, logical, x):
+    if not hasattr(x, "shape"):  # Not an array (optax.MaskedNode of a frozen parameter).
+      return x
     spec = _fit(spec, x.shape, mesh, jax.tree_util.keystr(path))
     if fsdp_params and x.size >= fsdp_min_size and not _uses(spec, "fsdp"):
       spec = _fsdp_largest(spec, x.shape, logical, mesh)
