@@ -30,7 +30,8 @@ _LABELS = flags.DEFINE_list("labels", ["1", "5", "0"], "Labels per class (0: all
 
 
 def _run(task, mode, labels, pretrained):
-  """(test accuracy, seconds, command) of one fine-tuning run."""
+  """(test accuracy, seconds, command) of one fine-tuning run (seconds: of this call; a run
+  already finished is only evaluated)."""
   arg = f"task={task},mode={mode},labels={labels}"
   config = finetune_digits.get_config(arg)
   name = f"{task}_{mode}_{labels or 'all'}_{'pretrained' if pretrained else 'scratch'}"
@@ -58,20 +59,20 @@ def main(argv):
     for pretrained in (True, False):
       cells = []
       for n in labels:
-        acc, seconds, command = _run(task, "full", n, pretrained)
+        acc, _, command = _run(task, "full", n, pretrained)
         cells.append(f"{acc:.3f}")
-        commands.append(f"- {acc:.3f} ({seconds:.0f} s): `{command}`")
+        commands.append(f"- {acc:.3f}: `{command}`")
       init = "demo pretraining" if pretrained else "scratch"
       lines.append(f"| {task} | {init} | " + " | ".join(cells) + " |")
   lines += ["", "Linear probe (frozen pretrained encoder, only the head trains) vs full "
             "fine-tuning (layer-wise lr decay 0.75), all labels:", "",
             "| task | linear probe | full fine-tuning |", "|---|---|---|"]
   for task in _TASKS.value:
-    probe, seconds, command = _run(task, "probe", 0, True)
-    commands.append(f"- {probe:.3f} ({seconds:.0f} s): `{command}`")
+    probe, _, command = _run(task, "probe", 0, True)
+    commands.append(f"- {probe:.3f}: `{command}`")
     full, _, _ = _run(task, "full", 0, True)  # Already trained above: evaluated only.
     lines.append(f"| {task} | {probe:.3f} | {full:.3f} |")
-  lines += ["", "Commands (seconds: wall time of the run on this machine):", ""] + commands
+  lines += ["", "Commands:", ""] + commands
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
