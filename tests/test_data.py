@@ -11,8 +11,7 @@ from mmjax.data import loader
 from mmjax.data import preprocess
 from mmjax.errors import UserError
 
-KEYS = {"image", "text_ids", "text_mask", "audio", "audio_mask", "label", "image_id", "index",
-        "has_image", "has_text", "has_audio"}
+KEYS = {"image", "text_ids", "text_mask", "audio", "audio_mask", "label", "image_id", "index"}
 
 
 def small_config(data_dir, **overrides):
@@ -48,8 +47,6 @@ def check_batch(batch, info, batch_size):
   for key, (dtype, shape) in expected.items():
     assert batch[key].dtype == dtype and batch[key].shape == shape, (key, batch[key].dtype,
                                                                      batch[key].shape)
-  for m in info.modalities:  # One dataset: every example has every modality.
-    assert batch[f"has_{m}"].dtype == np.bool_ and batch[f"has_{m}"].all()
   ids, mask = batch["text_ids"], batch["text_mask"]
   lengths = mask.sum(1)
   # Masks are prefixes: [CLS] pieces [SEP], then [PAD] (id 0) where the mask is off.

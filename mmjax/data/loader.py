@@ -15,8 +15,8 @@ this module for default_config(), and TFDS takes a while to import.
 Host batches are dicts of numpy arrays (B: this process's batch):
   image uint8[B,H,W,C], text_ids int32[B,L], text_mask bool[B,L], audio float32[B,T],
   audio_mask bool[B,T], label int32[B], image_id int32[B], index int32[B] (the example's
-  position in its split), has_<modality> bool[B] for each modality (False where the example's
-  dataset lacks it: a mixture entry of other modalities; its keys then hold zeros); train
+  position in its split), has_<modality> bool[B] for each modality when a data.mixture entry
+  lacks some modality (False where the example's dataset lacks it; its keys then hold zeros); train
   batches add skipped int32[B] (bad examples replaced at that position) and source int32[B]
   (the data.mixture entry it came from, 0 without one), split_batches add valid bool[B].
 
@@ -308,6 +308,15 @@ def _with_mixture(data_cfg, info):
       sample_rate=first.get("audio", info).sample_rate)
 
 
+def flags_needed(info):
+  """Whether batches carry has_<modality> flags: only when some part of the data (a mixture
+  entry, or the evaluated dataset) lacks one of info.modalities. Without flags the model takes
+  every example to have every modality, and the losses skip the masking (and, on a multi-host
+  CPU run, the extra collectives that gloo can deadlock on)."""
+  parts = tuple(info.entry_modalities) + (info.data_modalities,)
+  return any(mods and set(mods) != set(info.modalities) for mods in parts)
+
+
 def _modality_of(batch_key):
   return next(m for m, keys in BATCH_KEYS.items() if batch_key in keys)
 
@@ -493,7 +502,8 @@ class _Reader:
     shapes = batch_shapes(info)
     self._shapes = {k: shapes[k] for m in own for k in BATCH_KEYS[m]}
     self._fill = {k: np.zeros(shapes[k], _DTYPES[k]) for k in shapes if k not in self._shapes}
-    self._fill |= {presence_key(m): np.bool_(m in own) for m in info.modalities}
+    if flags_needed(info):
+      self._fill |= {presence_key(m): np.bool_(m in own) for m in info.modalities}
 
   def __len__(self):
     return len(self.source)
