@@ -23,7 +23,8 @@ TIMEOUT_S = 600  # Generous: the first compile under a busy 2-core CI machine ta
 def _launch_local(num_processes, args, log_dir):
   """Runs scripts/launch_local.sh; returns its exit status and combined output."""
   env = dict(os.environ, LOG_DIR=str(log_dir), LOCAL_DEVICES="4")
-  env.pop("XLA_FLAGS", None)  # conftest's 8 devices are for this process; the script sets 4.
+  # conftest's 8 devices are for this process: the script drops that flag, keeps the others
+  # (the same compiler settings as the one-process reference), and sets 4 per process.
   # Its own session, so that a timeout can stop the script and every process it started.
   proc = subprocess.Popen(
       [str(REPO / "scripts" / "launch_local.sh"), str(num_processes), *args], cwd=REPO, env=env,
