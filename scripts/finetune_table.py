@@ -12,7 +12,6 @@ evaluated on the test split. Runs already finished in --workdirs are only evalua
 import os
 import platform
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -30,8 +29,8 @@ _LABELS = flags.DEFINE_list("labels", ["1", "5", "0"], "Labels per class (0: all
 
 
 def _run(task, mode, labels, pretrained):
-  """(test accuracy, seconds, command) of one fine-tuning run (seconds: of this call; a run
-  already finished is only evaluated)."""
+  """(test accuracy, command) of one fine-tuning run (a run already finished in its workdir is
+  only evaluated)."""
   arg = f"task={task},mode={mode},labels={labels}"
   config = finetune_digits.get_config(arg)
   name = f"{task}_{mode}_{labels or 'all'}_{'pretrained' if pretrained else 'scratch'}"
@@ -40,9 +39,8 @@ def _run(task, mode, labels, pretrained):
   if pretrained:
     config.init_from = _INIT_FROM.value
     command += f" --config.init_from={_INIT_FROM.value}"
-  start = time.perf_counter()
   metrics = trainer.train_and_evaluate(config, workdir)
-  return metrics["eval/classification/accuracy"], time.perf_counter() - start, command
+  return metrics["eval/classification/accuracy"], command
 
 
 def main(argv):
@@ -59,7 +57,7 @@ def main(argv):
     for pretrained in (True, False):
       cells = []
       for n in labels:
-        acc, _, command = _run(task, "full", n, pretrained)
+        acc, command = _run(task, "full", n, pretrained)
         cells.append(f"{acc:.3f}")
         commands.append(f"- {acc:.3f}: `{command}`")
       init = "demo pretraining" if pretrained else "scratch"
@@ -68,9 +66,9 @@ def main(argv):
             "fine-tuning (layer-wise lr decay 0.75), all labels:", "",
             "| task | linear probe | full fine-tuning |", "|---|---|---|"]
   for task in _TASKS.value:
-    probe, _, command = _run(task, "probe", 0, True)
+    probe, command = _run(task, "probe", 0, True)
     commands.append(f"- {probe:.3f}: `{command}`")
-    full, _, _ = _run(task, "full", 0, True)  # Already trained above: evaluated only.
+    full, _ = _run(task, "full", 0, True)  # Already trained above: evaluated only.
     lines.append(f"| {task} | {probe:.3f} | {full:.3f} |")
   lines += ["", "Commands:", ""] + commands
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
