@@ -60,10 +60,7 @@ class Classifier(nnx.Module):
     has_<modality> False, are left out)."""
     b = batch["label"].shape[0]
     has = {m: batch.get(presence_key(m), jnp.ones((b,), bool)).astype(bool) for m in self.inputs}
-    tokens = {}
-    for m in self.inputs:
-      t = self.tokenizers[m](batch)
-      tokens[m] = t.replace(valid=t.valid & has[m][:, None])
+    tokens = {m: mmt.tokenize_present(self.tokenizers[m], m, batch) for m in self.inputs}
     if self.fusion == "joint" and len(tokens) > 1:
       x = jnp.concatenate([t.x for t in tokens.values()], axis=1)
       valid = jnp.concatenate([t.valid for t in tokens.values()], axis=1)

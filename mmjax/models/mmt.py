@@ -54,6 +54,16 @@ def default_config():
   ))
 
 
+def tokenize_present(tokenizer, modality, batch):
+  """Tokens of one modality; an example whose batch['has_<modality>'] is False (a mixture
+  entry without it) has no valid tokens: nothing attends to them, no loss counts them."""
+  tokens = tokenizer(batch)
+  has = batch.get(presence_key(modality))
+  if has is None:
+    return tokens
+  return tokens.replace(valid=tokens.valid & has.astype(bool)[:, None])
+
+
 def pair_names(modalities):
   """'a_b' for every pair, in canonical modality order: image_text, image_audio, text_audio."""
   ordered = [m for m in MODALITIES if m in modalities]
@@ -193,13 +203,7 @@ class MultimodalTransformer(nnx.Module):
                  if self.tokenizers[m].input_key in batch)
 
   def _tokenize(self, modality, batch):
-    """Tokens of one modality; an example whose batch['has_<modality>'] is False (a mixture
-    entry without it) has no valid tokens: nothing attends to them, no loss counts them."""
-    tokens = self.tokenizers[modality](batch)
-    has = batch.get(presence_key(modality))
-    if has is None:
-      return tokens
-    return tokens.replace(valid=tokens.valid & has.astype(bool)[:, None])
+    return tokenize_present(self.tokenizers[modality], modality, batch)
 
   def _hide(self, modality, tokens, keys_b, ratio):
     """Chooses the visible part of one modality's tokens (row b drawn from keys_b[b])."""

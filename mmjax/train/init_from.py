@@ -100,8 +100,7 @@ def resize(table, shape):
 
 
 def _resizable(name):
-  return name.rsplit("/", 1)[-1] in RESIZABLE or any(
-      part in RESIZABLE for part in name.split("/"))
+  return any(part in RESIZABLE for part in name.split("/"))
 
 
 def plan(target_shapes, saved_shapes):
