@@ -59,11 +59,11 @@ def get_config(arg=None):
 
   config.objectives = ml_collections.ConfigDict()
   config.objectives.masked_image = ml_collections.ConfigDict(
-      dict(weight=1.0, mask_ratio=0.75, norm_targets=True))
+      dict(weight=1.0, mask_ratio=0.75, norm_targets=True, norm_variance="unbiased"))
   config.objectives.masked_text = ml_collections.ConfigDict(
       dict(weight=0.5, mask_ratio=0.3))
   config.objectives.masked_audio = ml_collections.ConfigDict(
-      dict(weight=1.0, mask_ratio=0.75, norm_targets=True))
+      dict(weight=1.0, mask_ratio=0.75, norm_targets=True, norm_variance="unbiased"))
   config.objectives.contrastive = ml_collections.ConfigDict(
       dict(weight=1.0, type=arg.contrastive, view="clean", impl="dense"))
 

@@ -107,7 +107,8 @@ def test_logmel_audio_tokens(batch):
   rows = frames // 4
   assert t.grid == (rows, 4)
   assert t.x.shape == (B, rows * 4, 128) and t.target.shape == (B, rows * 4, 4 * 8)
-  # A patch row is valid iff its first sample (row * 4 frames * 128 hop) is a valid sample.
+  # A patch row is valid iff one of its frames holds a real sample; for a clip that starts at
+  # sample 0, iff its first sample (row * 4 frames * 128 hop) is real.
   row_valid = (np.arange(rows) * 4 * 128)[None] < np.array(AUDIO_LENGTHS)[:, None]
   np.testing.assert_array_equal(t.valid, np.repeat(row_valid, 4, axis=1))
   # Each example's log-mel is normalized over its valid frames; padded frames become 0.
@@ -156,18 +157,16 @@ def _check_outputs(out, embeddings):
   np.testing.assert_array_equal(out["image"]["loss_mask"].sum(1), 12)  # 16 - round(0.75 * 16)
   assert out["text"]["logits"].shape == (B, 16, 200)
   assert out["text"]["logits"].dtype == jnp.float32
+  # Only wordpieces are hidden: not the first ([CLS]) nor the last ([SEP]) valid token.
   np.testing.assert_array_equal(out["text"]["loss_mask"].sum(1),
-                                [min(round(0.3 * n), n - 1) for n in TEXT_LENGTHS])
+                                [round(0.3 * (n - 2)) for n in TEXT_LENGTHS])
   if embeddings:
     assert set(out["embeddings"]) == {"image", "text", "audio"}
     for m, z in out["embeddings"].items():
       assert z.shape == (B, 128) and z.dtype == jnp.float32
-      norms = np.linalg.norm(z, axis=1)
-      if embeddings == "masked" and m == "audio":
-        # The 200-sample clip has 4 valid patches of 60; if masking hid them all, nothing is
-        # left to pool and its embedding is 0.
-        norms[2] = norms[2] or 1.0
-      np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+      # Masking keeps valid tokens first, so even the 200-sample clip (4 valid patches of
+      # 60, 15 kept) pools real tokens in the masked view.
+      np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
   else:
     assert "embeddings" not in out
   pairs = {"image_text", "image_audio", "text_audio"}
@@ -227,7 +226,110 @@ def test_example_without_a_modality_leaves_it_out(joint, batch):
   assert not np.asarray(a["text"]["loss_mask"][1]).any()
   assert np.asarray(a["text"]["loss_mask"])[[0, 2]].any(axis=1).all()
   np.testing.assert_array_equal(a["present"]["text"], [True, False, True])
-  assert "image" not in a["present"]  # No flag in the batch: every example has it.
+  np.testing.assert_array_equal(a["present"]["image"], [True] * 3)  # No flag: all have it.
+
+def test_special_tokens_are_never_hidden(separate, batch):
+  """Over many draws, masked-LM hides only wordpieces (never [CLS], the first valid token, nor
+  [SEP], the last), exactly round(ratio x wordpieces) of them per row (BERT, M3AE)."""
+  lengths = np.array(TEXT_LENGTHS)
+  counts = []
+  for key in range(40):
+    hidden = np.asarray(separate(batch, "clean", key=key)["text"]["loss_mask"])
+    assert not hidden[:, 0].any()
+    assert not hidden[np.arange(B), lengths - 1].any()
+    assert not (hidden & ~batch["text_mask"]).any()
+    np.testing.assert_array_equal(hidden.sum(1), np.round(0.3 * (lengths - 2)))
+    counts.append(hidden[0])
+  # Every wordpiece of the long caption is hidden in some draw: the choice is random.
+  assert np.stack(counts)[:, 1:lengths[0] - 1].any(0).all()
+
+
+@pytest.mark.parametrize("fusion", ["separate", "joint"])
+def test_hidden_tokens_cannot_leak(request, batch, fusion):
+  """Changing what a hidden token holds (a text id, an image patch's pixels) leaves every
+  prediction of the hidden tokens bit-identical, in both fusions."""
+  forward = request.getfixturevalue(fusion)
+  out = forward(batch, "clean")
+  hidden_text = np.asarray(out["text"]["loss_mask"])
+  hidden_patch = np.asarray(out["image"]["loss_mask"])
+  assert hidden_text.any() and hidden_patch.any()
+  pixel_hidden = einops.repeat(hidden_patch, "b (h w) -> b (h p) (w q) 1", h=4, p=2, q=2)
+  changed = dict(batch,
+                 text_ids=np.where(hidden_text, (batch["text_ids"] + 7) % INFO.vocab_size,
+                                   batch["text_ids"]).astype(np.int32),
+                 image=np.where(pixel_hidden, 255 - batch["image"], batch["image"]))
+  assert (changed["text_ids"] != batch["text_ids"]).any()
+  assert (changed["image"] != batch["image"]).any()
+  again = forward(changed, "clean")
+  np.testing.assert_array_equal(np.asarray(again["text"]["loss_mask"]), hidden_text)
+  np.testing.assert_array_equal(np.asarray(again["text"]["logits"])[hidden_text],
+                                np.asarray(out["text"]["logits"])[hidden_text])
+  np.testing.assert_array_equal(np.asarray(again["image"]["pred"])[hidden_patch],
+                                np.asarray(out["image"]["pred"])[hidden_patch])
+
+
+def test_audio_patch_is_valid_when_any_frame_has_signal():
+  """A clip that does not start at sample 0 (random_crop_or_pad) keeps every patch it touches:
+  a patch is valid when any of its frames' windows holds a real sample."""
+  tok = _tokenizer("audio")  # n_fft 256, hop 128, patch_time 4: a patch row spans 640 samples.
+  starts, ends = np.array([600, 100, 0]), np.array([1400, 900, 8000])
+  index = np.arange(INFO.audio_len)
+  mask = (index[None] >= starts[:, None]) & (index[None] < ends[:, None])
+  audio = np.where(mask, np.sin(index / 3.0)[None], 0.0).astype(np.float32)
+  t = tok({"audio": audio, "audio_mask": mask})
+  rows = t.grid[0]
+  first, last = np.arange(rows) * 512, np.arange(rows) * 512 + 3 * 128 + 256  # [first, last)
+  row_valid = (first[None] < ends[:, None]) & (last[None] > starts[:, None])
+  np.testing.assert_array_equal(t.valid, np.repeat(row_valid, 4, axis=1))
+  assert row_valid[0, :3].all() and not row_valid[0, 3:].any()  # Rows 0, 1, 2 of [600, 1400).
+
+
+def test_example_without_a_valid_audio_patch_lacks_audio(separate, batch):
+  """Audio with no real sample has no valid patch: the example counts as lacking audio, so its
+  constant embedding is kept out of the contrastive pairs."""
+  silent = dict(batch, audio=batch["audio"] * np.array([1, 1, 0], np.float32)[:, None],
+                audio_mask=batch["audio_mask"] & np.array([True, True, False])[:, None])
+  out = separate(silent, "clean")
+  np.testing.assert_array_equal(out["present"]["audio"], [True, True, False])
+  np.testing.assert_array_equal(out["present"]["image"], [True] * 3)
+  assert not np.asarray(out["audio"]["loss_mask"][2]).any()
+
+
+def test_masking_keeps_valid_audio_tokens_first(separate, batch):
+  """Rows with 60, 24 and 4 valid patches of 60, 15 kept: the encoder sees min(valid, 15) valid
+  ones, so exactly max(0, valid - 15) valid patches are hidden, over many draws."""
+  tok = _tokenizer("audio")
+  n_valid = np.asarray(tok(batch).valid).sum(1)
+  np.testing.assert_array_equal(n_valid, [60, 24, 4])
+  for key in range(5):
+    hidden = np.asarray(separate(batch, "clean", key=key)["audio"]["loss_mask"])
+    np.testing.assert_array_equal(hidden.sum(1), np.maximum(n_valid - 15, 0))
+
+
+def test_tokens_of_every_modality_enter_the_encoder_at_one_scale(batch):
+  """Each tokenizer ends in a LayerNorm: at initialization, the mean token norm of text,
+  image and audio agree (they were 0.4, 8.2 and 10.3 before)."""
+  norms = {}
+  for m in ("image", "text", "audio"):
+    t = _tokenizer(m)(batch)
+    norms[m] = float(np.linalg.norm(np.asarray(t.x), axis=-1)[np.asarray(t.valid)].mean())
+  print("mean token norms:", norms)
+  np.testing.assert_allclose(list(norms.values()), np.sqrt(128), rtol=0.02)
+
+
+def test_float_images_are_not_rescaled(batch):
+  """uint8 images are mapped to [-1, 1]; float images (value_range(-1, 1), normalize) are used
+  as they are, so `decode|value_range(-1, 1)` gives the model the same input as `decode`."""
+  from mmjax.data import ops  # pylint: disable=g-import-not-at-top
+  tok = _tokenizer("image")
+  as_float = np.stack([ops.build("value_range(-1, 1)")({"image": im})["image"]
+                       for im in batch["image"]])
+  assert as_float.dtype == np.float32
+  a, b = tok(batch), tok(dict(batch, image=as_float))
+  np.testing.assert_allclose(b.target, a.target, atol=1e-6)
+  np.testing.assert_allclose(b.x, a.x, atol=1e-5)
+  assert np.asarray(a.target).min() < -0.9 and np.asarray(a.target).max() > 0.9
+
 
 # -- scan over layers, remat ------------------------------------------------------------------
 

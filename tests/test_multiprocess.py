@@ -114,8 +114,8 @@ def test_detects_a_slurm_step(monkeypatch):
 def test_global_batch_from_full_places_each_row_on_its_device():
   mesh = mesh_lib.make_mesh({"data": -1})
   batch = {"x": np.arange(16 * 3).reshape(16, 3), "valid": np.arange(16) < 13}
-  arrays = distributed.global_batch_from_full(batch, mesh)
+  arrays = distributed.global_batch_from_full(batch, mesh, ("data", "fsdp"))
   for name, array in arrays.items():
     np.testing.assert_array_equal(np.asarray(array), batch[name])
-    assert array.sharding.is_equivalent_to(mesh_lib.batch_sharding(mesh), array.ndim)
+    assert array.sharding.is_equivalent_to(mesh_lib.batch_sharding(mesh, ("data", "fsdp")), array.ndim)
     assert {s.data.shape[0] for s in array.addressable_shards} == {2}

@@ -47,47 +47,90 @@ def test_hide_valid_exact_count_among_valid(ratio):
 
 # -- masked modeling --------------------------------------------------------------------------
 
-def test_normalize_patches_zero_mean_unit_variance():
-  t = np.random.default_rng(0).normal(3.0, 5.0, (2, 6, 12)).astype(np.float32)
-  n = np.asarray(masked_modeling.normalize_patches(jnp.asarray(t)))
-  np.testing.assert_allclose(n.mean(-1), 0.0, atol=1e-5)
-  np.testing.assert_allclose(n.var(-1), 1.0, atol=1e-4)
+def _ratio(sum_and_count):
+  total, count = sum_and_count
+  return float(total) / float(count)
 
 
-def test_masked_mse_counts_only_loss_mask():
+def test_masked_image_counts_only_loss_mask():
   rng = np.random.default_rng(0)
-  pred, target = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 4, 3))
+  pred, target = (rng.normal(size=(2, 4, 3)).astype(np.float32) for _ in range(2))
   mask = np.array([[True, False, True, False], [False, False, True, False]])
-  loss = masked_modeling.masked_mse(jnp.asarray(pred), jnp.asarray(target), jnp.asarray(mask))
-  np.testing.assert_allclose(loss, np.square(pred - target).mean(-1)[mask].mean(), rtol=1e-6)
-  pred2 = np.where(mask[..., None], pred, 100.0)
-  np.testing.assert_allclose(masked_modeling.masked_mse(pred2, target, mask), loss, rtol=1e-6)
+  cfg = ConfigDict(dict(weight=1.0, mask_ratio=0.75, norm_targets=False))
+  terms = objectives.get("masked_image")(
+      {"image": {"pred": pred, "target": target, "loss_mask": mask}}, cfg)
+  assert set(terms.sums) == {"loss", "mse"} and not terms.values
+  sse, count = terms.sums["loss"]
+  assert count == 3  # Hidden tokens, not values: each token's error is its mean over P.
+  np.testing.assert_allclose(sse, np.square(pred - target).mean(-1)[mask].sum(), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(terms.sums["mse"]), np.asarray(terms.sums["loss"]))
+  # Visible tokens do not count, however wrong their prediction.
+  pred2 = np.where(mask[..., None], pred, 100.0).astype(np.float32)
+  terms2 = masked_modeling.patch_reconstruction(
+      {"pred": pred2, "target": target, "loss_mask": mask}, cfg)
+  np.testing.assert_allclose(np.asarray(terms2.sums["loss"]), np.asarray(terms.sums["loss"]),
+                             rtol=1e-6)
 
 
-def test_masked_cross_entropy_counts_only_loss_mask():
+def test_masked_text_counts_only_loss_mask():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
   labels = rng.integers(0, 7, (2, 5))
   mask = np.array([[1, 0, 1, 0, 0], [0, 1, 1, 0, 0]], bool)
-  ce, acc = masked_modeling.masked_cross_entropy(logits, labels, mask)
+  loss = objectives.get("masked_text")
+  terms = loss({"text": {"logits": logits, "target": labels, "loss_mask": mask}}, ConfigDict(
+      dict(weight=0.5, mask_ratio=0.3)))
+  assert set(terms.sums) == {"loss", "accuracy"} and not terms.values
   log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  ref = -np.take_along_axis(log_p, labels[..., None], -1)[..., 0][mask].mean()
-  np.testing.assert_allclose(ce, ref, rtol=1e-5)
-  np.testing.assert_allclose(acc, (logits.argmax(-1) == labels)[mask].mean())
+  ce_bl = -np.take_along_axis(log_p, labels[..., None], -1)[..., 0]
+  ce_sum, ce_count = terms.sums["loss"]
+  correct, acc_count = terms.sums["accuracy"]
+  assert ce_count == acc_count == 4
+  np.testing.assert_allclose(ce_sum, ce_bl[mask].sum(), rtol=1e-5)
+  assert correct == (logits.argmax(-1) == labels)[mask].sum()
+  # Unmasked positions' logits do not matter.
   logits2 = np.where(mask[..., None], logits, 50.0 * rng.normal(size=logits.shape))
-  ce2, acc2 = masked_modeling.masked_cross_entropy(logits2.astype(np.float32), labels, mask)
-  np.testing.assert_allclose(ce2, ce, rtol=1e-6)
-  assert acc2 == acc
+  terms2 = loss({"text": {"logits": logits2.astype(np.float32), "target": labels,
+                          "loss_mask": mask}}, ConfigDict(dict(weight=0.5, mask_ratio=0.3)))
+  np.testing.assert_allclose(_ratio(terms2.sums["loss"]), _ratio(terms.sums["loss"]), rtol=1e-6)
+  assert _ratio(terms2.sums["accuracy"]) == _ratio(terms.sums["accuracy"])
 
 
-def test_masked_image_uses_normalized_targets():
-  rng = np.random.default_rng(0)
-  target = rng.uniform(-1, 1, (2, 4, 12)).astype(np.float32)
-  out = {"image": {"pred": masked_modeling.normalize_patches(target), "target": target,
-                   "loss_mask": np.ones((2, 4), bool)}}
-  loss_fn = lambda cfg: masked_modeling.mean(objectives.get("masked_image")(out, cfg).sums["loss"])
-  assert loss_fn(ConfigDict(dict(weight=1.0, mask_ratio=0.75, norm_targets=True))) < 1e-10
-  assert loss_fn(ConfigDict(dict(weight=1.0, mask_ratio=0.75, norm_targets=False))) > 0.1
+def _mae_forward_loss(pred, target, mask):
+  """MAE's forward_loss (models_mae.py, norm_pix_loss=True) transcribed to NumPy: torch's
+  Tensor.var is unbiased (divides by P - 1)."""
+  mean = target.mean(-1, keepdims=True)
+  var = target.var(-1, keepdims=True, ddof=1)
+  target = (target - mean) / (var + 1.e-6) ** .5
+  loss = ((pred - target) ** 2).mean(-1)
+  return (loss * mask).sum() / mask.sum()
+
+
+@pytest.mark.parametrize("p", [4, 48, 192])
+def test_masked_patch_loss_is_maes_formula(p):
+  rng = np.random.default_rng(p)
+  target = rng.uniform(-1, 1, (3, 10, p)).astype(np.float64)
+  pred = rng.normal(size=target.shape)
+  mask = rng.random((3, 10)) < 0.75
+  out = {"pred": pred.astype(np.float32), "target": target.astype(np.float32), "loss_mask": mask}
+  cfg = ConfigDict(dict(weight=1.0, mask_ratio=0.75, norm_targets=True,
+                        norm_variance="unbiased"))
+  sse, count = objectives.get("masked_image")({"image": out}, cfg).sums["loss"]
+  np.testing.assert_allclose(float(sse) / float(count), _mae_forward_loss(pred, target, mask),
+                             rtol=1e-5)
+  # The other choice is still there, and differs by the variance's P / (P - 1).
+  population = ConfigDict(dict(cfg, norm_variance="population"))
+  sse_pop, _ = objectives.get("masked_audio")({"audio": out}, population).sums["loss"]
+  assert abs(float(sse_pop) - float(sse)) > 1e-4 * float(sse)
+  # The reconstruction pictures undo the same normalization: normalized -> patches again.
+  mean, std = masked_modeling.patch_stats(out["target"], cfg)
+  np.testing.assert_allclose(
+      masked_modeling.normalize_patches(out["target"], cfg) * std + mean, target, atol=1e-5)
+
+
+def test_bad_norm_variance_is_named():
+  with pytest.raises(UserError, match="norm_variance='biased'"):
+    objectives.check_config("masked_image", ConfigDict(dict(norm_variance="biased")))
 
 
 # -- contrastive ------------------------------------------------------------------------------
@@ -146,7 +189,7 @@ def test_contrastive_loss_is_mean_over_pairs(kind):
              "logit_bias": {p: -10.0 for p in pairs}}
   terms = objectives.get("contrastive")(
       outputs, ConfigDict(dict(weight=1.0, type=kind, view="clean", impl="dense")))
-  mean = {k: masked_modeling.mean(v) for k, v in terms.sums.items()}
+  mean = {k: _ratio(v) for k, v in terms.sums.items()}
   np.testing.assert_allclose(mean["loss"], np.mean([mean[p] for p in pairs]), rtol=1e-6)
   one = contrastive.infonce if kind == "infonce" else (
       lambda a, b, s: contrastive.siglip(a, b, s, -10.0))
@@ -174,10 +217,10 @@ def test_contrastive_pairs_only_where_both_sides_exist(kind):
                      ("text_audio", [2, 3, 4, 5, 6, 7])):
     a, b = pair.split("_")
     assert terms.sums[pair][1] == len(rows)
-    np.testing.assert_allclose(masked_modeling.mean(terms.sums[pair]),
+    np.testing.assert_allclose(_ratio(terms.sums[pair]),
                                one(z[a][rows], z[b][rows], 10.0), rtol=1e-5)
   total = sum(terms.sums[p][0] for p in pairs) / 16
-  np.testing.assert_allclose(masked_modeling.mean(terms.sums["loss"]), total, rtol=1e-6)
+  np.testing.assert_allclose(_ratio(terms.sums["loss"]), total, rtol=1e-6)
 
 
 # -- registry ---------------------------------------------------------------------------------

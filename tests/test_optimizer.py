@@ -2,11 +2,14 @@
 import types
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
+from mmjax import objectives
 from mmjax.models import mmt
 from mmjax.train import optimizer
 
@@ -49,3 +52,75 @@ def test_warmup_cosine_schedule():
   np.testing.assert_allclose(lr(10), 1e-3, rtol=1e-6)
   np.testing.assert_allclose(lr(60), 0.55e-3, rtol=1e-5)  # Half-way down the cosine.
   np.testing.assert_allclose(lr(110), 1e-4, rtol=1e-5)
+
+
+def _decays(scan_layers):
+  """{path: decays} of the model's parameters, a scanned Stack's blocks unstacked into
+  blocks/<i>/... rows, so the scanned and the unrolled model name the same parameters."""
+  config = mmt.default_config()
+  config.scan_layers = scan_layers
+  with nnx.use_eager_sharding(False):
+    model = nnx.eval_shape(lambda: mmt.MultimodalTransformer(config, INFO, rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  out = {}
+  shapes = [x.shape for x in jax.tree.leaves(params)]
+  for (path, decays), shape in zip(
+      jax.tree_util.tree_leaves_with_path(optimizer.decay_mask(params)), shapes, strict=True):
+    name = "/".join(str(getattr(k, "key", k)) for k in path).removesuffix("/.value")
+    name = name.removesuffix("/value")
+    if scan_layers and "/blocks/blocks/" in name:
+      head, tail = name.split("/blocks/blocks/")
+      for i in range(shape[0]):  # One row per layer of the stacked leaf.
+        out[f"{head}/blocks/blocks/{i}/{tail}"] = bool(decays)
+    else:
+      out[name] = bool(decays)
+  return out
+
+
+def test_decay_mask_is_the_same_scanned_and_unrolled():
+  """Decay follows what a parameter is: a LayerNorm scale stacked to [depth, width] by a
+  scanned Stack is still not decayed."""
+  unrolled, scanned = _decays(False), _decays(True)
+  assert unrolled == scanned
+  assert not any(d for p, d in scanned.items() if "norm" in p)
+  assert any(d for p, d in scanned.items() if "/blocks/blocks/" in p)  # Kernels still decay.
+
+
+def test_logit_scale_above_the_cap_comes_back_and_keeps_learning():
+  """CLIP clamps the temperature parameter after the update: a log scale initialised above
+  log(100) is at the cap after one step, and its gradient is not cut by a forward clamp."""
+  config = mmt.default_config()
+  config.logit_scale_init = 500.0
+  model = mmt.MultimodalTransformer(config, INFO, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (4, 8, 8, 1)).astype(np.uint8),
+           "text_ids": rng.integers(5, 100, (4, 16)).astype(np.int32),
+           "text_mask": np.ones((4, 16), bool)}
+  cfg = ml_collections.ConfigDict(dict(type="infonce", view="clean", impl="dense"))
+
+  def loss(params):
+    out = nnx.merge(graphdef, params)(batch, key=jax.random.key(0), mask_ratios={},
+                                      embeddings="clean")
+    terms = objectives.get("contrastive")(out, cfg)
+    return terms.sums["loss"][0] / terms.sums["loss"][1]
+
+  grad_fn = jax.jit(jax.grad(loss))
+  grads = grad_fn(params)
+  assert float(grads["logit_scale"]["image_text"][...]) != 0.0  # Still learning above the cap.
+  opt_cfg = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=0, min_lr_ratio=1.0,
+                                           weight_decay=0.05, b1=0.9, b2=0.95, grad_clip=1.0))
+  tx, _ = optimizer.make(opt_cfg, total_steps=10)
+  opt_state = tx.init(params)
+  for _ in range(2):
+    updates, opt_state = tx.update(grad_fn(params), opt_state, params)
+    params = optax.apply_updates(params, updates)
+    log_scale = float(params["logit_scale"]["image_text"][...])
+    assert log_scale <= np.log(optimizer.MAX_LOGIT_SCALE) + 1e-6
+  # Below the cap, a gradient that asks for a smaller scale moves it down.
+  g = jax.tree.map(jnp.zeros_like, params)
+  g["logit_scale"]["image_text"] = g["logit_scale"]["image_text"].replace(
+      jnp.ones((), jnp.float32))
+  updates, _ = tx.update(g, opt_state, params)
+  moved = optax.apply_updates(params, updates)
+  assert float(moved["logit_scale"]["image_text"][...]) < log_scale

@@ -36,12 +36,15 @@ def setup(runlocal_config):
 
 
 def run_steps(config, info, batches, *, mesh=None, devices=None, strategy="data_parallel",
-              loop="jit", accum=1, contrastive="dense"):
-  """Trains len(batches) steps from the same initialization; returns (losses, params)."""
+              loop="jit", accum=1, contrastive="dense", batch_rule=None):
+  """Trains len(batches) steps from the same initialization; returns (losses, params).
+  batch_rule: config.parallel.rules.batch (None: the strategy's)."""
   config = config.copy_and_resolve_references()
   config.parallel.grad_accum_steps = accum
   config.objectives.contrastive.impl = contrastive
   config.parallel.rules = sharding.strategy_rules(strategy)
+  if batch_rule is not None:
+    config.parallel.rules.batch = batch_rule
   devices = jax.devices() if devices is None else devices
   mesh = mesh_lib.make_mesh(mesh or {"data": -1}, devices=devices)
   rules = sharding.rules_from_config(config.parallel.rules)
@@ -60,9 +63,14 @@ def run_steps(config, info, batches, *, mesh=None, devices=None, strategy="data_
     state = pstate.to_global(state)
   else:
     step = trainer.jit_train_step(config, info, mesh, tx, lr, graphdef, shardings)
+    batch_axes = mesh_lib.batch_axes(config.parallel.rules)
+    rows_per_shard = config.batch_size // mesh_lib.data_parallel_size(mesh, batch_axes)
     with sharding.use(mesh, rules):
       for batch in batches:
-        state, metrics = step(state, mesh_lib.host_to_global(batch, mesh))
+        batch = mesh_lib.host_to_global(batch, mesh, batch_axes)
+        # The batch lives where the rule says (not on data x fsdp whatever the rule).
+        assert {s.data.shape[0] for s in batch["row"].addressable_shards} == {rows_per_shard}
+        state, metrics = step(state, batch)
         losses.append(float(metrics["train/loss"]))
   return np.array(losses), jax.device_get(state["params"]), state
 
@@ -73,21 +81,24 @@ def reference(setup):
   return run_steps(*setup, devices=jax.devices()[:1])
 
 
-@pytest.mark.parametrize("mesh,strategy,loop,accum,contrastive", [
-    ({"data": 8}, "data_parallel", "jit", 1, "dense"),
-    ({"data": 4, "fsdp": 2}, "fsdp", "jit", 1, "dense"),
-    ({"data": 2, "fsdp": 2, "tensor": 2}, "fsdp_tensor", "jit", 1, "dense"),
-    ({"data": 2, "fsdp": 4}, "fsdp", "jit", 1, "chunked"),
-    ({"data": 8}, "data_parallel", "pmap", 1, "chunked"),
-    ({"data": 1}, "data_parallel", "jit", 4, "dense"),
-], ids=["data8", "data4_fsdp2", "data2_fsdp2_tensor2", "data2_fsdp4_chunked", "pmap8_chunked",
-        "accum4"])
-def test_same_losses_as_one_device(setup, reference, mesh, strategy, loop, accum, contrastive):
+@pytest.mark.parametrize("mesh,strategy,loop,accum,contrastive,batch_rule", [
+    ({"data": 8}, "data_parallel", "jit", 1, "dense", None),
+    ({"data": 4, "fsdp": 2}, "fsdp", "jit", 1, "dense", None),
+    ({"data": 2, "fsdp": 2, "tensor": 2}, "fsdp_tensor", "jit", 1, "dense", None),
+    # The batch on data only (fsdp groups hold the same rows): the chunked ring runs over data.
+    ({"data": 2, "fsdp": 4}, "fsdp", "jit", 1, "chunked", "data"),
+    ({"data": 8}, "data_parallel", "pmap", 1, "chunked", None),
+    ({"data": 1}, "data_parallel", "jit", 4, "dense", None),
+], ids=["data8", "data4_fsdp2", "data2_fsdp2_tensor2", "data2_fsdp4_chunked_batch_on_data",
+        "pmap8_chunked", "accum4"])
+def test_same_losses_as_one_device(setup, reference, mesh, strategy, loop, accum, contrastive,
+                                   batch_rule):
   ref_losses, ref_params, _ = reference
   devices = jax.devices()[:1] if accum > 1 else None
   losses, params, _ = run_steps(*setup, mesh=mesh, devices=devices, strategy=strategy,
-                                loop=loop, accum=accum, contrastive=contrastive)
-  print(f"{loop} {mesh} {strategy} accum={accum} {contrastive}: {losses}")
+                                loop=loop, accum=accum, contrastive=contrastive,
+                                batch_rule=batch_rule)
+  print(f"{loop} {mesh} {strategy} accum={accum} {contrastive} batch={batch_rule}: {losses}")
   assert losses[-1] < losses[0]  # It trains.
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
   # Adam turns a rounding-level gradient difference on a near-zero gradient into up to a

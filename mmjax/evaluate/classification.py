@@ -18,7 +18,8 @@ class Evaluator:
                       f"(config.model.name='classifier'), not {config.model.name!r}.")
     self.cfg, self.name, self.data_cfg, self.info, self.mesh = cfg, name, config.data, info, mesh
     self._logits = None
-    dp = mesh_lib.data_parallel_size(mesh)
+    self._batch_axes = mesh_lib.batch_axes(config.parallel.rules)
+    dp = mesh_lib.data_parallel_size(mesh, self._batch_axes)
     self._batch_size = -(-cfg.batch_size // dp) * dp
 
   def run(self, model, step, writer):
@@ -33,7 +34,7 @@ class Evaluator:
                                       self._batch_size):
       valid = batch.pop("valid")
       logits = jax.device_get(
-          self._logits(state, distributed.global_batch_from_full(batch, self.mesh)))
+          self._logits(state, distributed.global_batch_from_full(batch, self.mesh, self._batch_axes)))
       correct += int((np.asarray(logits).argmax(-1) == batch["label"])[valid].sum())
       total += int(valid.sum())
     return {f"eval/{self.name}/accuracy": correct / max(total, 1)}

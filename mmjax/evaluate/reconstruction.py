@@ -31,7 +31,8 @@ class Evaluator:
                       "evaluate on a dataset with images.")
     self._forward = None
     # Round up so the batch splits evenly over the data axes.
-    dp = mesh_lib.data_parallel_size(mesh)
+    self._batch_axes = mesh_lib.batch_axes(config.parallel.rules)
+    dp = mesh_lib.data_parallel_size(mesh, self._batch_axes)
     self._batch_size = -(-cfg.num_images // dp) * dp
 
   def _pictures(self, model, batch):
@@ -40,8 +41,7 @@ class Evaluator:
                 embeddings=None)["image"]
     target, pred, masked = out["target"], out["pred"], out["loss_mask"][..., None]
     if obj.norm_targets:  # The head predicts normalized patches: undo with each patch's stats.
-      mean = target.mean(-1, keepdims=True)
-      std = jnp.sqrt(target.var(-1, keepdims=True) + masked_modeling.NORM_EPS)
+      mean, std = masked_modeling.patch_stats(target, obj)
       pred = pred * std + mean
     shown = jnp.where(masked, 0.0, target)  # Hidden patches shown as mid-grey.
     mixed = jnp.where(masked, pred, target)  # MAE convention: visible patches pasted back.
@@ -58,7 +58,7 @@ class Evaluator:
     batch = {k: v for k, v in batch.items() if k in ("image", "text_ids", "text_mask")}
     # Every process reads the same batch; the outputs come back replicated, so complete on each.
     columns, mse = jax.device_get(
-        self._forward(state, distributed.global_batch_from_full(batch, self.mesh)))
+        self._forward(state, distributed.global_batch_from_full(batch, self.mesh, self._batch_axes)))
     n = self.cfg.num_images
     tiles = np.stack([_to_uint8(c[:n]) for c in columns])  # [col, row, h, w, c]
     tiles = tiles.repeat(_UPSCALE, axis=2).repeat(_UPSCALE, axis=3)

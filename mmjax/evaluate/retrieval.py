@@ -33,7 +33,8 @@ class Evaluator:
     self.cfg, self.name, self.data_cfg, self.info, self.mesh = cfg, name, config.data, info, mesh
     self._embed = None
     # Round up so the batch splits evenly over the data axes (filler rows are marked invalid).
-    dp = mesh_lib.data_parallel_size(mesh)
+    self._batch_axes = mesh_lib.batch_axes(config.parallel.rules)
+    dp = mesh_lib.data_parallel_size(mesh, self._batch_axes)
     self._batch_size = -(-cfg.batch_size // dp) * dp
 
   def embed_split(self, model):
@@ -58,7 +59,7 @@ class Evaluator:
       # Every process reads the whole split; the embeddings come back replicated, so complete
       # on each process.
       z = jax.device_get(
-          self._embed(state, distributed.global_batch_from_full(batch, self.mesh)))
+          self._embed(state, distributed.global_batch_from_full(batch, self.mesh, self._batch_axes)))
       chunks.append({m: np.asarray(v)[valid] for m, v in z.items()})
     join = lambda parts: {m: np.concatenate([p[m] for p in parts]) for m in parts[0]}
     return join(chunks), np.concatenate(labels), join(has)

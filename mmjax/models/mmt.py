@@ -28,7 +28,6 @@ from mmjax.models.transformer import (EMBED_INIT, REMAT_POLICIES, Encoder, Stack
 from mmjax.objectives import masking
 
 MODALITIES = ("image", "text", "audio")
-MAX_LOGIT_SCALE = 100.0  # CLIP: a larger scale makes the contrastive loss unstable.
 
 
 def default_config():
@@ -207,11 +206,13 @@ class MultimodalTransformer(nnx.Module):
 
   def _hide(self, modality, tokens, keys_b, ratio):
     """Chooses the visible part of one modality's tokens (row b drawn from keys_b[b])."""
-    n = tokens.valid.shape[1]
     if modality == "text":
-      hidden = masking.hide_valid(keys_b, tokens.valid, ratio)
+      hidden = masking.hide_valid(keys_b, tokens.hideable(), ratio, tokens.valid)
       return Visible(tokens.x, tokens.valid & ~hidden, hidden, None)
-    keep_bk, restore_bn = masking.random_keep(keys_b, n, ratio)
+    # Valid tokens are kept first: padding is kept only when a row has fewer valid tokens than
+    # the encoder sees.
+    keep_bk, restore_bn = masking.random_keep(keys_b, tokens.valid.shape[1], ratio,
+                                              tokens.valid)
     return Visible(masking.gather_tokens(tokens.x, keep_bk),
                    masking.gather_tokens(tokens.valid, keep_bk),
                    masking.hidden_from_restore(restore_bn, keep_bk.shape[1]), restore_bn)
@@ -241,9 +242,10 @@ class MultimodalTransformer(nnx.Module):
     return self.projections[modality](masked_mean(h, tokens.valid))
 
   def _logit_params(self, modalities):
-    log_max = math.log(MAX_LOGIT_SCALE)
+    # No clamp here: it would stop the gradient above the cap. The optimizer clamps the
+    # parameter after each update (mmjax.train.optimizer.clamp_logit_scale), as CLIP does.
     pairs = pair_names(modalities)
-    return ({p: jnp.exp(jnp.minimum(self.logit_scale[p][...], log_max)) for p in pairs},
+    return ({p: jnp.exp(self.logit_scale[p][...]) for p in pairs},
             {p: self.logit_bias[p][...].astype(jnp.float32) for p in pairs})
 
   # -- public API -------------------------------------------------------------------------------
@@ -259,13 +261,12 @@ class MultimodalTransformer(nnx.Module):
         (its position in the global batch; default arange(B)).
       mask_ratios: {modality: fraction hidden} (Python floats; 0.0 allowed).
       embeddings: 'clean' (extra unmasked pass per modality), 'masked' (pooled from the masked
-        separate pass; other present modalities get an unmasked pass; a row whose visible
-        tokens are all padding embeds to 0), or None.
+        separate pass; other present modalities get an unmasked pass), or None.
 
     Returns:
       {m: {'pred' f32[B,N,P] (text: 'logits' f32[B,L,V]), 'target', 'loss_mask' bool[B,N]}}
       for m in mask_ratios, 'embeddings' {m: f32[B,E]} and 'present' {m: bool[B]} (the
-      batch's has_<m> flags it has) unless embeddings is None, and 'logit_scale' /
+      examples with any valid token of m) unless embeddings is None, and 'logit_scale' /
       'logit_bias' {pair: f32[]} for the pairs of present modalities.
     """
     present = self.present(batch)
@@ -309,8 +310,9 @@ class MultimodalTransformer(nnx.Module):
               else self._embed_tokens(m, tokens[m]))
           for m in present}
     if embeddings:
-      out["present"] = {m: batch[presence_key(m)].astype(bool) for m in present
-                        if presence_key(m) in batch}
+      # An example lacks a modality when none of its tokens is valid (a has_<m> flag False, or
+      # audio too short to fill a patch): its constant embedding is kept out of the pairs.
+      out["present"] = {m: tokens[m].valid.any(1) for m in present}
     out["logit_scale"], out["logit_bias"] = self._logit_params(present)
     return out
 

@@ -31,9 +31,11 @@ class Terms(typing.NamedTuple):
 class Context(typing.NamedTuple):
   """Where an objective runs. axis_name: None under jit on global arrays; the mapped axis (or
   axes) when the objective sees only this device's rows (pmap, shard_map). mesh: the jit mesh,
-  for objectives that shard_map parts of themselves."""
+  for objectives that shard_map parts of themselves; batch_axes: the mesh axes the batch is
+  split over on it (config.parallel.rules.batch)."""
   axis_name: typing.Any = None
   mesh: typing.Any = None
+  batch_axes: tuple = ("data", "fsdp")
 
   def total(self, x):
     """Sum over every shard of the batch (identity on global arrays)."""

@@ -100,7 +100,7 @@ def pair_sum(cfg, ctx, z_a, z_b, scale, bias, valid=None):
     raise UserError("objectives.contrastive.impl='chunked' needs a device mesh.")
   # Under jit on global arrays: shard_map over the data axes inside.
   return chunked_contrastive.sharded_sum(cfg.type, z_a, z_b, scale, bias, ctx.mesh,
-                                         valid=valid)
+                                         batch_axes=ctx.batch_axes, valid=valid)
 
 
 def loss(outputs, cfg, ctx=objectives.Context()):

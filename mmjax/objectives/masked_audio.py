@@ -1,8 +1,10 @@
 """Masked audio modeling: regress hidden spectrogram patches (or raw waveform frames).
 
-cfg: weight, mask_ratio, norm_targets. `loss` is unweighted; the trainer applies cfg.weight.
+cfg: weight, mask_ratio, norm_targets, norm_variance (masked_modeling). `loss` is unweighted; the trainer applies cfg.weight.
 """
 from mmjax.objectives import masked_modeling
+
+check_config = masked_modeling.check_config
 
 MODALITY = "audio"
 

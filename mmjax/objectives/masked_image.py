@@ -1,8 +1,10 @@
 """Masked image modeling (MAE): regress the pixels of hidden patches.
 
-cfg: weight, mask_ratio, norm_targets. `loss` is unweighted; the trainer applies cfg.weight.
+cfg: weight, mask_ratio, norm_targets, norm_variance (masked_modeling). `loss` is unweighted; the trainer applies cfg.weight.
 """
 from mmjax.objectives import masked_modeling
+
+check_config = masked_modeling.check_config
 
 MODALITY = "image"
 

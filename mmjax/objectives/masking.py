@@ -33,13 +33,16 @@ def fold_each(keys_b, data):
   return jax.vmap(jax.random.fold_in, (0, None))(keys_b, data)
 
 
-def random_keep(keys_b, num_tokens, ratio):
-  """A uniformly random subset per row.
+def random_keep(keys_b, num_tokens, ratio, valid_bn=None):
+  """A uniformly random subset per row, valid tokens first: a row keeps padding only when it
+  has fewer than K valid tokens (valid_bn None: every token is valid).
 
   Returns keep_bk int32[B, K] (kept token indices, K = num_keep) and restore_bn int32[B, N]
   (the inverse permutation: token n sits at position restore_bn[n] of [kept, hidden]).
   """
   noise_bn = _uniform_rows(keys_b, num_tokens)
+  if valid_bn is not None:  # Padding's noise lies above every valid token's.
+    noise_bn = jnp.where(valid_bn, noise_bn, noise_bn + 1.0)
   shuffle_bn = jnp.argsort(noise_bn, axis=1).astype(jnp.int32)
   restore_bn = jnp.argsort(shuffle_bn, axis=1).astype(jnp.int32)
   return shuffle_bn[:, :num_keep(num_tokens, ratio)], restore_bn
@@ -64,12 +67,16 @@ def restore_tokens(x_bkd, fill_d, restore_bn):
   return gather_tokens(jnp.concatenate([x_bkd, fill_bnd], axis=1), restore_bn)
 
 
-def hide_valid(keys_b, valid_bl, ratio):
-  """bool[B, L]: exactly round(ratio * n_valid) of each row's valid tokens, uniformly at random,
-  leaving at least one valid token visible; padding is never hidden."""
+def hide_valid(keys_b, maskable_bl, ratio, valid_bl=None):
+  """bool[B, L]: exactly round(ratio * n_maskable) of each row's maskable tokens, uniformly at
+  random, leaving at least one valid token (valid_bl; default maskable_bl) visible; no other
+  token (padding, [CLS], [SEP]) is ever hidden."""
+  valid_bl = maskable_bl if valid_bl is None else valid_bl
+  n_maskable = maskable_bl.sum(axis=1, keepdims=True)
   n_valid = valid_bl.sum(axis=1, keepdims=True)
-  n_hide = jnp.clip(jnp.round(ratio * n_valid), 0, jnp.maximum(n_valid - 1, 0))
-  # Padding gets noise above every valid token's, so the lowest ranks are all valid tokens.
-  noise_bl = jnp.where(valid_bl, _uniform_rows(keys_b, valid_bl.shape[1]), 2.0)
+  n_hide = jnp.clip(jnp.round(ratio * n_maskable), 0,
+                    jnp.minimum(n_maskable, jnp.maximum(n_valid - 1, 0)))
+  # The others get noise above every maskable token's, so the lowest ranks are all maskable.
+  noise_bl = jnp.where(maskable_bl, _uniform_rows(keys_b, maskable_bl.shape[1]), 2.0)
   rank_bl = jnp.argsort(jnp.argsort(noise_bl, axis=1), axis=1)
   return rank_bl < n_hide

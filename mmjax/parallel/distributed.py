@@ -93,14 +93,15 @@ def _detect_cluster():
   return "", 1
 
 
-def global_batch_from_full(batch, mesh):
-  """Global jax.Arrays, batch split over the data axes, from a batch every process holds in full.
+def global_batch_from_full(batch, mesh, axes):
+  """Global jax.Arrays, batch split over the batch `axes` (mesh.batch_axes), from a batch every
+  process holds in full.
 
   For evaluation, where each process reads the same rows: each process transfers only the rows
   that its own devices hold, whatever the order of processes in the mesh. (Training batches,
   where each process holds only its own rows, go through `mesh_lib.host_to_global`.)
   """
-  sharding = mesh_lib.batch_sharding(mesh)
+  sharding = mesh_lib.batch_sharding(mesh, axes)
 
   def to_global(x):
     x = np.asarray(x)

@@ -1,7 +1,8 @@
 """The device mesh (axes data, fsdp, tensor) and host-to-global batch helpers.
 
-The batch is split over data x fsdp; parameters over fsdp and tensor as the logical rules of
-mmjax.parallel.sharding say. On multi-slice TPU or multi-node GPU systems the mesh is built so
+The batch is split over the mesh axes that the rule for the logical axis 'batch' names
+(config.parallel.rules.batch, "data,fsdp" in every named strategy; see `batch_axes`);
+parameters over fsdp and tensor as the other logical rules of mmjax.parallel.sharding say. On multi-slice TPU or multi-node GPU systems the mesh is built so
 that the data axis spans slices (nodes), keeping fsdp and tensor traffic on the fast links.
 """
 import math
@@ -75,21 +76,39 @@ def make_mesh(mesh_cfg, devices=None):
   return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
 
 
-def data_parallel_size(mesh):
-  return mesh.shape["data"] * mesh.shape["fsdp"]
+def batch_axes(rules_cfg):
+  """The mesh axes the batch is split over, from `config.parallel.rules` (its 'batch' rule:
+  "data,fsdp" -> ("data", "fsdp"); "" -> (), the batch replicated)."""
+  value = rules_cfg.get("batch") if rules_cfg is not None else None
+  if value is None:
+    raise UserError("config.parallel.rules lacks 'batch': name the mesh axes the batch is "
+                    "split over, e.g. 'data,fsdp'.")
+  axes = tuple(a.strip() for a in str(value).split(",") if a.strip())
+  bad = [a for a in axes if a not in MESH_AXES]
+  if bad:
+    raise UserError(f"config.parallel.rules.batch={value!r}: {bad} are not mesh axes "
+                    f"{list(MESH_AXES)}.")
+  return axes
 
 
-def batch_sharding(mesh):
-  """Leading (batch) dimension split over the data axes, the rest replicated."""
-  return NamedSharding(mesh, P(("data", "fsdp")))
+def data_parallel_size(mesh, axes):
+  """How many ways the batch is split: the product of the batch `axes`' sizes."""
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def batch_sharding(mesh, axes):
+  """Leading (batch) dimension split over the batch `axes` (see batch_axes), the rest
+  replicated."""
+  return NamedSharding(mesh, P(tuple(axes) or None))
 
 
 def replicated(mesh):
   return NamedSharding(mesh, P())
 
 
-def host_to_global(batch, mesh):
-  """Makes global jax.Arrays from this process's slice of the batch (dict of numpy)."""
-  sharding = batch_sharding(mesh)
+def host_to_global(batch, mesh, axes):
+  """Makes global jax.Arrays from this process's slice of the batch (dict of numpy), split
+  over the batch `axes`."""
+  sharding = batch_sharding(mesh, axes)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)

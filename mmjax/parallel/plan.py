@@ -55,9 +55,10 @@ def with_inputs(config, image_patch=IMAGE_PATCH, audio=None):
   return config
 
 
-def abstract_batch(info, batch_size, mesh):
-  """{key: ShapeDtypeStruct} of a global batch as the train step sees it, batch-sharded."""
-  s = mesh_lib.batch_sharding(mesh)
+def abstract_batch(info, batch_size, mesh, axes):
+  """{key: ShapeDtypeStruct} of a global batch as the train step sees it, batch-sharded over
+  the batch `axes`."""
+  s = mesh_lib.batch_sharding(mesh, axes)
   b = batch_size
   spec = {}
   if "image" in info.modalities:
@@ -150,7 +151,8 @@ def plan(config, info, mesh):
       abstract_state, state_shardings)
   step = trainer.jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings)
   with sharding.use(mesh, rules):
-    traced = step.trace(abstract_state, abstract_batch(info, config.batch_size, mesh))
+    traced = step.trace(abstract_state, abstract_batch(info, config.batch_size, mesh,
+                                                       mesh_lib.batch_axes(config.parallel.rules)))
     lowered = traced.lower()
   trace_s = time.perf_counter() - start
   compiled = lowered.compile()

@@ -1,8 +1,10 @@
 """AdamW with warmup-cosine schedule, gradient clipping and a weight-decay mask; updates from
-non-finite gradients are skipped and counted (optax.apply_if_finite). For fine-tuning:
-layer-wise learning-rate decay (optimizer.layer_decay) and a frozen backbone
-(optimizer.freeze='backbone', a linear probe)."""
+non-finite gradients are skipped and counted (optax.apply_if_finite); learned contrastive
+temperatures are clamped after each update (CLIP). For fine-tuning: layer-wise learning-rate
+decay (optimizer.layer_decay) and a frozen backbone (optimizer.freeze='backbone', a linear
+probe)."""
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +12,15 @@ import optax
 
 from mmjax.errors import UserError
 
-# Parameters whose path contains one of these get no weight decay: norms and biases (1-D), and
-# embeddings that encode where or what a token is rather than content.
-_NO_DECAY_NAMES = ("bias", "pos", "type", "mask_token", "logit_scale", "logit_bias")
+# Weight decay applies to what a parameter is, never to its rank (a scanned model stacks a
+# LayerNorm scale into a [depth, width] array): the weights of linear maps and token
+# embeddings. Norm scales, biases, position / type embeddings, the mask token and the
+# contrastive temperature and bias keep their values.
+_DECAYED_LEAVES = ("kernel", "embedding")
+# CLIP: a temperature above 100 makes the contrastive loss unstable. The parameter is the log
+# of the scale; it is clamped after each update (not in the forward pass, where a clamp would
+# zero its gradient and strand it above the cap).
+MAX_LOGIT_SCALE = 100.0
 
 
 def schedule(opt_cfg, total_steps):
@@ -22,16 +30,40 @@ def schedule(opt_cfg, total_steps):
       end_value=opt_cfg.lr * opt_cfg.min_lr_ratio)
 
 
-def decay_mask(params):
-  """True where weight decay applies: matrices that are not position/type embeddings."""
-  def decays(path, x):
-    name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path).lower()
-    return x.ndim >= 2 and not any(n in name for n in _NO_DECAY_NAMES)
-  return jax.tree_util.tree_map_with_path(decays, params)
-
-
 def _path_name(path):
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _leaf_name(path):
+  """The parameter's own name ('kernel', 'scale', ...), past a Variable's 'value' field."""
+  return [n for n in _path_name(path).split("/") if n not in ("value", ".value")][-1]
+
+
+def decay_mask(params):
+  """True where weight decay applies: linear-map kernels and token embedding tables, by name."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: _leaf_name(path) in _DECAYED_LEAVES, params)
+
+
+def clamp_logit_scale(max_scale=MAX_LOGIT_SCALE):
+  """Keeps every `logit_scale` parameter (a log scale) at most log(max_scale) after the update,
+  as CLIP clamps its temperature after each step: the update is cut to land on the cap."""
+  log_max = math.log(max_scale)
+
+  def init(params):
+    del params
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("clamp_logit_scale needs the parameters.")
+    def clamp(path, u, p):
+      if "logit_scale" not in _path_name(path).split("/"):
+        return u
+      return jnp.minimum(u, (log_max - p).astype(u.dtype))
+    return jax.tree_util.tree_map_with_path(clamp, updates, params), state
+
+  return optax.GradientTransformation(init, update)
 
 
 # Where a parameter sits in depth, for layer-wise decay: before the encoder blocks (tokenizers),
@@ -108,6 +140,7 @@ def make(opt_cfg, total_steps, depth=None):
     if depth is None:
       raise ValueError("layer_decay needs the encoder depth.")
     parts.append(scale_by_layer(depth, decay))
+  parts.append(clamp_logit_scale())
   tx = optax.chain(*parts)
   if opt_cfg.get("freeze", ""):  # Frozen parameters get no update and no optimizer moments.
     tx = optax.multi_transform(

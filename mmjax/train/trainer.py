@@ -66,15 +66,16 @@ def initial_state(config, info, tx, state_shardings):
 
 
 def jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings):
-  """The jitted train step on `mesh`: state sharded by the rules, batch over data x fsdp.
-  Trace and call it inside `sharding.use(mesh, rules)`."""
+  """The jitted train step on `mesh`: state sharded by the rules, batch over the mesh axes of
+  the 'batch' rule. Trace and call it inside `sharding.use(mesh, rules)`."""
   contrastive = config.objectives.get("contrastive")
   needs_mesh = contrastive is not None and contrastive.get("impl", "dense") == "chunked"
+  batch_axes = mesh_lib.batch_axes(config.parallel.rules)
   return jax.jit(
       functools.partial(step_lib.train_step, graphdef=graphdef, tx=tx, lr_schedule=lr_schedule,
                         config=config, modalities=info.modalities,
-                        ctx=Context(mesh=mesh if needs_mesh else None)),
-      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+                        ctx=Context(mesh=mesh if needs_mesh else None, batch_axes=batch_axes)),
+      in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh, batch_axes)),
       out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
       donate_argnums=0)
 
@@ -99,24 +100,36 @@ def with_rows(batch, batch_size):
 
 
 class PmapState:
-  """Moves the train state between the pmap layout (a copy per device on a leading axis) and
-  global arrays on the mesh (checkpoints, evaluation)."""
+  """Moves the train state between the pmap layout (a copy per local device on a leading axis)
+  and global arrays on the mesh (checkpoints, evaluation).
+
+  Both ways only regroup the per-device copies this process already holds: the global state is
+  replicated (pmap is data parallel only), so each local device's shard is the whole value.
+  Nothing crosses processes, and the same code serves one process or several.
+  """
 
   def __init__(self, state_shardings):
-    self.n = jax.local_device_count()
+    self.devices = jax.local_devices()  # pmap's own devices, in its order.
+    self.n = len(self.devices)
     self.shardings = state_shardings
+    local_mesh = jax.sharding.Mesh(np.asarray(self.devices), ("data",))
+    self._local = jax.sharding.NamedSharding(local_mesh, jax.sharding.PartitionSpec())
     self._replicate = jax.jit(
-        lambda s: jax.tree.map(lambda x: jnp.broadcast_to(x, (len(jax.devices()),) + x.shape), s),
-        out_shardings=jax.sharding.NamedSharding(
-            jax.sharding.Mesh(np.asarray(jax.devices()), ("data",)),
-            jax.sharding.PartitionSpec("data")))
+        lambda s: jax.tree.map(lambda x: jnp.broadcast_to(x, (self.n,) + x.shape), s),
+        out_shardings=jax.sharding.NamedSharding(local_mesh, jax.sharding.PartitionSpec("data")))
 
   def to_pmap(self, state):
-    return self._replicate(state)
+    """Global replicated arrays -> [local devices, ...] arrays."""
+    def local(x):
+      if not x.sharding.is_fully_replicated:
+        raise ValueError(f"PmapState needs replicated state, got sharding {x.sharding}.")
+      copies = {s.device: s.data for s in x.addressable_shards}
+      return jax.make_array_from_single_device_arrays(
+          x.shape, self._local, [copies[d] for d in self.devices])
+    return self._replicate(jax.tree.map(local, state))
 
   def to_global(self, state):
-    """Each device's own copy becomes its shard of a replicated global array (no transfers,
-    so it works across processes too)."""
+    """Each local device's own copy becomes its shard of a replicated global array."""
     def one(x, sharding):
       copies = {s.device: s.data for s in x.addressable_shards}
       shape = x.shape[1:]
@@ -125,6 +138,7 @@ class PmapState:
     return jax.tree.map(one, state, self.shardings)
 
   def batch(self, batch):
+    """This process's rows -> [local devices, rows per device, ...]."""
     return jax.tree.map(lambda x: x.reshape((self.n, -1) + x.shape[1:]), batch)
 
 
@@ -276,7 +290,8 @@ def train_and_evaluate(config, workdir):
     context = contextlib.nullcontext  # pmap maps devices itself: no mesh, no rules.
   else:
     step_fn = jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings)
-    to_device = lambda batch: mesh_lib.host_to_global(batch, mesh)
+    batch_axes = mesh_lib.batch_axes(config.parallel.rules)
+    to_device = lambda batch: mesh_lib.host_to_global(batch, mesh, batch_axes)
     global_state = lambda: state
     first = lambda metrics: metrics
     context = functools.partial(sharding.use, mesh, rules)

@@ -64,7 +64,7 @@ def check_parallel(config, mesh):
   if par.loop == "pmap" and (mesh.shape["fsdp"] > 1 or mesh.shape["tensor"] > 1):
     raise UserError(f"config.parallel.loop='pmap' is data parallel only, but config.mesh asks "
                     f"for {dict(mesh.shape)}; use loop='jit' for fsdp / tensor parallelism.")
-  dp = mesh_lib.data_parallel_size(mesh)
+  dp = mesh_lib.data_parallel_size(mesh, mesh_lib.batch_axes(par.rules))
   per_device = config.batch_size // dp if config.batch_size % dp == 0 else None
   if per_device is None:
     raise UserError(f"config.batch_size={config.batch_size} must be divisible by the "
