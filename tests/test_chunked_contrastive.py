@@ -110,17 +110,19 @@ def test_shares_under_pmap(kind):
 
 
 @pytest.mark.parametrize("kind", ["infonce", "siglip"])
-def test_temp_memory_about_linear_in_batch(kind):
+def test_temp_memory_grows_slower_than_dense_in_batch(kind):
+  """Both compiled in this process by this compiler, so only the comparison matters: the ring
+  needs less memory at every B, and the gap widens with each doubling (dense holds its B x B/8
+  block of logits per device; the ring only (B/8)^2 blocks)."""
   sizes = (64, 128, 256, 512)
   series = chunked_contrastive.temp_memory_series(kind, sizes, make_mesh({"data": 8}),
                                                   embed_dim=32)
   print(f"\n{kind} per-device temp bytes for B={sizes} on 8 devices: {series}")
-  dense, chunked = np.array(series["dense"]), np.array(series["chunked"])
+  dense, chunked = np.array(series["dense"], float), np.array(series["chunked"], float)
   assert (chunked < dense).all()
-  # B grows 8x. Measured (jax 0.10.2, CPU): dense 23x (infonce) and 28x (siglip), on its way
-  # to quadratic (64x); chunked 10x, about linear (its (B/8)^2 blocks are still small).
-  assert dense[-1] / dense[0] >= 16
-  assert chunked[-1] / chunked[0] <= 12
+  growth_dense, growth_chunked = dense[1:] / dense[:-1], chunked[1:] / chunked[:-1]
+  assert (growth_chunked < growth_dense).all(), (growth_chunked, growth_dense)
+  assert dense[-1] / dense[0] > sizes[-1] / sizes[0]  # Dense: faster than linear in B.
 
 
 @pytest.mark.parametrize("kind", ["infonce", "siglip"])
@@ -132,9 +134,12 @@ def test_temp_memory_flat_in_devices(kind):
     mesh = make_mesh({"data": n}, devices=jax.devices()[:n])
     temps[n] = chunked_contrastive.temp_memory_series(kind, (64 * n,), mesh, embed_dim=32)
   print(f"\n{kind} per-device temp bytes, 64 rows per device, by device count: {temps}")
-  # Measured (jax 0.10.2, CPU): dense 2.0x from 4 to 8 devices, chunked the same bytes.
-  assert temps[8]["dense"][0] >= 1.8 * temps[4]["dense"][0]
-  assert temps[8]["chunked"][0] <= 1.1 * temps[4]["chunked"][0]
+  dense, chunked = ({n: temps[n][impl][0] for n in temps} for impl in ("dense", "chunked"))
+  assert dense[8] > dense[4]
+  assert chunked[8] / chunked[4] < dense[8] / dense[4]
+  # Flat: the ring gains less than one f32 block of the logits that dense adds per device
+  # (its 64 rows against the 4 x 64 new columns), a bound from shapes, not a measurement.
+  assert chunked[8] - chunked[4] < 64 * (4 * 64) * 4
 
 
 # -- Examples lacking a side: only rows with both are pairs -------------------------------------

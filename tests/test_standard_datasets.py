@@ -1,13 +1,19 @@
 """Standard TFDS datasets through their real TFDS builders, the loader and the op strings of
 configs/pretrain_tfds.py, on tfds.testing.mock_data (random examples shaped by each builder's
 features; nothing is downloaded): a short training run each."""
+import itertools
+
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import numpy_metrics
 from configs import pretrain_tfds
 from mmjax.data import loader
 from mmjax.data import standard
+from mmjax.evaluate import reconstruction
+from mmjax.evaluate import retrieval
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
 
@@ -31,22 +37,64 @@ def _coco_examples(builder, split, **kwargs):
   return [example(i) for i in range(24)]
 
 
+def _record_evaluators(monkeypatch):
+  """Records, without a second forward pass or compile, what the evaluators computed their
+  metrics from: the retrieval embeddings ((embeddings, labels, has) of each `embed_split`)
+  and the reconstruction forward's outputs ((columns, mse) of each call of its jitted
+  `_forward`, which `run` sets on first use)."""
+  recorded = {"retrieval": [], "reconstruction": []}
+  embed_split = retrieval.Evaluator.embed_split
+
+  def record_embed_split(self, model):
+    recorded["retrieval"].append(embed_split(self, model))
+    return recorded["retrieval"][-1]
+
+  def set_forward(self, forward):
+    def record(*args):
+      recorded["reconstruction"].append(jax.device_get(forward(*args)))
+      return recorded["reconstruction"][-1]
+    self.__dict__["recorded_forward"] = None if forward is None else record
+
+  monkeypatch.setattr(retrieval.Evaluator, "embed_split", record_embed_split)
+  monkeypatch.setattr(reconstruction.Evaluator, "_forward", property(
+      lambda self: self.__dict__["recorded_forward"], set_forward), raising=False)
+  return recorded
+
+
 @pytest.mark.parametrize("dataset", sorted(standard.DATASETS))
-def test_short_run_on_mock_data(dataset, tmp_path):
+def test_short_run_on_mock_data(dataset, tmp_path, monkeypatch):
   config = pretrain_tfds.get_config(f"dataset={dataset},runlocal")
   config.data.dir = str(tmp_path / "tfds")
   config.data.min_audio_seconds = 0.0  # Mock waveforms are a few dozen samples long.
   kwargs = dict(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE)
   if dataset == "coco_captions":
     kwargs["as_data_source_fn"] = _coco_examples
+  recorded = _record_evaluators(monkeypatch)
   with tfds.testing.mock_data(**kwargs):
     metrics = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    info = loader.prepare(config.data)
   known = standard.DATASETS[dataset]
+  # The reported metrics, recomputed in NumPy from what the last evaluation computed them from.
   if len(known.modalities) == 2:
-    a, b = known.modalities
-    assert 0 <= metrics[f"eval/retrieval/{a}_to_{b}/r@1"] <= 1
+    z, labels, has = recorded["retrieval"][-1]
+    assert len(labels) == info.split_sizes[known.eval_split]  # The whole split, once.
+    assert {k.split("/")[2] for k in metrics if k.startswith("eval/retrieval/")} == {
+        f"{a}_to_{b}" for a, b in itertools.permutations(known.modalities)}
+    for a, b in itertools.permutations(known.modalities):
+      rows = has[a] & has[b]
+      for k in retrieval.KS:
+        name = f"eval/retrieval/{a}_to_{b}/r@{k}"
+        numpy_metrics.check_recall(metrics[name], z[a][rows] @ z[b][rows].T,
+                                   labels[rows][:, None] == labels[rows][None, :], k, eps=0.0,
+                                   what=name)
   if "image" in known.modalities:
-    assert np.isfinite(metrics["eval/reconstruction/masked_mse"])
+    # Original, masked (hidden patches blank) and reconstructed (hidden patches predicted).
+    (target, shown, mixed), mse = recorded["reconstruction"][-1]
+    hidden = shown != target  # (Random mock pixels are never exactly 0.)
+    assert 0 < hidden.mean() < 1
+    want = np.square(mixed - target)[hidden].mean()
+    np.testing.assert_allclose(metrics["eval/reconstruction/masked_mse"], want, rtol=1e-5)
+    np.testing.assert_allclose(mse, want, rtol=1e-5)
 
 
 def test_mixture_of_modalities_on_mock_data(tmp_path):

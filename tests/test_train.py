@@ -1,12 +1,21 @@
 """The training loop end to end (tiny model, built-in data) and its pieces."""
+import itertools
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
+import numpy_metrics
+from configs import finetune_digits
+from mmjax import models
+from mmjax.data import loader
+from mmjax.data import text_tokenizer
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
 
@@ -25,6 +34,49 @@ def trained(runlocal_config, tmp_path_factory):
   config.total_steps = 30
   final = trainer.train_and_evaluate(config, workdir)
   return workdir, first_rows, metrics_lib.read_jsonl(workdir), final
+
+
+def _restored(config, info, workdir, step):
+  """(graphdef, params) of the model in `workdir`'s checkpoint `step`, read with orbax alone."""
+  graphdef, params = nnx.split(nnx.eval_shape(
+      lambda: models.make(config.model, info, rngs=nnx.Rngs(0))), nnx.Param)
+  saved = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, "checkpoints", str(step), "state"))["params"]
+  # Saved nnx variables are {"value": array}.
+  unwrap = lambda t: (t["value"] if set(t) == {"value"} else {k: unwrap(v) for k, v in t.items()}
+                      ) if isinstance(t, dict) else t
+  nnx.replace_by_pure_dict(params, unwrap(saved))
+  return graphdef, params
+
+
+def _test_split(config, info):
+  """The whole test split as one batch."""
+  split = next(loader.split_batches(config.data, info, "test", info.split_sizes["test"]))
+  assert split["valid"].all()
+  return split
+
+
+@pytest.fixture(scope="module")
+def split_embeddings(trained, runlocal_config):
+  """The trained model (its last checkpoint) on the test split and the zero-shot prompts:
+  ({modality: f32[N, E]}, labels int[N], prompt embeddings f32[classes, templates, E])."""
+  config = runlocal_config
+  info = loader.prepare(config.data)
+  graphdef, params = _restored(config, info, trained[0], 30)
+  split = _test_split(config, info)
+  n = len(split["label"])
+  templates = config.evals.zero_shot.templates
+  prompts = [t.format(c) for c in info.class_names for t in templates]
+  ids, mask = text_tokenizer.WordPieceTokenizer(info.vocab_file, info.text_len).encode(prompts)
+  # One batch, so one compile: the split's rows, then the prompts as rows of text alone (their
+  # blank image and audio get embedded too, and are ignored: each row is embedded alone).
+  keys = [k for m in info.modalities for k in loader.BATCH_KEYS[m]]
+  batch = {k: np.concatenate([split[k], np.zeros((len(prompts),) + split[k].shape[1:],
+                                                 split[k].dtype)]) for k in keys}
+  batch["text_ids"][n:], batch["text_mask"][n:] = ids, mask
+  z = jax.device_get(jax.jit(lambda p, b: nnx.merge(graphdef, p).embed(b))(params, batch))
+  prompt_z = z["text"][n:].reshape(len(info.class_names), len(templates), -1)
+  return {m: v[:n] for m, v in z.items()}, split["label"], prompt_z
 
 
 def _losses(rows):
@@ -49,7 +101,18 @@ def test_writes_checkpoints_metrics_and_pictures(trained):
   directions = {k.split("/")[2] for k in final if k.startswith("eval/retrieval/")}
   assert directions == {f"{a}_to_{b}" for a in ("image", "text", "audio")
                         for b in ("image", "text", "audio") if a != b}
-  assert all(0 <= v <= 1 for k, v in final.items() if "/r@" in k)
+
+
+def test_retrieval_metrics_match_numpy(trained, split_embeddings):
+  """R@k of the last evaluation equals R@k recomputed in NumPy from the restored checkpoint."""
+  final = trained[3]
+  z, labels, _ = split_embeddings
+  same_class = labels[:, None] == labels[None, :]
+  for a, b in itertools.permutations(z, 2):
+    sims = z[a] @ z[b].T
+    for k in (1, 5):
+      name = f"eval/retrieval/{a}_to_{b}/r@{k}"
+      numpy_metrics.check_recall(final[name], sims, same_class, k, what=name)
 
 
 def test_resume_continues_from_checkpoint(trained):
@@ -62,10 +125,17 @@ def test_resume_continues_from_checkpoint(trained):
   assert resumed_first < initial  # Trained weights were restored, not re-initialized.
 
 
-def test_zero_shot_classification_runs_on_the_pretrained_model(trained):
-  _, _, _, final = trained
+def test_zero_shot_classification_matches_numpy(trained, split_embeddings):
+  """Each class is the normalized mean of its prompts' embeddings; an image or a sound gets the
+  most similar (cosine) class: the accuracy equals the reported one."""
+  final = trained[3]
+  z, labels, prompt_z = split_embeddings
+  classes = prompt_z.mean(1)
+  classes /= np.linalg.norm(classes, axis=-1, keepdims=True)
+  is_label = np.arange(len(classes))[None, :] == labels[:, None]
   for m in ("image", "audio"):
-    assert 0.0 <= final[f"eval/zero_shot/{m}/accuracy"] <= 1.0
+    name = f"eval/zero_shot/{m}/accuracy"
+    numpy_metrics.check_recall(final[name], z[m] @ classes.T, is_label, 1, what=name)
 
 
 def test_finetune_on_1_device_from_pretraining_on_8(trained, runlocal_config, tmp_path):
@@ -91,5 +161,16 @@ def test_finetune_on_1_device_from_pretraining_on_8(trained, runlocal_config, tm
   assert not any(n.startswith("tokenizers/image") for n in report["unused"])
   assert report["resized"] == []
   rows = metrics_lib.read_jsonl(str(workdir))
-  assert 0.0 <= rows[-1]["eval/classification/accuracy"] <= 1.0
+  # The accuracy equals that of the fine-tuned checkpoint's logits, recomputed here.
+  config = finetune_digits.get_config("task=image,runlocal")
+  config.data.dir = runlocal_config.data.dir
+  info = loader.prepare(config.data)
+  graphdef, params = _restored(config, info, str(workdir), config.total_steps)
+  split = _test_split(config, info)
+  logits = jax.device_get(jax.jit(
+      lambda p, b: nnx.merge(graphdef, p)(b)["classification"]["logits"])(
+          params, {"image": split["image"], "label": split["label"]}))
+  is_label = np.arange(logits.shape[1])[None, :] == split["label"][:, None]
+  numpy_metrics.check_recall(rows[-1]["eval/classification/accuracy"], logits, is_label, 1,
+                             what="eval/classification/accuracy")
   assert any("train/classification/accuracy" in r for r in rows)
