@@ -43,6 +43,9 @@ def get_config(arg=None):
   config.init_from = ""
   config.on_nonfinite = "stop"  # NaN/Inf loss or gradients: 'stop' (naming them) or 'skip'.
   config.record_example_ids = False  # WORKDIR/example_ids.jsonl: each step's examples.
+  # 'START:END': a JAX profiler trace of those steps into WORKDIR/tensorboard (TensorBoard's
+  # profile plugin, or Perfetto); empty: none.
+  config.profile = ml_collections.ConfigDict(dict(steps=""))
 
   config.data = loader.default_config()
   config.data.name = "mmjax_digits"

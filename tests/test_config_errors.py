@@ -32,6 +32,9 @@ def _run_main(*args):
     ("objectives.contrastive.impl", "ring", "config.objectives.contrastive.impl='ring'"),
     ("mesh.data", 4, "needs 4 devices, but 8 are available"),
     ("on_nonfinite", "ignore", "config.on_nonfinite='ignore' is out of range"),
+    ("profile.steps", "5-7", "config.profile.steps='5-7': use 'START:END'"),
+    ("parallel.rules.batch", "dat", r"config.parallel.rules.batch='dat': \['dat'\] are not"),
+    ("objectives.masked_audio.norm_variance", "sample", "norm_variance='sample'"),
 ])
 def test_out_of_range_values(tmp_path, key, value, message):
   config = pretrain_digits.get_config("runlocal")

@@ -56,7 +56,8 @@ def default_config():
 def tokenize_present(tokenizer, modality, batch):
   """Tokens of one modality; an example whose batch['has_<modality>'] is False (a mixture
   entry without it) has no valid tokens: nothing attends to them, no loss counts them."""
-  tokens = tokenizer(batch)
+  with jax.named_scope(f"tokenize_{modality}"):  # Names the ops in profiles.
+    tokens = tokenizer(batch)
   has = batch.get(presence_key(modality))
   if has is None:
     return tokens
@@ -140,7 +141,8 @@ class Decoder(nnx.Module):
     return y + pos.astype(y.dtype) + type_d.astype(y.dtype)
 
   def __call__(self, y_bnd, valid_bn):
-    return self.norm(self.blocks(y_bnd, valid_bn))
+    with jax.named_scope("decoder"):
+      return self.norm(self.blocks(y_bnd, valid_bn))
 
   def predict(self, modality, y_bnd):
     return self.heads[modality](y_bnd).astype(jnp.float32)

@@ -140,4 +140,5 @@ class Encoder(nnx.Module):
     self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_bnd, valid_bn):
-    return self.norm(self.blocks(x_bnd, valid_bn))
+    with jax.named_scope("encoder"):  # Names the ops in profiles.
+      return self.norm(self.blocks(x_bnd, valid_bn))

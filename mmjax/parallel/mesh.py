@@ -106,9 +106,14 @@ def replicated(mesh):
   return NamedSharding(mesh, P())
 
 
-def host_to_global(batch, mesh, axes):
+# The 'batch' rule of every named strategy (mmjax.parallel.sharding.STRATEGIES).
+STRATEGY_BATCH_AXES = ("data", "fsdp")
+
+
+def host_to_global(batch, mesh, axes=STRATEGY_BATCH_AXES):
   """Makes global jax.Arrays from this process's slice of the batch (dict of numpy), split
-  over the batch `axes`."""
+  over the batch `axes`. Code with a config passes batch_axes(config.parallel.rules); the
+  default serves scripts that build a step outside any config (e.g. benchmarks)."""
   sharding = batch_sharding(mesh, axes)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)

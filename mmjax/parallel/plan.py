@@ -18,11 +18,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import core as jax_core
 
 from mmjax.data import loader
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
+from mmjax.train import mfu
 from mmjax.train import optimizer
 from mmjax.train import trainer
 from mmjax.train import validate
@@ -77,38 +77,6 @@ def shard_bytes(abstract_tree, shardings):
   the same tree order): shard shape x item size, summed."""
   return sum(math.prod(s.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
              for x, s in zip(jax.tree.leaves(abstract_tree), jax.tree.leaves(shardings)))
-
-
-def matmul_flops(jaxpr):
-  """FLOPs of the matrix multiplications (dot_general: 2 x M x N x K) of a jaxpr, for the
-  global arrays: scan bodies count `length` times, the costliest branch of a cond counts, and
-  a shard_map body (per-device shapes) counts once per device it runs on; a while loop's
-  body (trip count unknown) counts once. Recomputation (remat) counts, as it runs.
-  """
-  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # ClosedJaxpr -> Jaxpr.
-  total = 0
-  for eqn in jaxpr.eqns:
-    name = eqn.primitive.name
-    if name == "dot_general":
-      (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
-      lhs, rhs = (v.aval.shape for v in eqn.invars)
-      rhs_free = math.prod(rhs) // math.prod(lhs[d] for d in (*lhs_contract, *lhs_batch))
-      total += 2 * math.prod(lhs) * rhs_free
-      continue
-    inner = [matmul_flops(j) for j in jax_core.jaxprs_in_params(eqn.params)]
-    if not inner:
-      continue
-    if name == "cond":
-      total += max(inner)
-    elif name == "scan":
-      total += eqn.params["length"] * sum(inner)
-    elif name == "shard_map":
-      mesh = eqn.params["mesh"]
-      axes = eqn.params.get("manual_axes") or mesh.axis_names
-      total += math.prod(mesh.shape[a] for a in axes) * sum(inner)
-    else:
-      total += sum(inner)
-  return total
 
 
 def _xla_flops(compiled):
@@ -168,7 +136,7 @@ def plan(config, info, mesh):
       "alias": int(memory.alias_size_in_bytes),
       "temp": int(memory.temp_size_in_bytes),
       "generated_code": int(memory.generated_code_size_in_bytes),
-      "flops": matmul_flops(traced.jaxpr) / mesh.size,
+      "flops": mfu.matmul_flops(traced.jaxpr) / mesh.size,
       "xla_flops": _xla_flops(compiled),
       "trace_s": trace_s,
       "compile_s": compile_s,

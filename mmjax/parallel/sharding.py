@@ -29,7 +29,8 @@ from mmjax.parallel import mesh as mesh_lib
 LOGICAL_AXES = ("batch", "length", "act_embed", "embed", "mlp", "heads", "kv", "vocab",
                 "patch", "layers")
 
-_DATA_PARALLEL = {name: "" for name in LOGICAL_AXES} | {"batch": "data,fsdp"}
+_DATA_PARALLEL = {name: "" for name in LOGICAL_AXES} | {
+    "batch": ",".join(mesh_lib.STRATEGY_BATCH_AXES)}
 STRATEGIES = {
     "data_parallel": _DATA_PARALLEL,
     "fsdp": _DATA_PARALLEL | {"embed": "fsdp"},

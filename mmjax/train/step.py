@@ -51,7 +51,11 @@ def forward(params, graphdef, batch, key, config, modalities):
 
 
 def _terms(out, config, ctx, names):
-  return {n: objectives.get(n)(out, config.objectives[n], ctx) for n in names}
+  terms = {}
+  for n in names:
+    with jax.named_scope(f"objective_{n}"):  # Names the ops in profiles.
+      terms[n] = objectives.get(n)(out, config.objectives[n], ctx)
+  return terms
 
 
 def _count(ctx, count):
@@ -177,8 +181,9 @@ def train_step(state, batch, *, graphdef, tx, lr_schedule, config, modalities,
   else:
     grads, metrics = grads_accumulated(state["params"], batch, key, steps=steps, **kwargs)
   grads = ctx.total(grads)  # Under pmap: every device's share of the loss.
-  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-  params = optax.apply_updates(state["params"], updates)
+  with jax.named_scope("optimizer"):
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
   bad_examples = state["bad_examples"]
   if "skipped" in batch:
     bad_examples += ctx.total(jnp.sum(batch["skipped"], dtype=jnp.int32))

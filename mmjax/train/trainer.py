@@ -32,6 +32,7 @@ from mmjax.parallel import sharding
 from mmjax.train import checkpoint
 from mmjax.train import init_from
 from mmjax.train import metrics as metrics_lib
+from mmjax.train import mfu
 from mmjax.train import optimizer
 from mmjax.train import preemption
 from mmjax.train import step as step_lib
@@ -309,6 +310,13 @@ def train_and_evaluate(config, workdir):
     writer.write_scalars(step, results)
     return results
 
+  # --- Speed: MFU = executed matmul FLOPs per device per second / the device's peak (mfu.py).
+  peak_flops, peak_source = mfu.peak_flops_per_device(config.model.dtype)
+  logging.info("MFU against %s.", peak_source)
+  flops_per_device = None  # From the traced step, at the first step.
+  profile = validate.profile_steps(config)
+  profile_dir = os.path.join(workdir, "tensorboard")
+
   # --- Loop.
   eval_metrics = {}
   progress = tqdm.tqdm(total=config.total_steps, initial=start_step, unit="step",
@@ -316,15 +324,28 @@ def train_and_evaluate(config, workdir):
   guard = NonFiniteGuard(config.on_nonfinite, mngr.latest_step)
   example_log = ExampleLog(workdir, config.record_example_ids)
   last_time, last_step = time.perf_counter(), start_step
-  in_flight, saved, preempted = None, None, None
+  in_flight, saved, preempted, profiling = None, None, None, False
   try:
     with preemption.Watcher() as watcher:  # SIGTERM: save at the next step and stop.
       for step in range(start_step + 1, config.total_steps + 1):
         host_batch = next(data_iter)
         example_log.write(step, host_batch["index"])
         batch = to_device(with_rows(host_batch, config.batch_size))
+        if flops_per_device is None:
+          with context():
+            flops_per_device = mfu.step_flops_per_device(step_fn, state, batch,
+                                                         pmapped=use_pmap)
+        if profile and step == profile[0] and jax.process_index() == 0:
+          jax.profiler.start_trace(profile_dir)
+          profiling = True
         with context():
           state, metrics = step_fn(state, batch)
+        if profiling and step == profile[1]:
+          jax.block_until_ready(metrics)
+          jax.profiler.stop_trace()
+          profiling = False
+          logging.info("Profile of steps %d-%d: %s/plugins/profile/ (TensorBoard's profile "
+                       "tab, or the .trace.json.gz in Perfetto).", *profile, profile_dir)
         # Wait for the previous step only: one step stays in flight (the next batch loads while
         # it runs), and the progress bar's rate and ETA are real rather than dispatch speed.
         if in_flight is not None:
@@ -337,12 +358,21 @@ def train_and_evaluate(config, workdir):
           guard.check(step, first(metrics))
           scalars = {k: float(v) for k, v in jax.device_get(first(metrics)).items()}
           now = time.perf_counter()
-          scalars["train/examples_per_sec"] = ((step - last_step) * config.batch_size
-                                               / (now - last_time))
+          step_seconds = (now - last_time) / (step - last_step)
+          scalars["train/step_seconds"] = step_seconds
+          scalars["train/examples_per_sec"] = config.batch_size / step_seconds
+          scalars["train/tflops_per_device"] = flops_per_device / step_seconds / 1e12
+          postfix = {"loss": f"{scalars['train/loss']:.3f}",
+                     "ex/s": f"{scalars['train/examples_per_sec']:.0f}"}
+          if peak_flops:
+            scalars["train/mfu"] = flops_per_device / step_seconds / peak_flops
+            postfix["mfu"] = f"{scalars['train/mfu']:.2f}"
           last_time, last_step = now, step
           writer.write_scalars(step, scalars)
-          progress.set_postfix({"loss": f"{scalars['train/loss']:.3f}",
-                                "ex/s": f"{scalars['train/examples_per_sec']:.0f}"})
+          progress.set_postfix(postfix)
+        elif step == start_step + 1:  # Compiled and run: later rates leave the compile out.
+          jax.block_until_ready(metrics)
+          last_time, last_step = time.perf_counter(), step
 
         if step % config.checkpoint_every == 0 or step == config.total_steps:
           checkpoint.save(mngr, step, global_state(), data_iter, force=step == config.total_steps)
@@ -364,6 +394,8 @@ def train_and_evaluate(config, workdir):
   finally:
     # However the loop ends (done, preempted, an error): saves already started complete, so
     # no finished checkpoint is lost and none is left half written.
+    if profiling:  # The loop ended inside the profiled steps.
+      jax.profiler.stop_trace()
     progress.close()
     example_log.close()
     mngr.wait_until_finished()

@@ -19,6 +19,22 @@ def _check(ok, key, value, expected):
     raise UserError(f"config.{key}={value!r} is out of range: expected {expected}.")
 
 
+def profile_steps(config):
+  """(first, last) steps to trace from config.profile.steps ('START:END', inclusive), or None
+  when it is empty (or the config has no profile section)."""
+  spec = config.get("profile", {}).get("steps", "")
+  if not spec:
+    return None
+  try:
+    first, last = (int(s) for s in str(spec).split(":"))
+  except ValueError:
+    first = last = None
+  if first is None or not 1 <= first <= last:
+    raise UserError(f"config.profile.steps={spec!r}: use 'START:END', steps counted from 1 with "
+                    "START <= END, e.g. '10:12' (empty: no profile).")
+  return first, last
+
+
 def check_config(config):
   """Raises UserError for the first out-of-range value in a training config."""
   _check(config.total_steps > 0, "total_steps", config.total_steps, "a positive integer")
@@ -37,6 +53,7 @@ def check_config(config):
     _check(0 <= opt[key] < 1, f"optimizer.{key}", opt[key], "in [0, 1)")
   _check(opt.grad_clip > 0, "optimizer.grad_clip", opt.grad_clip, "a positive norm")
 
+  profile_steps(config)
   mmt.check_config(config.model)
 
   objectives = config.objectives
