@@ -1,0 +1,247 @@
+r"""Step benchmark: the real train step, compiled and timed, per model size and dtype; with
+--compare=REV the same cases at another git revision, interleaved step by step.
+
+  .venv/bin/python scripts/bench_step.py --config=configs/pretrain_digits.py \
+      --sizes=tiny,S --dtypes=float32 --compare=f7bbee0
+
+Each case (revision x size x dtype) runs in a worker process of its own, started with the
+revision's code (a `git worktree` of REV under /tmp for --compare) and the same config, batch
+and data: the first batch of the config's training loader, with the rows the trainer adds.
+The worker builds the step exactly as mmjax/train/trainer.py does (abstract_model,
+param_shardings, initial_state, jit_train_step with donation) and compiles it ahead of time
+(compile seconds; memory from the compiled program). Then --warmup untimed steps, then
+--steps rounds: in each round every worker runs one step in turn (order rotated each round)
+while the others wait idle, so all cases see the same machine state. A step is timed until its
+outputs are ready. Reported per case: median step seconds, examples/s, TFLOP/s per device and
+MFU (executed matmul FLOPs of the traced step over the device's peak, mmjax/train/mfu.py),
+compile seconds, bytes per device (arguments + outputs - aliased + temporaries). With
+--compare, the ratio of the revision's median step time to this checkout's (>1: this checkout
+is faster). One JSON line per case goes to --json_out; --out gets a Markdown table (with the
+command, machine and revisions).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- Worker: one case, in the code of the revision whose checkout is the working directory. ---
+
+def worker(args):
+  sys.path.insert(0, os.getcwd())
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from mmjax.data import loader  # pylint: disable=g-import-not-at-top
+  from mmjax.models import sizes  # pylint: disable=g-import-not-at-top
+  from mmjax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from mmjax.parallel import sharding  # pylint: disable=g-import-not-at-top
+  from mmjax.train import optimizer, trainer  # pylint: disable=g-import-not-at-top
+
+  path, _, arg = args.config.partition(":")
+  spec = importlib.util.spec_from_file_location("bench_config", os.path.join(os.getcwd(), path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  config.model.size, config.model.dtype = args.size, args.dtype
+  if args.batch:
+    config.batch_size = args.batch
+  if args.data_dir:
+    config.data.dir = args.data_dir
+
+  mesh = mesh_lib.make_mesh(config.mesh)
+  rules = sharding.rules_from_config(config.parallel.rules)
+  info = loader.prepare(config.data)
+  host = next(iter(loader.train_loader(config.data, info, global_batch_size=config.batch_size,
+                                       seed=config.seed)))
+  tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps,
+                                   depth=sizes.get(config.model.size).depth)
+  graphdef, abstract_state = trainer.abstract_model(config, info, tx)
+  shardings = sharding.param_shardings(abstract_state, mesh, rules)
+  state = trainer.initial_state(config, info, tx, shardings)
+  step_fn = trainer.jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, shardings)
+  if hasattr(mesh_lib, "batch_axes"):
+    batch = mesh_lib.host_to_global(trainer.with_rows(host, config.batch_size), mesh,
+                                    mesh_lib.batch_axes(config.parallel.rules))
+  else:  # Revisions before the 'batch' rule was read.
+    batch = mesh_lib.host_to_global(trainer.with_rows(host, config.batch_size), mesh)
+
+  with sharding.use(mesh, rules):
+    start = time.perf_counter()
+    traced = step_fn.trace(state, batch)
+    compiled = traced.lower().compile()
+    compile_s = time.perf_counter() - start
+  try:
+    from mmjax.train import mfu  # pylint: disable=g-import-not-at-top
+    count = mfu.matmul_flops
+  except ImportError:  # Revisions before mfu.py counted in the planner.
+    from mmjax.parallel import plan  # pylint: disable=g-import-not-at-top
+    count = plan.matmul_flops
+  flops = count(traced.jaxpr) / mesh.size
+  memory = compiled.memory_analysis()
+  peak_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+                - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+
+  def run(n):
+    nonlocal state
+    times = []
+    for _ in range(n):
+      start = time.perf_counter()
+      state, metrics = compiled(state, batch)
+      jax.block_until_ready((state, metrics))
+      times.append(time.perf_counter() - start)
+    return times
+
+  run(args.warmup)
+  print(json.dumps(dict(ready=True, flops_per_device=flops, compile_s=compile_s,
+                        bytes_per_device=int(peak_bytes), devices=mesh.size,
+                        device_kind=jax.devices()[0].device_kind,
+                        num_params=int(sum(x.size for x in jax.tree.leaves(state["params"]))))),
+        flush=True)
+  for line in sys.stdin:  # "run N": N timed steps.
+    n = int(line.split()[1])
+    print(json.dumps(dict(times=run(n))), flush=True)
+
+
+# -- Driver. -----------------------------------------------------------------------------------
+
+class Case:
+  """A worker process for one (revision, size, dtype)."""
+
+  def __init__(self, rev, checkout, args, size, dtype):
+    self.rev, self.size, self.dtype, self.times = rev, size, dtype, []
+    command = [sys.executable, os.path.abspath(__file__), "--worker", f"--config={args.config}",
+               f"--size={size}", f"--dtype={dtype}", f"--warmup={args.warmup}",
+               f"--batch={args.batch}", f"--data_dir={args.data_dir}"]
+    self.proc = subprocess.Popen(command, cwd=checkout, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    self.info = self._read()
+
+  def _read(self):
+    for line in self.proc.stdout:
+      if line.startswith("{"):
+        return json.loads(line)
+    raise RuntimeError(f"The worker for {self.rev} {self.size} {self.dtype} died "
+                       f"(exit {self.proc.wait()}); its stderr is above.")
+
+  def step(self):
+    self.proc.stdin.write("run 1\n")
+    self.proc.stdin.flush()
+    self.times += self._read()["times"]
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait()
+
+  def result(self, batch_size, peak_flops):
+    step_s = statistics.median(self.times)
+    tflops = self.info["flops_per_device"] / step_s / 1e12
+    return dict(rev=self.rev, size=self.size, dtype=self.dtype, step_s=step_s,
+                examples_per_s=batch_size / step_s, tflops_per_device=tflops,
+                mfu=tflops * 1e12 / peak_flops if peak_flops else None,
+                steps=len(self.times), **{k: v for k, v in self.info.items() if k != "ready"})
+
+
+def _worktree(rev):
+  """A checkout of `rev` under /tmp (made once, reused), and the full commit id."""
+  commit = subprocess.check_output(["git", "rev-parse", rev], cwd=REPO, text=True).strip()
+  path = os.path.join("/tmp", f"mmjax_bench_{commit[:10]}")
+  if not os.path.isdir(path):
+    subprocess.check_call(["git", "worktree", "add", "--detach", path, commit], cwd=REPO)
+  return commit, path
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--config", default="configs/pretrain_digits.py")
+  p.add_argument("--sizes", default="tiny")
+  p.add_argument("--dtypes", default="float32")
+  p.add_argument("--batch", type=int, default=0, help="global batch (0: the config's)")
+  p.add_argument("--steps", type=int, default=10, help="timed rounds")
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--compare", default="", help="a git revision to run the same cases at")
+  p.add_argument("--data_dir", default="", help="data.dir (default: the config's)")
+  p.add_argument("--json_out", default="docs/bench_step.jsonl")
+  p.add_argument("--out", default="docs/performance.md")
+  p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--size", help=argparse.SUPPRESS)
+  p.add_argument("--dtype", help=argparse.SUPPRESS)
+  args = p.parse_args()
+  if args.worker:
+    return worker(args)
+
+  sys.path.insert(0, REPO)
+  from mmjax.train import mfu  # pylint: disable=g-import-not-at-top
+  head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=REPO, text=True).strip()
+  dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO, check=False).returncode
+  revs = [(head[:10] + ("+changes" if dirty else ""), REPO)]
+  if args.compare:
+    commit, path = _worktree(args.compare)
+    revs.append((commit[:10], path))
+  cases = []
+  for size in args.sizes.split(","):
+    for dtype in args.dtypes.split(","):
+      for rev, checkout in revs:
+        print(f"Compiling {rev} size={size} dtype={dtype} ...", flush=True)
+        cases.append(Case(rev, checkout, args, size, dtype))
+  try:
+    for r in range(args.steps):
+      for case in cases[r % len(cases):] + cases[:r % len(cases)]:
+        case.step()
+      print(f"round {r + 1}/{args.steps}: " + ", ".join(
+          f"{c.rev} {c.size} {c.dtype} {c.times[-1]:.3f}s" for c in cases), flush=True)
+  finally:
+    for case in cases:
+      case.close()
+
+  import jax  # pylint: disable=g-import-not-at-top
+  config_batch = args.batch
+  if not config_batch:
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    path, _, arg = args.config.partition(":")
+    spec = importlib.util.spec_from_file_location("bench_config", os.path.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config_batch = module.get_config(arg or None).batch_size
+  rows = []
+  for case in cases:
+    peak, source = mfu.peak_flops_per_device(case.dtype, jax.devices()[0])
+    peak = peak * jax.local_device_count() / case.info["devices"] if peak else None
+    rows.append(case.result(config_batch, peak) | {"peak_source": source})
+  if args.compare:
+    by_case = {(r["size"], r["dtype"]): r for r in rows if r["rev"] == revs[0][0]}
+    for r in rows:
+      if r["rev"] != revs[0][0]:
+        r["ratio_to_head"] = r["step_s"] / by_case[(r["size"], r["dtype"])]["step_s"]
+
+  command = "python scripts/bench_step.py " + " ".join(sys.argv[1:])
+  machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {jax.devices()[0].device_kind}"
+  with open(os.path.join(REPO, args.json_out), "a", encoding="utf-8") as f:
+    for r in rows:
+      f.write(json.dumps(r | {"command": command, "machine": machine,
+                              "date": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
+  lines = [f"Command: `{command}`", "", f"Machine: {machine}. {args.steps} interleaved rounds "
+           f"after {args.warmup} warm-up steps; median step. MFU against {rows[0]['peak_source']}.",
+           "", "| rev | size | dtype | step s | ex/s | TFLOP/s/device | MFU | compile s | "
+           "GiB/device | vs this checkout |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(
+        f"| {r['rev']} | {r['size']} | {r['dtype']} | {r['step_s']:.3f} | "
+        f"{r['examples_per_s']:.0f} | {r['tflops_per_device']:.4f} | "
+        + (f"{r['mfu']:.2f}" if r["mfu"] is not None else "n/a") + f" | {r['compile_s']:.1f} | {r['bytes_per_device'] / 2**30:.2f} | "
+        + (f"{r['ratio_to_head']:.2f}x slower" if "ratio_to_head" in r else "") + " |")
+  report = "\n".join(lines) + "\n"
+  print("\n" + report)
+  if args.out:
+    with open(os.path.join(REPO, args.out), "a", encoding="utf-8") as f:
+      f.write("\n" + report)
+
+
+if __name__ == "__main__":
+  main()
