@@ -118,5 +118,6 @@ def test_global_batch_from_full_places_each_row_on_its_device():
   arrays = distributed.global_batch_from_full(batch, mesh, ("data", "fsdp"))
   for name, array in arrays.items():
     np.testing.assert_array_equal(np.asarray(array), batch[name])
-    assert array.sharding.is_equivalent_to(mesh_lib.batch_sharding(mesh, ("data", "fsdp")), array.ndim)
+    sharding = mesh_lib.batch_sharding(mesh, ("data", "fsdp"))
+    assert array.sharding.is_equivalent_to(sharding, array.ndim)
     assert {s.data.shape[0] for s in array.addressable_shards} == {2}

@@ -34,7 +34,8 @@ class Evaluator:
                                       self._batch_size):
       valid = batch.pop("valid")
       logits = jax.device_get(
-          self._logits(state, distributed.global_batch_from_full(batch, self.mesh, self._batch_axes)))
+          self._logits(state, distributed.global_batch_from_full(batch, self.mesh,
+                                                                 self._batch_axes)))
       correct += int((np.asarray(logits).argmax(-1) == batch["label"])[valid].sum())
       total += int(valid.sum())
     return {f"eval/{self.name}/accuracy": correct / max(total, 1)}

@@ -58,7 +58,8 @@ class Evaluator:
     batch = {k: v for k, v in batch.items() if k in ("image", "text_ids", "text_mask")}
     # Every process reads the same batch; the outputs come back replicated, so complete on each.
     columns, mse = jax.device_get(
-        self._forward(state, distributed.global_batch_from_full(batch, self.mesh, self._batch_axes)))
+        self._forward(state, distributed.global_batch_from_full(batch, self.mesh,
+                                                                self._batch_axes)))
     n = self.cfg.num_images
     tiles = np.stack([_to_uint8(c[:n]) for c in columns])  # [col, row, h, w, c]
     tiles = tiles.repeat(_UPSCALE, axis=2).repeat(_UPSCALE, axis=3)

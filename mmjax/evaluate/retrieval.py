@@ -58,8 +58,8 @@ class Evaluator:
       batch = {k: v for k, v in batch.items() if k not in absent}
       # Every process reads the whole split; the embeddings come back replicated, so complete
       # on each process.
-      z = jax.device_get(
-          self._embed(state, distributed.global_batch_from_full(batch, self.mesh, self._batch_axes)))
+      batch = distributed.global_batch_from_full(batch, self.mesh, self._batch_axes)
+      z = jax.device_get(self._embed(state, batch))
       chunks.append({m: np.asarray(v)[valid] for m, v in z.items()})
     join = lambda parts: {m: np.concatenate([p[m] for p in parts]) for m in parts[0]}
     return join(chunks), np.concatenate(labels), join(has)

@@ -1,6 +1,7 @@
 """Masked audio modeling: regress hidden spectrogram patches (or raw waveform frames).
 
-cfg: weight, mask_ratio, norm_targets, norm_variance (masked_modeling). `loss` is unweighted; the trainer applies cfg.weight.
+cfg: weight, mask_ratio, norm_targets, norm_variance (see masked_modeling). `loss` is
+unweighted; the trainer applies cfg.weight.
 """
 from mmjax.objectives import masked_modeling
 

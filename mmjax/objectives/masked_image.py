@@ -1,6 +1,7 @@
 """Masked image modeling (MAE): regress the pixels of hidden patches.
 
-cfg: weight, mask_ratio, norm_targets, norm_variance (masked_modeling). `loss` is unweighted; the trainer applies cfg.weight.
+cfg: weight, mask_ratio, norm_targets, norm_variance (see masked_modeling). `loss` is
+unweighted; the trainer applies cfg.weight.
 """
 from mmjax.objectives import masked_modeling
 

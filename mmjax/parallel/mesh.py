@@ -2,8 +2,9 @@
 
 The batch is split over the mesh axes that the rule for the logical axis 'batch' names
 (config.parallel.rules.batch, "data,fsdp" in every named strategy; see `batch_axes`);
-parameters over fsdp and tensor as the other logical rules of mmjax.parallel.sharding say. On multi-slice TPU or multi-node GPU systems the mesh is built so
-that the data axis spans slices (nodes), keeping fsdp and tensor traffic on the fast links.
+parameters over fsdp and tensor as the other logical rules of mmjax.parallel.sharding say.
+On multi-slice TPU or multi-node GPU systems the mesh is built so that the data axis spans
+slices (nodes), keeping fsdp and tensor traffic on the fast links.
 """
 import math
 
