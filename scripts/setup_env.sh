@@ -2,8 +2,28 @@
 # Sets up a fresh machine for mmjax: espeak-ng (through apt-get, if missing) and a virtual
 # environment at .venv with the exact pinned packages of requirements.lock. A complete .venv
 # (same lock file) is reused, so running this again costs a second.
+#
+#   ./scripts/setup_env.sh                        # CPU (tests, the demo)
+#   ./scripts/setup_env.sh --accelerator=cuda     # + JAX's CUDA 12 plugin (requirements-cuda.lock)
+#   ./scripts/setup_env.sh --accelerator=tpu      # + libtpu (requirements-tpu.lock)
+#
+# Each accelerator's lock adds the plugin pinned to the same jax/jaxlib as requirements.lock;
+# switching accelerators rebuilds .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+accelerator=cpu
+for arg in "$@"; do
+  case "$arg" in
+    --accelerator=*) accelerator="${arg#*=}" ;;
+    *) echo "setup_env.sh: unknown argument '$arg' (use --accelerator=cpu|cuda|tpu)." >&2; exit 2 ;;
+  esac
+done
+case "$accelerator" in
+  cpu) lock=requirements.lock ;;
+  cuda|tpu) lock="requirements-$accelerator.lock" ;;
+  *) echo "setup_env.sh: --accelerator=$accelerator: use cpu, cuda or tpu." >&2; exit 2 ;;
+esac
 
 if ! command -v espeak-ng >/dev/null 2>&1; then
   echo "== Installing espeak-ng (speech for the built-in dataset)"
@@ -26,11 +46,13 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   exit 1
 fi
 
-want=$(sha256sum requirements.lock | cut -d' ' -f1)
+locks=(requirements.lock)
+[ "$lock" != requirements.lock ] && locks+=("$lock")
+want=$(cat "${locks[@]}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.complete 2>/dev/null)" != "$want" ]; then
-  echo "== Creating .venv with the pinned packages (a few minutes the first time)"
+  echo "== Creating .venv with the pinned packages of $lock (a few minutes the first time)"
   rm -rf .venv
   "$PYTHON" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+  .venv/bin/pip install -q --disable-pip-version-check -r "$lock"
   echo "$want" > .venv/.complete  # Written last: a broken install is redone next time.
 fi
