@@ -83,13 +83,13 @@ def _logged_steps(workdir):
 
 
 def _train_metrics(workdir, which=-1):
-  """{step: every train metric but the throughput}; of several records of a step (a resume
-  repeats steps), the last one (which=-1) or the first (which=0)."""
+  """{step: every train metric but the speed (wall clock)}; of several records of a step (a
+  resume repeats steps), the last one (which=-1) or the first (which=0)."""
   by_step = {}
   for r in _rows(workdir):
     if "train/loss" in r:
       by_step.setdefault(r["step"], []).append(
-          {k: v for k, v in r.items() if k != "train/examples_per_sec"})
+          {k: v for k, v in r.items() if k not in trainer.SPEED_METRICS})
   return {s: v[which] for s, v in by_step.items()}
 
 

@@ -143,6 +143,9 @@ class PmapState:
     return jax.tree.map(lambda x: x.reshape((self.n, -1) + x.shape[1:]), batch)
 
 
+# Metrics of wall-clock speed: they differ between runs of the same config and seed.
+SPEED_METRICS = ("train/examples_per_sec", "train/step_seconds", "train/tflops_per_device",
+                 "train/mfu")
 NONFINITE_POLICIES = ("stop", "skip")
 MAX_SKIPS_IN_A_ROW = 20  # on_nonfinite='skip' stops after this many non-finite steps in a row.
 
