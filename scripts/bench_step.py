@@ -229,13 +229,13 @@ def main():
   lines = [f"Command: `{command}`", "", f"Machine: {machine}. {args.steps} interleaved rounds "
            f"after {args.warmup} warm-up steps; median step. MFU against {rows[0]['peak_source']}.",
            "", "| rev | size | dtype | step s | ex/s | TFLOP/s/device | MFU | compile s | "
-           "GiB/device | vs this checkout |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "GiB/device | step s / this checkout's |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
         f"| {r['rev']} | {r['size']} | {r['dtype']} | {r['step_s']:.3f} | "
         f"{r['examples_per_s']:.0f} | {r['tflops_per_device']:.4f} | "
         + (f"{r['mfu']:.2f}" if r["mfu"] is not None else "n/a") + f" | {r['compile_s']:.1f} | {r['bytes_per_device'] / 2**30:.2f} | "
-        + (f"{r['ratio_to_head']:.2f}x slower" if "ratio_to_head" in r else "") + " |")
+        + (f"{r['ratio_to_head']:.2f}x" if "ratio_to_head" in r else "") + " |")
   report = "\n".join(lines) + "\n"
   print("\n" + report)
   if args.out:
