@@ -1,5 +1,6 @@
 r"""Step benchmark: the real train step, compiled and timed, per model size and dtype; with
---compare=REV the same cases at another git revision, interleaved step by step.
+--compare=REV the same cases at another git revision, and with --compare_xla_flags=FLAGS the
+same cases with added XLA flags, interleaved step by step.
 
   .venv/bin/python scripts/bench_step.py --config=configs/pretrain_digits.py \
       --sizes=tiny,S --dtypes=float32 --compare=f7bbee0
@@ -114,13 +115,16 @@ def worker(args):
 class Case:
   """A worker process for one (revision, size, dtype)."""
 
-  def __init__(self, rev, checkout, args, size, dtype):
+  def __init__(self, rev, checkout, args, size, dtype, xla_flags=""):
     self.rev, self.size, self.dtype, self.times = rev, size, dtype, []
+    env = os.environ.copy()
+    if xla_flags:
+      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
     command = [sys.executable, os.path.abspath(__file__), "--worker", f"--config={args.config}",
                f"--size={size}", f"--dtype={dtype}", f"--warmup={args.warmup}",
                f"--batch={args.batch}", f"--data_dir={args.data_dir}"]
     self.proc = subprocess.Popen(command, cwd=checkout, stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+                                 stdout=subprocess.PIPE, text=True, env=env)
     self.info = self._read()
 
   def _read(self):
@@ -166,6 +170,8 @@ def main():
   p.add_argument("--steps", type=int, default=10, help="timed rounds")
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--compare", default="", help="a git revision to run the same cases at")
+  p.add_argument("--compare_xla_flags", default="",
+                 help="XLA flags to run the same cases with too (this checkout, added flags)")
   p.add_argument("--data_dir", default="", help="data.dir (default: the config's)")
   p.add_argument("--json_out", default="docs/bench_step.jsonl")
   p.add_argument("--out", default="docs/performance.md")
@@ -180,16 +186,18 @@ def main():
   from mmjax.train import mfu  # pylint: disable=g-import-not-at-top
   head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=REPO, text=True).strip()
   dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO, check=False).returncode
-  revs = [(head[:10] + ("+changes" if dirty else ""), REPO)]
+  revs = [(head[:10] + ("+changes" if dirty else ""), REPO, "")]
   if args.compare:
     commit, path = _worktree(args.compare)
-    revs.append((commit[:10], path))
+    revs.append((commit[:10], path, ""))
+  if args.compare_xla_flags:
+    revs.append((f"{revs[0][0]} {args.compare_xla_flags}", REPO, args.compare_xla_flags))
   cases = []
   for size in args.sizes.split(","):
     for dtype in args.dtypes.split(","):
-      for rev, checkout in revs:
+      for rev, checkout, xla_flags in revs:
         print(f"Compiling {rev} size={size} dtype={dtype} ...", flush=True)
-        cases.append(Case(rev, checkout, args, size, dtype))
+        cases.append(Case(rev, checkout, args, size, dtype, xla_flags))
   try:
     for r in range(args.steps):
       for case in cases[r % len(cases):] + cases[:r % len(cases)]:
@@ -214,7 +222,7 @@ def main():
     peak, source = mfu.peak_flops_per_device(case.dtype, jax.devices()[0])
     peak = peak * jax.local_device_count() / case.info["devices"] if peak else None
     rows.append(case.result(config_batch, peak) | {"peak_source": source})
-  if args.compare:
+  if len(revs) > 1:
     by_case = {(r["size"], r["dtype"]): r for r in rows if r["rev"] == revs[0][0]}
     for r in rows:
       if r["rev"] != revs[0][0]:
