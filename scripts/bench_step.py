@@ -32,24 +32,29 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _load_config(root, spec):
+  """get_config(arg) of `spec` ('configs/x.py:arg') from the checkout at `root`."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("bench_config", os.path.join(root, path))
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
 # -- Worker: one case, in the code of the revision whose checkout is the working directory. ---
 
 def worker(args):
   sys.path.insert(0, os.getcwd())
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import importlib.util  # pylint: disable=g-import-not-at-top
   from mmjax.data import loader  # pylint: disable=g-import-not-at-top
   from mmjax.models import sizes  # pylint: disable=g-import-not-at-top
   from mmjax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from mmjax.parallel import sharding  # pylint: disable=g-import-not-at-top
   from mmjax.train import optimizer, trainer  # pylint: disable=g-import-not-at-top
 
-  path, _, arg = args.config.partition(":")
-  spec = importlib.util.spec_from_file_location("bench_config", os.path.join(os.getcwd(), path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
+  config = _load_config(os.getcwd(), args.config)
   config.model.size, config.model.dtype = args.size, args.dtype
   if args.batch:
     config.batch_size = args.batch
@@ -209,14 +214,7 @@ def main():
       case.close()
 
   import jax  # pylint: disable=g-import-not-at-top
-  config_batch = args.batch
-  if not config_batch:
-    import importlib.util  # pylint: disable=g-import-not-at-top
-    path, _, arg = args.config.partition(":")
-    spec = importlib.util.spec_from_file_location("bench_config", os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config_batch = module.get_config(arg or None).batch_size
+  config_batch = args.batch or _load_config(REPO, args.config).batch_size
   rows = []
   for case in cases:
     peak, source = mfu.peak_flops_per_device(case.dtype, jax.devices()[0])
