@@ -1,6 +1,7 @@
 r"""Step benchmark: the real train step, compiled and timed, per model size and dtype; with
---compare=REV the same cases at another git revision, and with --compare_xla_flags=FLAGS the
-same cases with added XLA flags, interleaved step by step.
+--compare=REV the same cases at another git revision, with --compare_xla_flags=FLAGS with
+added XLA flags, and with --compare_set=KEY=VALUE,... with config overrides (e.g.
+model.scan_layers=True), all interleaved step by step.
 
   .venv/bin/python scripts/bench_step.py --config=configs/pretrain_digits.py \
       --sizes=tiny,S --dtypes=float32 --compare=f7bbee0
@@ -42,6 +43,22 @@ def _load_config(root, spec):
   return module.get_config(arg or None)
 
 
+def _apply_overrides(config, overrides):
+  """Sets 'a.b=value,c=value' on the config (values as Python literals, else strings)."""
+  import ast  # pylint: disable=g-import-not-at-top
+  for item in filter(None, overrides.split(",")):
+    key, _, text = item.partition("=")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    node[leaf] = value
+
+
 # -- Worker: one case, in the code of the revision whose checkout is the working directory. ---
 
 def worker(args):
@@ -56,6 +73,7 @@ def worker(args):
 
   config = _load_config(os.getcwd(), args.config)
   config.model.size, config.model.dtype = args.size, args.dtype
+  _apply_overrides(config, args.set)
   if args.batch:
     config.batch_size = args.batch
   if args.data_dir:
@@ -120,14 +138,14 @@ def worker(args):
 class Case:
   """A worker process for one (revision, size, dtype)."""
 
-  def __init__(self, rev, checkout, args, size, dtype, xla_flags=""):
+  def __init__(self, rev, checkout, args, size, dtype, xla_flags="", overrides=""):
     self.rev, self.size, self.dtype, self.times = rev, size, dtype, []
     env = os.environ.copy()
     if xla_flags:
       env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
     command = [sys.executable, os.path.abspath(__file__), "--worker", f"--config={args.config}",
                f"--size={size}", f"--dtype={dtype}", f"--warmup={args.warmup}",
-               f"--batch={args.batch}", f"--data_dir={args.data_dir}"]
+               f"--batch={args.batch}", f"--data_dir={args.data_dir}", f"--set={overrides}"]
     self.proc = subprocess.Popen(command, cwd=checkout, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, env=env)
     self.info = self._read()
@@ -181,6 +199,10 @@ def main():
   p.add_argument("--json_out", default="docs/bench_step.jsonl")
   p.add_argument("--out", default="docs/performance.md")
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--compare_set", default="",
+                 help="config overrides to run the same cases with too, e.g. "
+                 "model.scan_layers=True (this checkout)")
+  p.add_argument("--set", default="", help=argparse.SUPPRESS)
   p.add_argument("--size", help=argparse.SUPPRESS)
   p.add_argument("--dtype", help=argparse.SUPPRESS)
   args = p.parse_args()
@@ -191,18 +213,20 @@ def main():
   from mmjax.train import mfu  # pylint: disable=g-import-not-at-top
   head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=REPO, text=True).strip()
   dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO, check=False).returncode
-  revs = [(head[:10] + ("+changes" if dirty else ""), REPO, "")]
+  revs = [(head[:10] + ("+changes" if dirty else ""), REPO, "", "")]
   if args.compare:
     commit, path = _worktree(args.compare)
-    revs.append((commit[:10], path, ""))
+    revs.append((commit[:10], path, "", ""))
   if args.compare_xla_flags:
-    revs.append((f"{revs[0][0]} {args.compare_xla_flags}", REPO, args.compare_xla_flags))
+    revs.append((f"{revs[0][0]} {args.compare_xla_flags}", REPO, args.compare_xla_flags, ""))
+  if args.compare_set:
+    revs.append((f"{revs[0][0]} {args.compare_set}", REPO, "", args.compare_set))
   cases = []
   for size in args.sizes.split(","):
     for dtype in args.dtypes.split(","):
-      for rev, checkout, xla_flags in revs:
+      for rev, checkout, xla_flags, overrides in revs:
         print(f"Compiling {rev} size={size} dtype={dtype} ...", flush=True)
-        cases.append(Case(rev, checkout, args, size, dtype, xla_flags))
+        cases.append(Case(rev, checkout, args, size, dtype, xla_flags, overrides))
   try:
     for r in range(args.steps):
       for case in cases[r % len(cases):] + cases[:r % len(cases)]:
