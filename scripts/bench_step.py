@@ -64,7 +64,6 @@ def _apply_overrides(config, overrides):
 def worker(args):
   sys.path.insert(0, os.getcwd())
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from mmjax.data import loader  # pylint: disable=g-import-not-at-top
   from mmjax.models import sizes  # pylint: disable=g-import-not-at-top
   from mmjax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top

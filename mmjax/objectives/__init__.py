@@ -15,6 +15,7 @@ import typing
 from jax import lax
 
 from mmjax.errors import UserError
+from mmjax.parallel import mesh as mesh_lib
 
 
 class Terms(typing.NamedTuple):
@@ -35,7 +36,7 @@ class Context(typing.NamedTuple):
   split over on it (config.parallel.rules.batch)."""
   axis_name: typing.Any = None
   mesh: typing.Any = None
-  batch_axes: tuple = ("data", "fsdp")
+  batch_axes: tuple = mesh_lib.STRATEGY_BATCH_AXES
 
   def total(self, x):
     """Sum over every shard of the batch (identity on global arrays)."""
