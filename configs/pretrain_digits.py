@@ -50,6 +50,9 @@ def get_config(arg=None):
   config.data = loader.default_config()
   config.data.name = "mmjax_digits"
   config.data.dir = common.default_data_dir()
+  # The longest built-in caption is 10 tokens with [CLS] and [SEP] (tests/test_configs.py):
+  # rows of 10 compute no padding that is there in every row.
+  config.data.text_len = 10
 
   config.model = mmt.default_config()
   config.model.size = arg.size

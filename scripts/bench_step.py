@@ -15,7 +15,8 @@ param_shardings, initial_state, jit_train_step with donation) and compiles it ah
 --steps rounds: in each round every worker runs one step in turn (order rotated each round)
 while the others wait idle, so all cases see the same machine state. A step is timed until its
 outputs are ready. Reported per case: median step seconds, examples/s, TFLOP/s per device and
-MFU (executed matmul FLOPs of the traced step over the device's peak, mmjax/train/mfu.py),
+MFU (executed matmul FLOPs of the traced step over the device's peak, mmjax/train/mfu.py;
+and useful: the step's train/useful_flops, real visible tokens only),
 compile seconds, bytes per device (arguments + outputs - aliased + temporaries). With
 --compare, the ratio of the revision's median step time to this checkout's (>1: this checkout
 is faster). One JSON line per case goes to --json_out; --out gets a Markdown table (with the
@@ -111,8 +112,10 @@ def worker(args):
   peak_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
                 - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
 
+  metrics = {}
+
   def run(n):
-    nonlocal state
+    nonlocal state, metrics
     times = []
     for _ in range(n):
       start = time.perf_counter()
@@ -122,7 +125,10 @@ def worker(args):
     return times
 
   run(args.warmup)
+  useful = metrics.get("train/useful_flops")  # Revisions before useful FLOPs: none.
   print(json.dumps(dict(ready=True, flops_per_device=flops, compile_s=compile_s,
+                        useful_flops_per_device=None if useful is None
+                        else float(useful) / mesh.size,
                         bytes_per_device=int(peak_bytes), devices=mesh.size,
                         device_kind=jax.devices()[0].device_kind,
                         num_params=int(sum(x.size for x in jax.tree.leaves(state["params"]))))),
@@ -168,9 +174,11 @@ class Case:
   def result(self, batch_size, peak_flops):
     step_s = statistics.median(self.times)
     tflops = self.info["flops_per_device"] / step_s / 1e12
+    useful = self.info.get("useful_flops_per_device")
     return dict(rev=self.rev, size=self.size, dtype=self.dtype, step_s=step_s,
                 examples_per_s=batch_size / step_s, tflops_per_device=tflops,
                 mfu=tflops * 1e12 / peak_flops if peak_flops else None,
+                mfu_useful=useful / step_s / peak_flops if peak_flops and useful else None,
                 steps=len(self.times), **{k: v for k, v in self.info.items() if k != "ready"})
 
 
@@ -257,13 +265,16 @@ def main():
                               "date": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
   lines = [f"Command: `{command}`", "", f"Machine: {machine}. {args.steps} interleaved rounds "
            f"after {args.warmup} warm-up steps; median step. MFU against {rows[0]['peak_source']}.",
-           "", "| rev | size | dtype | step s | ex/s | TFLOP/s/device | MFU | compile s | "
-           "GiB/device | step s / this checkout's |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "", "| rev | size | dtype | step s | ex/s | TFLOP/s/device | MFU | MFU useful | "
+           "compile s | GiB/device | step s / this checkout's |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  fraction = lambda x: "n/a" if x is None else f"{x:.2f}"
   for r in rows:
     lines.append(
         f"| {r['rev']} | {r['size']} | {r['dtype']} | {r['step_s']:.3f} | "
-        f"{r['examples_per_s']:.0f} | {r['tflops_per_device']:.4f} | "
-        + (f"{r['mfu']:.2f}" if r["mfu"] is not None else "n/a") + f" | {r['compile_s']:.1f} | {r['bytes_per_device'] / 2**30:.2f} | "
+        f"{r['examples_per_s']:.0f} | {r['tflops_per_device']:.4f} | {fraction(r['mfu'])} | "
+        f"{fraction(r['mfu_useful'])} | {r['compile_s']:.1f} | "
+        f"{r['bytes_per_device'] / 2**30:.2f} | "
         + (f"{r['ratio_to_head']:.2f}x" if "ratio_to_head" in r else "") + " |")
   report = "\n".join(lines) + "\n"
   print("\n" + report)

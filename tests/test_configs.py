@@ -25,3 +25,14 @@ def test_config_variant_is_valid(name, arg):
       assert part in node, f"configs/{name}.py:{arg} lacks {key}"
       node = node[part]
   validate.check_config(config)
+
+
+def test_every_built_in_caption_fits_the_demo_text_length(runlocal_config):
+  """configs/pretrain_digits.py sets data.text_len to the longest caption the built-in dataset
+  can hold ([CLS] and [SEP] included): nothing is cut off, no position is always padding."""
+  from mmjax.data import digits, loader, text_tokenizer  # pylint: disable=g-import-not-at-top
+  info = loader.prepare(runlocal_config.data)
+  tokenizer = text_tokenizer.WordPieceTokenizer(info.vocab_file, 64)
+  captions = [digits.caption(t, label) for t in digits.CAPTION_TEMPLATES for label in range(10)]
+  _, mask = tokenizer.encode(captions)
+  assert mask.sum(1).max() == runlocal_config.data.text_len

@@ -85,3 +85,40 @@ def test_step_flops_match_the_analytic_count_of_a_scanned_encoder():
   forward = depth * (2 * b * n * (4 * d * d + 2 * d * m) + 4 * b * n * n * d)
   analytic = 3 * forward / DEVICES
   assert abs(mfu.step_flops_per_device(step, params, x) / analytic - 1) < 0.02
+
+
+def test_useful_flops_of_a_padded_batch_are_the_executed_flops_without_its_padding(
+    runlocal_config):
+  """Useful FLOPs (the model's count on real, visible tokens, x3 for the backward pass) of a
+  batch whose captions are half padding equal the executed FLOPs (the MFU count of the traced
+  gradient) of the same batch with the padding cut off; and no padding, no hidden-in-place
+  tokens: useful = executed. Images are masked by dropping tokens, so both counts see only the
+  visible ones; text is hidden in place, so its mask ratio is 0 here."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from mmjax.models import mmt  # pylint: disable=g-import-not-at-top
+  b, real = 4, 5
+  ratios = {"image": 0.75, "text": 0.0}
+
+  def counts(text_len):
+    info = plan.dataset_info(image_shape=(8, 8, 1), text_len=text_len, vocab_size=64,
+                             modalities=("image", "text"))
+    graphdef, params = nnx.split(mmt.MultimodalTransformer(
+        runlocal_config.model, info, rngs=nnx.Rngs(0)))
+    batch = {"image": jnp.zeros((b, 8, 8, 1), jnp.uint8),
+             "text_ids": jnp.ones((b, text_len), jnp.int32),
+             "text_mask": jnp.arange(text_len)[None, :].repeat(b, 0) < real}
+
+    def loss(params):
+      out = nnx.merge(graphdef, params)(batch, key=jax.random.key(0), mask_ratios=ratios)
+      return (out["image"]["pred"].sum() + out["text"]["logits"].sum()
+              + sum(e.sum() for e in out["embeddings"].values())), out["useful_flops"]
+
+    executed = mfu.matmul_flops(jax.make_jaxpr(jax.grad(loss, has_aux=True))(params))
+    return executed, 3 * float(jax.jit(loss)(params)[1])
+
+  executed_unpadded, useful_unpadded = counts(real)
+  _, useful_padded = counts(2 * real)
+  assert useful_padded == pytest.approx(useful_unpadded, rel=1e-6)
+  # Left out of the useful count: the patch embedding's gradient w.r.t. the pixels is never
+  # computed, so executed is a little under 3x forward.
+  assert useful_unpadded == pytest.approx(executed_unpadded, rel=0.005)

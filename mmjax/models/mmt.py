@@ -24,7 +24,7 @@ from mmjax.models import posemb
 from mmjax.models import sizes
 from mmjax.models import tokenizers
 from mmjax.models.transformer import (EMBED_INIT, REMAT_POLICIES, Encoder, Stack, layer_norm,
-                                      linear, partitioned)
+                                      linear, linear_flops, partitioned)
 from mmjax.objectives import masking
 
 MODALITIES = ("image", "text", "audio")
@@ -250,6 +250,26 @@ class MultimodalTransformer(nnx.Module):
     return ({p: jnp.exp(self.logit_scale[p][...]) for p in pairs},
             {p: self.logit_bias[p][...].astype(jnp.float32) for p in pairs})
 
+  def _useful_flops(self, tokens, visible, clean, embedded):
+    """Forward matmul FLOPs on real tokens only (useful MFU, docs/performance.md): the
+    tokenizers' patch embeddings; in the masked pass the encoder on the visible real tokens,
+    the decoder and its heads on all real tokens; the encoder on all real tokens of each
+    modality in `clean`; the projection of each example with a modality in `embedded`."""
+    joint = self.fusion == "joint"
+    each = lambda stack, valid: ([stack.useful_flops(jnp.concatenate(valid, axis=1))] if joint
+                                 else [stack.useful_flops(v) for v in valid])
+    flops = [linear_flops(self.tokenizers[m].patch_embed, t.valid)
+             for m, t in tokens.items() if hasattr(self.tokenizers[m], "patch_embed")]
+    if visible:
+      flops += each(self.encoder.blocks, [v.valid for v in visible.values()])
+      flops += each(self.decoder.blocks, [tokens[m].valid for m in visible])
+      flops += [linear_flops(self.decoder.embed, v.valid) for v in visible.values()]
+      flops += [linear_flops(self.decoder.heads[m], tokens[m].valid) for m in visible]
+    flops += [self.encoder.blocks.useful_flops(tokens[m].valid) for m in clean]
+    flops += [linear_flops(self.projections[m].proj, tokens[m].valid.any(1, keepdims=True))
+              for m in embedded]
+    return sum(flops)
+
   # -- public API -------------------------------------------------------------------------------
 
   def __call__(self, batch, *, key, mask_ratios, embeddings="clean"):
@@ -269,7 +289,8 @@ class MultimodalTransformer(nnx.Module):
       {m: {'pred' f32[B,N,P] (text: 'logits' f32[B,L,V]), 'target', 'loss_mask' bool[B,N]}}
       for m in mask_ratios, 'embeddings' {m: f32[B,E]} and 'present' {m: bool[B]} (the
       examples with any valid token of m) unless embeddings is None, and 'logit_scale' /
-      'logit_bias' {pair: f32[]} for the pairs of present modalities.
+      'logit_bias' {pair: f32[]} for the pairs of present modalities, and 'useful_flops' f32[]
+      (forward matmul FLOPs on real, visible tokens: _useful_flops).
     """
     present = self.present(batch)
     missing = [m for m in mask_ratios if m not in present]
@@ -284,7 +305,7 @@ class MultimodalTransformer(nnx.Module):
     needed = present if embeddings else tuple(m for m in present if m in mask_ratios)
     tokens = {m: self._tokenize(m, batch) for m in needed}
 
-    out = {}
+    out, visible = {}, {}
     # Canonical order keeps the joint sequence layout independent of the dict's order.
     masked = [m for m in present if m in mask_ratios]
     if masked:
@@ -316,6 +337,10 @@ class MultimodalTransformer(nnx.Module):
       # audio too short to fill a patch): its constant embedding is kept out of the pairs.
       out["present"] = {m: tokens[m].valid.any(1) for m in present}
     out["logit_scale"], out["logit_bias"] = self._logit_params(present)
+    embedded = present if embeddings else ()
+    clean = [m for m in embedded if embeddings == "clean" or m not in masked]
+    out["useful_flops"] = jax.lax.stop_gradient(
+        self._useful_flops(tokens, visible, clean, embedded))
     return out
 
   def embed(self, batch):

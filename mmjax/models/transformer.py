@@ -10,7 +10,9 @@ A Stack of blocks can be scanned (one compiled block whatever the depth: paramet
 a leading 'layers' axis) and rematerialized per block (recomputed in the backward pass instead
 of stored), by the model config's `scan_layers` and `remat`.
 """
+import einops
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from mmjax.parallel import sharding
@@ -56,13 +58,15 @@ class Attention(nnx.Module):
         kernel_init=partitioned(XAVIER, "heads", "kv", "embed"),
         bias_init=partitioned(ZEROS, "embed"), rngs=rngs)
 
-  def __call__(self, x_bnd, valid_bn):
-    qkv = self.qkv(x_bnd)  # [B, N, 3, heads, head_dim]
+  def __call__(self, x_td, valid_bn):
+    """x_td: the B x N tokens as rows of one matrix (see Block); -> [B * N, width]."""
+    b, n = valid_bn.shape
+    qkv = einops.rearrange(self.qkv(x_td), "(b n) three h d -> b n three h d", b=b, n=n)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     # Padding keys are never attended to. A row with no valid key gets a finite uniform
     # average (the mask uses a large negative number, not -inf); such rows are never used.
     y = jax.nn.dot_product_attention(q, k, v, mask=valid_bn[:, None, None, :])
-    return self.out(y)
+    return self.out(einops.rearrange(y, "b n h d -> (b n) h d"))
 
 
 class Mlp(nnx.Module):
@@ -85,8 +89,13 @@ class Block(nnx.Module):
     self.mlp = Mlp(width, mlp_dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_bnd, valid_bn):
-    x_bnd = x_bnd + self.attn(self.norm1(x_bnd), valid_bn)
-    return x_bnd + self.mlp(self.norm2(x_bnd))
+    # Tokens as rows of one [B * N, width] matrix: the linear maps are plain 2-D matmuls,
+    # which XLA's CPU backend runs faster than the same work on [B, N, width]
+    # (docs/performance.md).
+    x_td = einops.rearrange(x_bnd, "b n d -> (b n) d")
+    x_td = x_td + self.attn(self.norm1(x_td), valid_bn)
+    x_td = x_td + self.mlp(self.norm2(x_td))
+    return einops.rearrange(x_td, "(b n) d -> b n d", b=x_bnd.shape[0])
 
 
 # remat policies by config name: what a block keeps for the backward pass.
@@ -105,6 +114,7 @@ class Stack(nnx.Module):
     if remat not in REMAT_POLICIES:
       raise ValueError(f"remat={remat!r}: use one of {list(REMAT_POLICIES)}.")
     self.scan, self.remat = scan, remat
+    self.width, self.depth, self.mlp_dim = width, depth, mlp_dim
     make = lambda r: Block(width, num_heads, mlp_dim, dtype=dtype, rngs=r)
     if scan:
       make = nnx.split_rngs(splits=depth)(nnx.vmap(
@@ -128,6 +138,18 @@ class Stack(nnx.Module):
       graphdef, block_state = nnx.split(block)
       x_bnd = apply(x_bnd, block_state)
     return x_bnd
+
+  def useful_flops(self, valid_bn):
+    """Forward matmul FLOPs of these blocks on each row's real tokens only: the projections
+    and MLP per valid token, attention between valid queries and valid keys."""
+    n_b = valid_bn.sum(1, dtype=jnp.float32)
+    per_token = 2 * (4 * self.width * self.width + 2 * self.width * self.mlp_dim)
+    return self.depth * (per_token * n_b.sum() + 4 * self.width * jnp.square(n_b).sum())
+
+
+def linear_flops(layer, valid_bn):
+  """Forward matmul FLOPs of an nnx.Linear on the valid rows of its input."""
+  return 2.0 * layer.in_features * layer.out_features * valid_bn.sum(dtype=jnp.float32)
 
 
 class Encoder(nnx.Module):

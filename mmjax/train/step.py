@@ -76,18 +76,28 @@ def _metrics(terms, config, ctx):
   return metrics
 
 
+def _useful(forward_flops, ctx):
+  """Useful FLOPs of the step over the global batch: the model's forward matmul FLOPs on real,
+  visible tokens, times 3 for forward and backward (no recomputation counted); none for a
+  model that does not count them."""
+  if forward_flops is None:
+    return {}
+  return {"train/useful_flops": 3.0 * ctx.total(jnp.sum(forward_flops))}
+
+
 def grads_whole_batch(params, batch, key, *, graphdef, config, modalities, ctx):
   """(gradient of this shard's loss share, metrics) from one pass over the batch."""
   names = _active(config)
 
   def share(params):
-    terms = _terms(forward(params, graphdef, batch, key, config, modalities), config, ctx, names)
+    out = forward(params, graphdef, batch, key, config, modalities)
+    terms = _terms(out, config, ctx, names)
     loss = sum(config.objectives[n].weight * t.sums["loss"][0] / _count(ctx, t.sums["loss"][1])
                for n, t in terms.items())
-    return loss, terms
+    return loss, (terms, out.get("useful_flops"))
 
-  grads, terms = jax.grad(share, has_aux=True)(params)
-  return grads, _metrics(terms, config, ctx)
+  grads, (terms, useful_flops) = jax.grad(share, has_aux=True)(params)
+  return grads, _metrics(terms, config, ctx) | _useful(useful_flops, ctx)
 
 
 def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, steps):
@@ -109,9 +119,9 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
     counts = {n: {k: d for k, (_, d) in t.sums.items()}
               for n, t in _terms(out, config, ctx, local).items()}
     inputs = {k: out[k] for k in ("embeddings", "logit_scale", "logit_bias")} if contrastive else {}
-    return counts, inputs, out.get("present", {}) if contrastive else {}
+    return counts, inputs, out.get("present", {}) if contrastive else {}, out.get("useful_flops")
 
-  counts, inputs, present = jax.lax.map(first, micro)
+  counts, inputs, present, useful_flops = jax.lax.map(first, micro)
   counts = jax.tree.map(lambda c: c.sum(0), counts)
 
   # The contrastive loss once over the whole batch, and its gradient w.r.t. its inputs.
@@ -158,7 +168,7 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
   for n in local:
     terms[n] = objectives.Terms(
         sums={k: (sums[n][k].sum(0), counts[n][k]) for k in counts[n]}, values={})
-  return grads, _metrics(terms, config, ctx)
+  return grads, _metrics(terms, config, ctx) | _useful(useful_flops, ctx)
 
 
 def train_step(state, batch, *, graphdef, tx, lr_schedule, config, modalities,

@@ -145,7 +145,7 @@ class PmapState:
 
 # Metrics of wall-clock speed: they differ between runs of the same config and seed.
 SPEED_METRICS = ("train/examples_per_sec", "train/step_seconds", "train/tflops_per_device",
-                 "train/mfu")
+                 "train/mfu", "train/useful_tflops_per_device", "train/mfu_useful")
 NONFINITE_POLICIES = ("stop", "skip")
 MAX_SKIPS_IN_A_ROW = 20  # on_nonfinite='skip' stops after this many non-finite steps in a row.
 
@@ -367,9 +367,15 @@ def train_and_evaluate(config, workdir):
           scalars["train/tflops_per_device"] = flops_per_device / step_seconds / 1e12
           postfix = {"loss": f"{scalars['train/loss']:.3f}",
                      "ex/s": f"{scalars['train/examples_per_sec']:.0f}"}
+          useful = scalars.pop("train/useful_flops", None)  # This step's, global.
+          if useful is not None:
+            scalars["train/useful_tflops_per_device"] = (
+                useful / jax.device_count() / step_seconds / 1e12)
           if peak_flops:
             scalars["train/mfu"] = flops_per_device / step_seconds / peak_flops
             postfix["mfu"] = f"{scalars['train/mfu']:.2f}"
+            if useful is not None:
+              scalars["train/mfu_useful"] = useful / jax.device_count() / step_seconds / peak_flops
           last_time, last_step = now, step
           writer.write_scalars(step, scalars)
           progress.set_postfix(postfix)
