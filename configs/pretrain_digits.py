@@ -9,6 +9,8 @@ split (images and voices never seen in training).
 
 Variants (`configs/pretrain_digits.py:ARGS`, comma separated):
   runlocal           a few steps, for smoke tests and CI (seconds).
+  ablation           the ablations' scale (configs/ablations/): 300 steps of 64, evals at the
+                     end (minutes per run on a 2-core CPU).
   size=S             model size from mmjax/models/sizes.py (tiny, S, B, L, H).
   fusion=joint       M3AE-style joint sequence for masked modeling (default: separate, VATT-style).
   contrastive=siglip sigmoid contrastive loss (default: infonce).
@@ -23,13 +25,13 @@ from mmjax.data import loader
 from mmjax.models import mmt
 
 # Every variant above; tests/test_configs.py checks each one.
-VARIANTS = ("", "runlocal", "size=S", "fusion=joint", "contrastive=siglip", "audio=waveform",
-            "strategy=fsdp", "strategy=fsdp_tensor",
+VARIANTS = ("", "runlocal", "ablation", "size=S", "fusion=joint", "contrastive=siglip",
+            "audio=waveform", "strategy=fsdp", "strategy=fsdp_tensor",
             "runlocal,fusion=joint,contrastive=siglip,audio=waveform")
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, runlocal=False, size="tiny", fusion="separate",
+  arg = common.parse_arg(arg, runlocal=False, ablation=False, size="tiny", fusion="separate",
                          contrastive="infonce", audio="logmel", strategy="data_parallel")
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -87,6 +89,11 @@ def get_config(arg=None):
       templates=("a handwritten {}", "the digit {}", "someone wrote the digit {}"),
       class_names=(), inputs=()))
 
+  if arg.ablation:
+    config.total_steps = 300
+    config.batch_size = 64
+    config.eval_every = config.checkpoint_every = 300
+    config.optimizer.warmup_steps = 40
   if arg.runlocal:
     config.total_steps = 10
     config.batch_size = 16

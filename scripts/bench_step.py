@@ -62,22 +62,15 @@ def _apply_overrides(config, overrides):
 
 # -- Worker: one case, in the code of the revision whose checkout is the working directory. ---
 
-def worker(args):
-  sys.path.insert(0, os.getcwd())
-  import jax  # pylint: disable=g-import-not-at-top
+def build_step(config):
+  """(jitted step, state, batch, mesh, rules) for `config`, built as mmjax/train/trainer.py
+  builds them, with the first batch of the config's training loader (in the code of the
+  checkout on sys.path)."""
   from mmjax.data import loader  # pylint: disable=g-import-not-at-top
   from mmjax.models import sizes  # pylint: disable=g-import-not-at-top
   from mmjax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from mmjax.parallel import sharding  # pylint: disable=g-import-not-at-top
   from mmjax.train import optimizer, trainer  # pylint: disable=g-import-not-at-top
-
-  config = _load_config(os.getcwd(), args.config)
-  config.model.size, config.model.dtype = args.size, args.dtype
-  _apply_overrides(config, args.set)
-  if args.batch:
-    config.batch_size = args.batch
-  if args.data_dir:
-    config.data.dir = args.data_dir
 
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = sharding.rules_from_config(config.parallel.rules)
@@ -95,6 +88,22 @@ def worker(args):
                                     mesh_lib.batch_axes(config.parallel.rules))
   else:  # Revisions before the 'batch' rule was read.
     batch = mesh_lib.host_to_global(trainer.with_rows(host, config.batch_size), mesh)
+  return step_fn, state, batch, mesh, rules
+
+
+def worker(args):
+  sys.path.insert(0, os.getcwd())
+  import jax  # pylint: disable=g-import-not-at-top
+  from mmjax.parallel import sharding  # pylint: disable=g-import-not-at-top
+
+  config = _load_config(os.getcwd(), args.config)
+  config.model.size, config.model.dtype = args.size, args.dtype
+  _apply_overrides(config, args.set)
+  if args.batch:
+    config.batch_size = args.batch
+  if args.data_dir:
+    config.data.dir = args.data_dir
+  step_fn, state, batch, mesh, rules = build_step(config)
 
   with sharding.use(mesh, rules):
     start = time.perf_counter()
