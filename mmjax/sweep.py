@@ -14,7 +14,10 @@ Each point x seed gets WORKDIR/<point>/seed<k>/, with one `main.py` workdir per 
 when all are done. A second invocation skips finished points and resumes interrupted ones (each
 stage resumes from its own checkpoints). WORKDIR gets `results.jsonl` (one record per point x
 seed: overrides, seed, commit, seconds, metrics), `results.md` (mean ± std over seeds) and
-`results.png` (each metric against the swept value, one line per series, std error bars).
+`results.png` (each metric against the swept value, one line per series, std error bars),
+rewritten after each finished point. With --report=PREFIX the same go to PREFIX.md, .png and
+.jsonl (e.g. docs/ablations/<name>); a later invocation with the same --report takes the points
+PREFIX.jsonl already holds as done, so a sweep committed half-way resumes on another machine.
 """
 import argparse
 import dataclasses
@@ -261,8 +264,9 @@ def finish(sweep, task, seconds=None):
     json.dump(record, f, indent=1)
 
 
-def run_local(sweep, all_tasks, log=print):
-  """Runs every unfinished task, stage by stage, skipping finished stages."""
+def run_local(sweep, all_tasks, log=print, on_done=lambda: None):
+  """Runs every unfinished task, stage by stage, skipping finished stages; calls on_done()
+  after each task (the results files then cover every finished point)."""
   todo = [t for t in all_tasks if not t.done]
   log(f"sweep: {len(all_tasks) - len(todo)} of {len(all_tasks)} point x seed runs already "
       f"done; {len(todo)} to run.")
@@ -285,6 +289,7 @@ def run_local(sweep, all_tasks, log=print):
       open(marker, "w", encoding="utf-8").close()
     spent.append(time.time() - start)
     finish(sweep, task, seconds=round(spent[-1], 1))
+    on_done()
 
 
 def _duration(seconds):
@@ -338,8 +343,31 @@ def collect(sweep, all_tasks, workdir, report=None, header=""):
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
     with open(report + ".md", "w", encoding="utf-8") as f:
       f.write(header + table)
+    with open(report + ".jsonl", "w", encoding="utf-8") as f:
+      for r in records:
+        f.write(json.dumps(r) + "\n")
     plot(sweep, records, report + ".png")
   return records
+
+
+def adopt_reported(all_tasks, report):
+  """Marks the tasks that REPORT.jsonl (a committed report, e.g. from an earlier session on
+  another machine) already holds as done, writing their result.json from it: a sweep resumes
+  from what was committed even when its workdir is gone. Returns how many it adopted."""
+  path = report + ".jsonl"
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding="utf-8") as f:
+    records = {(r["point"], r["seed"]): r for r in map(json.loads, f)}
+  adopted = 0
+  for task in all_tasks:
+    record = records.get((point_name(task.overrides), task.seed))
+    if record is not None and not task.done:
+      os.makedirs(task.folder, exist_ok=True)
+      with open(os.path.join(task.folder, "result.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+      adopted += 1
+  return adopted
 
 
 def _columns(sweep):
@@ -499,7 +527,8 @@ def main(argv=None):
   p.add_argument("--points", default="", help="only these point indices, e.g. 0,1")
   p.add_argument("--seeds", default="", help="only these seeds, e.g. 0")
   p.add_argument("--set", default="", help="overrides for every stage, e.g. data.dir=/data")
-  p.add_argument("--report", default="", help="also write REPORT.md and REPORT.png")
+  p.add_argument("--report", default="", help="also write REPORT.md, .png and .jsonl (commit "
+                 "them: a later run adopts the points REPORT.jsonl holds)")
   args = p.parse_args(argv)
   try:
     extra = _parse_set(args.set)
@@ -539,9 +568,12 @@ def main(argv=None):
         print(f"Submitted array job {out}; its last lines collect the results into "
               f"{args.workdir}/results.md (or run this command again with --collect).")
       return 0
+    if args.report and adopt_reported(all_tasks, args.report):
+      print(f"sweep: results of earlier runs taken from {args.report}.jsonl.")
+    results = lambda: collect(sweep, all_tasks, args.workdir, args.report or None, header)
     if not args.collect:
-      run_local(sweep, all_tasks)
-    records = collect(sweep, all_tasks, args.workdir, args.report or None, header)
+      run_local(sweep, all_tasks, on_done=results)
+    records = results()
     print(f"{len(records)} of {len(all_tasks)} runs done: {args.workdir}/results.md, "
           "results.png, results.jsonl")
     return 0

@@ -132,3 +132,26 @@ def test_sweep_runs_resumes_and_reports(tmp_path, data_dir):
   reference = json.loads(REFERENCE.read_text())
   rows = sweep_lib.compare(str(first / "pretrain"), reference)
   assert rows and all(ok for *_, ok in rows), [r for r in rows if not r[-1]]
+
+
+def test_committed_report_marks_its_points_done(tmp_path):
+  """A sweep committed half-way (REPORT.jsonl) resumes elsewhere: the points it holds are done,
+  the table covers them, and only the others are left to run."""
+  sweep = sweep_lib.load_sweep(str(REPO / "configs" / "ablations" / "audio_mask_ratio.py"))
+  report = str(tmp_path / "docs" / "audio_mask_ratio")
+  first = sweep_lib.tasks(sweep, tmp_path / "a")
+  metric = sweep.metrics[0]
+  records = [dict(point=sweep_lib.point_name(t.overrides), overrides=t.overrides, seed=t.seed,
+                  commit="c", seconds=1.0, metrics={metric: 0.5 + 0.1 * i})
+             for i, t in enumerate(first[:3])]
+  os.makedirs(os.path.dirname(report))
+  with open(report + ".jsonl", "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+
+  fresh = sweep_lib.tasks(sweep, tmp_path / "b")  # Another machine: an empty workdir.
+  assert sweep_lib.adopt_reported(fresh, report) == 3
+  assert [t.done for t in fresh] == [True] * 3 + [False] * (len(fresh) - 3)
+  assert len(sweep_lib.collect(sweep, fresh, tmp_path / "b", report)) == 3
+  table = open(report + ".md", encoding="utf-8").read()
+  assert "3 of 8 point x seed runs done" in table
+  assert re.search(r"^\| 0\.5 \| 2 \| 0\.550 ± 0\.071 \|", table, re.M), table
