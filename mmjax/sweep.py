@@ -401,8 +401,10 @@ def summary(sweep, records):
 def markdown(sweep, records, total):
   columns = _columns(sweep)
   keys = list(dict.fromkeys(k for p in sweep.points for k in p))
-  lines = [f"{len(records)} of {total} point x seed runs done; mean ± std over seeds "
-           "(every seed's value in `results.jsonl`).", "",
+  commits = sorted({r["commit"] for r in records})
+  lines = [f"{len(records)} of {total} point x seed runs done, at commit "
+           f"{', '.join(f'`{c}`' for c in commits)}; mean ± std over seeds (every seed's value "
+           "in the `.jsonl` beside this table).", "",
            "| " + " | ".join(keys + ["seeds"] + columns) + " |",
            "|" + "---|" * (len(keys) + 1 + len(columns))]
   for overrides, n, stats, _ in summary(sweep, records):
@@ -550,9 +552,11 @@ def main(argv=None):
     check(sweep, path, args.runlocal, extra)
     os.makedirs(args.workdir, exist_ok=True)
     all_tasks = tasks(sweep, args.workdir, args.runlocal, extra)
-    command_line = "python -m mmjax.sweep " + " ".join(map(shlex.quote, argv))
+    # The command that runs the sweep (a --collect run reports what that command made).
+    command_line = "python -m mmjax.sweep " + " ".join(
+        shlex.quote(a) for a in argv if a != "--collect")
     header = (f"Sweep `{os.path.relpath(os.path.abspath(path), REPO)}`, command "
-              f"`{command_line}`, commit `{_commit()}`.\n\n")
+              f"`{command_line}`.\n\n")
     if args.launcher == "print":
       for task in all_tasks:
         for cmd in task.stages.values():

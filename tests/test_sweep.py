@@ -153,5 +153,5 @@ def test_committed_report_marks_its_points_done(tmp_path):
   assert [t.done for t in fresh] == [True] * 3 + [False] * (len(fresh) - 3)
   assert len(sweep_lib.collect(sweep, fresh, tmp_path / "b", report)) == 3
   table = open(report + ".md", encoding="utf-8").read()
-  assert "3 of 8 point x seed runs done" in table
+  assert "3 of 8 point x seed runs done, at commit `c`" in table
   assert re.search(r"^\| 0\.5 \| 2 \| 0\.550 ± 0\.071 \|", table, re.M), table
