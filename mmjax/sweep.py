@@ -21,6 +21,7 @@ PREFIX.jsonl already holds as done, so a sweep committed half-way resumes on ano
 """
 import argparse
 import dataclasses
+import glob
 import importlib.util
 import itertools
 import json
@@ -534,6 +535,8 @@ def main(argv=None):
   args = p.parse_args(argv)
   try:
     extra = _parse_set(args.set)
+    # A pattern the shell left alone (--sweep=configs/ablations/*.py) is expanded here.
+    args.sweep = [p for pattern in args.sweep for p in (sorted(glob.glob(pattern)) or [pattern])]
     if args.check:
       for path in args.sweep:
         check(load_sweep(path), path, args.runlocal, extra)
