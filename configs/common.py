@@ -57,3 +57,14 @@ def parallel_config(strategy="data_parallel"):
       rules=sharding.strategy_rules(strategy),  # Logical axis -> mesh axes.
   ))
   return mesh, parallel
+
+
+# The six retrieval directions between image, text and audio, as the retrieval evaluator names
+# them; the sweep files' metrics use them.
+RETRIEVAL_DIRECTIONS = ("image_to_text", "text_to_image", "audio_to_text", "text_to_audio",
+                        "image_to_audio", "audio_to_image")
+
+
+def retrieval_r1(stage="pretrain"):
+  """Sweep metric names of R@1 in every direction, from `stage`'s metrics."""
+  return tuple(f"{stage}/eval/retrieval/{d}/r@1" for d in RETRIEVAL_DIRECTIONS)

@@ -12,11 +12,10 @@ mean, 2 seeds.
       --workdir=workdirs/ablations/contrastive_loss_batch \
       --report=docs/ablations/contrastive_loss_batch
 """
+from configs import common
 from mmjax.sweep import Sweep, product
 
-DIRECTIONS = ("image_to_text", "text_to_image", "audio_to_text", "text_to_audio",
-              "image_to_audio", "audio_to_image")
-R1 = tuple(f"pretrain/eval/retrieval/{d}/r@1" for d in DIRECTIONS)
+R1 = common.retrieval_r1()
 CONTRASTIVE_ONLY = {"objectives.masked_image.weight": 0.0, "objectives.masked_text.weight": 0.0,
                     "objectives.masked_audio.weight": 0.0}
 

@@ -12,10 +12,9 @@ directions) and full fine-tuning on images with 5 labelled images per class, 2 s
   python -m mmjax.sweep --sweep=configs/ablations/fusion.py \
       --workdir=workdirs/ablations/fusion --report=docs/ablations/fusion
 """
+from configs import common
 from mmjax.sweep import LABEL, Downstream, Sweep
 
-DIRECTIONS = ("image_to_text", "text_to_image", "audio_to_text", "text_to_audio",
-              "image_to_audio", "audio_to_image")
 
 
 def get_sweep():
@@ -29,5 +28,4 @@ def get_sweep():
       seeds=(0, 1),
       downstream={"fewshot5": Downstream("configs/finetune_digits.py:task=image,labels=5")},
       metrics=("fewshot5/eval/classification/accuracy",),
-      mean_of={"retrieval mean R@1": tuple(f"pretrain/eval/retrieval/{d}/r@1"
-                                           for d in DIRECTIONS)})
+      mean_of={"retrieval mean R@1": common.retrieval_r1()})
