@@ -121,8 +121,11 @@ def test_sweep_runs_resumes_and_reports(tmp_path, data_dir):
   assert (first / "pretrain" / "metrics.jsonl").stat().st_mtime_ns == stamp
   records = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
   assert [r["point"] for r in records] == ["runlocal", "siglip"]
-  for r in records:
-    assert 0.0 <= r["metrics"]["pretrain/eval/retrieval/text_to_image/r@1"] <= 1.0
+  for r, name in zip(records, ["runlocal", "siglip"]):  # Each the last value its run logged.
+    logged = [json.loads(line) for line in
+              (workdir / name / "seed0" / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    for metric in ("eval/retrieval/text_to_image/r@1", "train/loss"):
+      assert r["metrics"][f"pretrain/{metric}"] == [x[metric] for x in logged if metric in x][-1]
   table = (workdir / "results.md").read_text()
   assert re.search(r"^\| runlocal \|.*\| 1 \| 0\.\d{3} ± 0\.000 \|", table, re.M), table
   assert re.search(r"^\| siglip \| siglip \| 1 \|", table, re.M), table
