@@ -9,6 +9,7 @@ Several processes (pods, clusters, local testing): docs/launching.md.
 import difflib
 import importlib.util
 import os
+import re
 import sys
 
 # TensorFlow (used only to build datasets) is chatty at import time.
@@ -25,7 +26,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/pretrain_digits.py[:args].",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
-flags.mark_flags_as_required(["config", "workdir"])
+# Both are required; _parse_flags says so in one line (absl's own check exits 1 with a usage).
 # Multi-process runs (docs/launching.md). Clusters JAX can detect (TPU pod slices, SLURM) need
 # none of these; scripts/launch_local.sh sets them to run several processes on one machine.
 _COORDINATOR = flags.DEFINE_string(
@@ -34,14 +35,33 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the r
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process: 0 .. num_processes-1.")
 
 
+def _config_spec(argv):
+  """The `path[:arg]` that `--config=...` (or `--config ...`) in argv gives, or None."""
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
 def _load_config_file(argv):
   """The config that `--config=path[:arg]` in argv names, without the overrides."""
-  spec = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
-  path, _, arg = spec.partition(":")
+  path, _, arg = _config_spec(argv).partition(":")
   module_spec = importlib.util.spec_from_file_location("_user_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg) if arg else module.get_config()
+
+
+def _config_value(config, path):
+  """(found, value) of the dotted `path` in `config`."""
+  node = config
+  for part in path.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return False, None
+    node = node[part]
+  return True, node
 
 
 def _unknown_override(argv):
@@ -61,20 +81,68 @@ def _unknown_override(argv):
   return None
 
 
+def _missing_config_file(argv):
+  """The message for a `--config` file that cannot be loaded."""
+  spec = _config_spec(argv) or ""
+  path = spec.partition(":")[0]
+  if not os.path.isfile(path):
+    return f"--config={spec}: no such file {path!r} (from {os.getcwd()})."
+  return f"--config={spec}: cannot load the config file {path!r}."
+
+
+def _illegal_value(argv, error):
+  """The message for absl's IllegalFlagValueError `error` ("flag --NAME=VALUE: WHY"): for a
+  config override, the type the key takes and its current value."""
+  match = re.match(r"flag --([\w.]+)=(.*?): (.*)", str(error), re.DOTALL)
+  if not match:
+    return str(error).splitlines()[0]
+  name, value, why = match.groups()
+  if name.startswith("config."):
+    found, current = _config_value(_load_config_file(argv), name[len("config."):])
+    if found and current is not None:
+      kind = type(current).__name__
+      return (f"--{name}={value}: {name} takes a{'n' if kind[0] in 'aeiou' else ''} {kind} "
+              f"(now {current!r}), and {value!r} is not one.")
+  return f"--{name}={value}: {why.splitlines()[0]}"
+
+
+def _fail(message):
+  """A problem with what the user gave us: one line on stderr, exit code 2, no traceback."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 def _parse_flags(argv):
-  """absl's parser, but an override of a key the (locked) config lacks is one clear message
-  rather than a traceback from inside ml_collections."""
+  """absl's parser, but every problem with the flags (an unknown config key, a value of the
+  wrong type, a missing config file or --workdir) is one line on stderr and exit code 2
+  rather than a traceback or absl's usage dump."""
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except UserError as e:  # From a config file's get_config(arg).
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(e)
   except (AttributeError, KeyError):
     message = _unknown_override(argv)
     if message is None:
       raise
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    _fail(message)
+  except OSError:  # Overrides of a config file that did not load.
+    _fail(_missing_config_file(argv))
+  except flags.IllegalFlagValueError as e:
+    if "Error whilst parsing config file" in str(e):
+      raise  # A bug in the config file: its traceback is the useful part.
+    _fail(_illegal_value(argv, e))
+  except flags.Error as e:  # An unknown flag, a flag without its value.
+    _fail(str(e).splitlines()[0])
+  if _CONFIG.value is None:
+    _fail("--config is required, e.g. --config=configs/pretrain_digits.py:runlocal.")
+  try:
+    _CONFIG.value.keys()
+  except OSError:  # ml_collections defers a load failure to the first access.
+    _fail(_missing_config_file(argv))
+  if not _WORKDIR.value:
+    _fail("--workdir is required: the directory for checkpoints, metrics and pictures, "
+          "e.g. --workdir=workdirs/digits.")
+  return rest
 
 
 class _QuietLibraries(logging.logging.Filter):
@@ -97,8 +165,7 @@ def main(argv):
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     # Problems with what the user gave us: one clear message, no traceback.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(e)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,25 @@ import ml_collections
 from mmjax.errors import UserError
 
 
+# What a boolean config argument accepts (case-insensitive); anything else is an error, so
+# `runlocal=on` cannot quietly mean False and start the full run.
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
 def parse_arg(arg, **defaults):
   """Parses `configs/x.py:arg` strings such as "runlocal,size=S,fusion=joint".
 
-  A bare word sets a boolean default to True; `k=v` sets k, converted to the type of its default.
-  Unknown names are an error, so a typo in the argument fails as loudly as a typo in a key.
+  A bare word sets a boolean default to True; `k=v` sets k, converted to the type of its default
+  (booleans take true/false, 1/0, yes/no, on/off). Unknown names, values that do not convert
+  and malformed parts (`=S`, `size=`) are errors, so a typo in the argument fails as loudly as
+  a typo in a key.
   """
   parsed = ml_collections.ConfigDict(defaults)
   for part in filter(None, (arg or "").split(",")):
-    name, eq, value = part.partition("=")
+    name, eq, value = (s.strip() for s in part.partition("="))
+    if not name:
+      raise UserError(f"Config argument {part!r} has no name: use name=value, comma separated.")
     if name not in defaults:
       raise UserError(
           f"Unknown config argument {name!r}; this config takes {sorted(defaults)}.")
@@ -23,10 +33,19 @@ def parse_arg(arg, **defaults):
       if not isinstance(default, bool):
         raise UserError(f"Config argument {name!r} needs a value: {name}=...")
       parsed[name] = True
+    elif not value:
+      raise UserError(f"Config argument {part!r} has no value: {name}=...")
     elif isinstance(default, bool):
-      parsed[name] = value.lower() in ("1", "true", "yes")
+      if value.lower() not in _TRUE + _FALSE:
+        raise UserError(f"Config argument {name}={value!r} is not a boolean: use one of "
+                        f"{'/'.join(_TRUE)} or {'/'.join(_FALSE)} (or the bare word {name!r}).")
+      parsed[name] = value.lower() in _TRUE
     else:
-      parsed[name] = type(default)(value)
+      try:
+        parsed[name] = type(default)(value)
+      except ValueError:
+        raise UserError(f"Config argument {name}={value!r} is not a valid "
+                        f"{type(default).__name__}, e.g. {name}={default}.") from None
   return parsed
 
 

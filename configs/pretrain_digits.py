@@ -45,6 +45,10 @@ def get_config(arg=None):
   config.init_from = ""
   config.on_nonfinite = "stop"  # NaN/Inf loss or gradients: 'stop' (naming them) or 'skip'.
   config.record_example_ids = False  # WORKDIR/example_ids.jsonl: each step's examples.
+  # Refuse, before anything is allocated, a run whose estimated memory per device (parameters,
+  # optimizer state, gradients, activations: mmjax/train/memory.py) exceeds a device's; False
+  # runs it anyway (the estimate of activations is rough).
+  config.check_memory = True
   # 'START:END': a JAX profiler trace of those steps into WORKDIR/tensorboard (TensorBoard's
   # profile plugin, or Perfetto); empty: none.
   config.profile = ml_collections.ConfigDict(dict(steps=""))

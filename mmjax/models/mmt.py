@@ -160,6 +160,17 @@ def check_config(config):
   if config.audio.frontend not in ("logmel", "waveform"):
     raise UserError(f"config.model.audio.frontend={config.audio.frontend!r}: use 'logmel' or "
                     "'waveform'.")
+  # Patch and window sizes; whether they fit the inputs is known once the dataset is
+  # (tokenizers.token_grid, from validate.check_modalities).
+  audio_sizes = (("n_fft", "hop", "n_mels", "patch_time", "patch_freq")
+                 if config.audio.frontend == "logmel" else ("frame_size",))
+  for key, value in [("image.patch_size", config.image.patch_size)] + [
+      (f"audio.{k}", config.audio[k]) for k in audio_sizes]:
+    if not isinstance(value, int) or value <= 0:
+      raise UserError(f"config.model.{key}={value!r}: must be a positive integer.")
+  if config.audio.frontend == "logmel" and config.audio.n_mels % config.audio.patch_freq:
+    raise UserError(f"config.model.audio.patch_freq={config.audio.patch_freq} does not divide "
+                    f"n_mels={config.audio.n_mels}.")
 
 
 class MultimodalTransformer(nnx.Module):

@@ -57,6 +57,60 @@ def _any_per_group(valid_bt, group, count):
   return einops.reduce(valid_bt[:, :count * group], "b (n g) -> b n", "max", g=group)
 
 
+def image_grid(image_shape, patch_size):
+  """(rows, cols) of p x p patches of (H, W, C) images; UserError if p does not tile them."""
+  height, width_px = image_shape[:2]
+  if height % patch_size or width_px % patch_size:
+    raise UserError(f"config.model.image.patch_size={patch_size} does not divide the "
+                    f"image size {height}x{width_px}.")
+  return height // patch_size, width_px // patch_size
+
+
+def logmel_frames(num_samples, n_fft, hop):
+  """Spectrogram frames of `num_samples` (audio_frontend.frame: no centering); 0 if shorter
+  than one window."""
+  return 0 if num_samples < n_fft else 1 + (num_samples - n_fft) // hop
+
+
+def audio_grid(audio_cfg, num_samples, sample_rate):
+  """Token grid of `num_samples` of audio: (rows, n_mels // patch_freq) for 'logmel', (frames,)
+  for 'waveform'. UserError, naming data.audio_seconds, when it is shorter than one patch.
+
+  audio_cfg: config.model.audio, or anything with its frontend's fields (an AudioTokenizer).
+  """
+  if audio_cfg.frontend == "logmel":
+    frames = logmel_frames(num_samples, audio_cfg.n_fft, audio_cfg.hop)
+    rows = frames // audio_cfg.patch_time
+    need = audio_cfg.n_fft + (audio_cfg.patch_time - 1) * audio_cfg.hop
+    what = (f"{frames} log-mel frames (model.audio.n_fft={audio_cfg.n_fft}, "
+            f"hop={audio_cfg.hop}), fewer than one patch of model.audio.patch_time="
+            f"{audio_cfg.patch_time} frames")
+    grid = (rows, audio_cfg.n_mels // audio_cfg.patch_freq)
+  else:
+    rows = num_samples // audio_cfg.frame_size
+    need = audio_cfg.frame_size
+    what = f"less than one frame of model.audio.frame_size={audio_cfg.frame_size} samples"
+    grid = (rows,)
+  if rows == 0:
+    raise UserError(f"data.audio_seconds: audio of {num_samples} samples at {sample_rate} Hz "
+                    f"gives {what}; it needs at least {need} samples "
+                    f"({need / sample_rate:.3g} s), or smaller audio patches.")
+  return grid
+
+
+def token_grid(modality, config, info):
+  """The static token grid of `modality` under model config `config` for dataset `info`'s
+  shapes: what the tokenizer will make, known before anything is built. UserError, naming the
+  key, for inputs the model's patches cannot cover."""
+  if modality == "image":
+    return image_grid(tuple(info.image_shape), config.image.patch_size)
+  if modality == "text":
+    return (info.text_len,)
+  if modality == "audio":
+    return audio_grid(config.audio, info.audio_len, info.sample_rate)
+  raise UserError(f"Unknown modality {modality!r}: the model knows 'image', 'text', 'audio'.")
+
+
 class ImagePatchTokenizer(nnx.Module):
   """Images [B, H, W, C] -> non-overlapping p x p patches, 2-D sin-cos positions.
 
@@ -67,12 +121,9 @@ class ImagePatchTokenizer(nnx.Module):
   input_key = "image"
 
   def __init__(self, image_shape, patch_size, width, *, dtype, rngs):
-    height, width_px, channels = image_shape
-    if height % patch_size or width_px % patch_size:
-      raise UserError(f"config.model.image.patch_size={patch_size} does not divide the "
-                      f"image size {height}x{width_px}.")
+    channels = image_shape[2]
     self.patch_size = patch_size
-    self.grid = (height // patch_size, width_px // patch_size)
+    self.grid = image_grid(image_shape, patch_size)
     self.patch_dim = patch_size * patch_size * channels
     self.width = width
     self.patch_embed = linear(self.patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
@@ -154,12 +205,9 @@ class AudioTokenizer(nnx.Module):
 
   def __init__(self, audio_cfg, sample_rate, width, *, dtype, rngs):
     self.frontend = audio_cfg.frontend
+    self.sample_rate = sample_rate
     self.width = width
-    if self.frontend == "logmel":
-      if audio_cfg.n_mels % audio_cfg.patch_freq:
-        raise UserError(f"config.model.audio.patch_freq={audio_cfg.patch_freq} does not divide "
-                        f"n_mels={audio_cfg.n_mels}.")
-      self.sample_rate = sample_rate
+    if self.frontend == "logmel":  # Sizes checked by mmt.check_config.
       self.n_fft, self.hop, self.n_mels = audio_cfg.n_fft, audio_cfg.hop, audio_cfg.n_mels
       self.fmin = float(audio_cfg.fmin)
       self.fmax = float(audio_cfg.fmax) or sample_rate / 2  # 0 means Nyquist.
@@ -178,10 +226,11 @@ class AudioTokenizer(nnx.Module):
 
   def _logmel_patches(self, wave_bt, mask_bt):
     """-> (f32[B, N, pt*pf] patches of the normalized log-mel, bool[B, N], grid)."""
+    grid = audio_grid(self, wave_bt.shape[1], self.sample_rate)  # Its fields are the config's.
+    rows = grid[0]
     spec_bfm = audio_frontend.log_mel_spectrogram(
         wave_bt, sample_rate=self.sample_rate, n_fft=self.n_fft, hop=self.hop,
         n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax)
-    num_frames = spec_bfm.shape[1]
     # A frame is valid when any sample of its n_fft window is real.
     frame_valid_bf = audio_frontend.frame(mask_bt.astype(jnp.float32), self.n_fft,
                                           self.hop).max(-1) > 0
@@ -192,11 +241,6 @@ class AudioTokenizer(nnx.Module):
     mean = (spec_bfm * w).sum((1, 2), keepdims=True) / count
     var = (jnp.square(spec_bfm - mean) * w).sum((1, 2), keepdims=True) / count
     spec_bfm = (spec_bfm - mean) * jax.lax.rsqrt(var + SPEC_NORM_EPS) * w
-    rows = num_frames // self.patch_time
-    if rows == 0:
-      raise UserError(f"Audio of {wave_bt.shape[1]} samples gives {num_frames} frames, fewer "
-                      f"than patch_time={self.patch_time}.")
-    grid = (rows, self.n_mels // self.patch_freq)
     # Frames that do not fill a whole patch row are dropped.
     patches = einops.rearrange(spec_bfm[:, :rows * self.patch_time],
                                "b (t p) (f q) -> b (t f) (p q)",
@@ -207,10 +251,7 @@ class AudioTokenizer(nnx.Module):
 
   def _waveform_patches(self, wave_bt, mask_bt):
     """-> (f32[B, N, frame_size] raw frames, bool[B, N], grid)."""
-    n = wave_bt.shape[1] // self.frame_size
-    if n == 0:
-      raise UserError(f"Audio of {wave_bt.shape[1]} samples is shorter than "
-                      f"frame_size={self.frame_size}.")
+    (n,) = audio_grid(self, wave_bt.shape[1], self.sample_rate)
     frames = einops.rearrange(wave_bt[:, :n * self.frame_size], "b (n s) -> b n s",
                               s=self.frame_size)
     return frames, _any_per_group(mask_bt, self.frame_size, n), (n,)

@@ -5,13 +5,19 @@ Unknown keys never get this far: configs are locked, so `--config.modle.size=S` 
 when the flags are parsed.
 """
 import os
+import pkgutil
 import tempfile
 
+import jax
+from absl import logging
+
+from mmjax import evaluate
 from mmjax import objectives as objective_lib
 from mmjax.errors import UserError
 from mmjax.models import mmt
+from mmjax.models import tokenizers
 from mmjax.parallel import mesh as mesh_lib
-
+from mmjax.train import memory
 
 
 def _check(ok, key, value, expected):
@@ -55,6 +61,7 @@ def check_config(config):
 
   profile_steps(config)
   mmt.check_config(config.model)
+  _check_evaluator_types(config)
 
   objectives = config.objectives
   for name, obj in objectives.items():
@@ -92,13 +99,88 @@ def check_parallel(config, mesh):
                     "micro-batches must divide.")
 
 
+def _check_evaluator_types(config):
+  """Each config.evals entry's type names an evaluator module (mmjax/evaluate/<type>.py):
+  checked before the dataset is built, which can take minutes on first use."""
+  known = sorted(m.name for m in pkgutil.iter_modules(evaluate.__path__))
+  for name, cfg in config.get("evals", {}).items():
+    kind = cfg.get("type")
+    if kind not in known:
+      raise UserError(f"config.evals.{name}.type={kind!r} names no evaluator: use one of "
+                      f"{known} (mmjax/evaluate/<type>.py).")
+
+
+def _split_names(split):
+  """The dataset splits a TFDS split string reads: 'train[:10%]+test' -> ['train', 'test']."""
+  return [part.split("[", 1)[0].strip() for part in str(split).split("+")]
+
+
 def check_modalities(config, info):
-  """Objectives must only ask for modalities the dataset has."""
+  """The config against the prepared dataset (`info`, before anything is built or compiled):
+  objectives ask only for modalities the dataset has, every eval split exists, and the model's
+  patches fit its inputs (image patches divide the images, audio fills at least one patch)."""
   for name, obj in config.objectives.items():
     modality = objective_lib.modality(name)
     if modality and obj.weight > 0 and modality not in info.modalities:
       raise UserError(f"config.objectives.{name} needs {modality!r}, but dataset "
                       f"{info.name!r} has only {list(info.modalities)}; set its weight to 0.")
+  if info.split_sizes:  # Empty: a dataset described by shapes alone (scripts/plan.py).
+    for name, cfg in config.get("evals", {}).items():
+      if "split" not in cfg:
+        continue
+      missing = [s for s in _split_names(cfg.split) if s not in info.split_sizes]
+      if missing:
+        raise UserError(f"config.evals.{name}.split={cfg.split!r}: dataset {info.name!r} has "
+                        f"no split {missing[0]!r}; it has {sorted(info.split_sizes)}.")
+  inputs = config.model.get("inputs") or info.modalities  # The classifier's, or all.
+  for modality in (m for m in mmt.MODALITIES if m in inputs and m in info.modalities):
+    tokenizers.token_grid(modality, config.model, info)
+
+
+def _gib(n):
+  return f"{n / memory.GIB:.1f} GiB"
+
+
+def check_memory(config, info, mesh, abstract_state, state_shardings):
+  """Refuses a run whose estimated memory per device (mmjax.train.memory: exact for parameters
+  and optimizer state, rough for activations) exceeds what one device has, naming the
+  estimate, the memory and the settings that would help; config.check_memory=False runs it
+  anyway. Call it with the trainer's abstract state and its shardings, before anything is
+  allocated or compiled."""
+  numbers = memory.estimate(config, info, mesh, abstract_state, state_shardings)
+  limit, where = memory.device_bytes()
+  parts = (f"parameters {_gib(numbers['params'])} + optimizer state "
+           f"{_gib(numbers['opt_state'])} + gradients {_gib(numbers['grads'])} + activations "
+           f"{_gib(numbers['activations'])} (a rough estimate)")
+  logging.info("Memory per device: about %s (%s); a device has %s (%s).",
+               _gib(numbers["total"]), parts, _gib(limit), where)
+  if numbers["total"] <= limit:
+    return
+  what = (f"config.model.size={config.model.size!r} with config.batch_size={config.batch_size} "
+          f"needs about {_gib(numbers['total'])} per device ({parts}), but a device has "
+          f"{_gib(limit)} ({where})")
+  if not config.get("check_memory", True):
+    logging.warning("%s; running anyway (config.check_memory=False).", what)
+    return
+  helps = []
+  fsdp_axes = str(config.parallel.rules.embed)
+  if jax.device_count() > 1 and (mesh.shape["fsdp"] == 1 or "fsdp" not in fsdp_axes):
+    helps.append(f"shard parameters and optimizer state over the {jax.device_count()} devices "
+                 "with strategy=fsdp in the config argument (configs/<file>.py:strategy=fsdp), "
+                 "or --config.mesh.data=1 --config.mesh.fsdp=-1 "
+                 "--config.parallel.rules.embed=fsdp"
+                 + (" (and --config.parallel.loop=jit)" if config.parallel.loop == "pmap"
+                    else ""))
+  if config.model.remat != "full":
+    helps.append("--config.model.remat=full (recompute each block's activations in the "
+                 "backward pass; 'dots' keeps its matmuls)")
+  if config.model.dtype == "float32":
+    helps.append("--config.model.dtype=bfloat16 (halves activations)")
+  helps.append("a smaller --config.batch_size, or --config.parallel.grad_accum_steps=N (the "
+               "same batch as N micro-batches)")
+  helps.append("a smaller --config.model.size")
+  raise UserError(f"{what}. To fit: {'; '.join(helps)}. To run anyway: "
+                  "--config.check_memory=False.")
 
 
 def check_workdir(workdir):

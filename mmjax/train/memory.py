@@ -1,0 +1,183 @@
+"""Will a training run fit? Memory per device, estimated before anything is allocated, and the
+memory a device has.
+
+  numbers = memory.estimate(config, info, mesh, abstract_state, state_shardings)
+  limit, where = memory.device_bytes()
+
+Nothing is compiled: parameters and optimizer state are exact, from the abstract state's
+shapes and their shardings (the bytes of each device's shards, as mmjax.parallel.plan counts
+them); gradients are the parameters' bytes again (twice with gradient accumulation: the
+micro-batch's and the running sum). Activations are an analytic estimate from the batch rows per
+device, the tokens of each encoder and decoder pass, width, depth, heads and remat: what each
+Transformer block keeps for the backward pass (_block_bytes), summed over blocks, plus one
+block's worth recomputed or in flight, plus the output heads' float32 predictions.
+
+How rough: it counts what the backward pass must keep, not XLA's temporaries, fusion
+intermediates or buffer reuse, nor the input batch or the contrastive logits. Against the XLA
+CPU compiler's peaks in docs/scaling.md (8 devices, 224x224 images, batch 32 per device;
+that compiler computes those bfloat16 rows in float32, so against this estimate in float32)
+the total is about 0.6x of the peak without remat (S, B) and 0.7-0.95x with
+remat='full' (L, H); TPU and GPU compilers keep less than the CPU one. So a refusal means the
+run will not fit, while a pass does not promise that it will: `python scripts/plan.py`
+compiles the step and reads XLA's own numbers.
+"""
+import math
+import os
+
+import jax
+import numpy as np
+
+from mmjax.models import mmt
+from mmjax.models import sizes
+from mmjax.models import tokenizers
+from mmjax.objectives import masking
+from mmjax.parallel import mesh as mesh_lib
+from mmjax.parallel import sharding
+from mmjax.train import step as step_lib
+
+GIB = 2**30
+
+
+def shard_bytes(abstract_tree, shardings):
+  """Bytes one device holds of `abstract_tree` laid out by `shardings` (leaves and shardings in
+  the same tree order): shard shape x item size, summed."""
+  return sum(math.prod(s.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
+             for x, s in zip(jax.tree.leaves(abstract_tree), jax.tree.leaves(shardings)))
+
+
+def _host_available_bytes():
+  """Host RAM this process can still get: MemAvailable, capped by a cgroup (container) limit."""
+  available = None
+  try:
+    with open("/proc/meminfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          available = int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  if available is None:
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  try:  # cgroup v2: the container's limit less what it already uses.
+    with open("/sys/fs/cgroup/memory.max", encoding="utf-8") as f:
+      limit = f.read().strip()
+    with open("/sys/fs/cgroup/memory.current", encoding="utf-8") as f:
+      used = int(f.read().strip())
+    if limit != "max":
+      available = min(available, int(limit) - used)
+  except (OSError, ValueError):
+    pass
+  return available
+
+
+def device_bytes():
+  """(bytes one device can use, where that number comes from).
+
+  GPU / TPU: the allocator's limit (memory_stats()['bytes_limit']). CPU: the host RAM still
+  available (MemAvailable, or a container's limit), shared by this process's CPU devices.
+  """
+  device = jax.local_devices()[0]
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-exception-caught  # Not every backend has it.
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]), f"the {device.device_kind} memory limit"
+  host = _host_available_bytes()
+  n = jax.local_device_count()
+  share = f", shared by {n} CPU devices" if n > 1 else ""
+  return host // n, f"available host RAM ({host / GIB:.1f} GiB{share})"
+
+
+def _mesh_size(rules, mesh, logical):
+  """Devices that logical axis `logical` is split over under `rules`."""
+  axes = dict(rules).get(logical)
+  if axes is None:
+    return 1
+  return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+
+
+def _block_bytes(n, width, heads, mlp, remat, tensor, item):
+  """Bytes per sequence row that one Transformer block (mmjax.models.transformer.Block) keeps
+  for the backward pass, for a sequence of n tokens in a compute dtype of `item` bytes.
+
+  remat 'none': LayerNorm inputs and outputs (4 x width), q/k/v and the attention output
+  (4 x width), the MLP's hidden layer before and after the GELU (2 x mlp), and attention
+  logits and probabilities (2 x heads x n per token, float32: the softmax runs in float32);
+  'dots': the block's input and the matmul outputs without batch dimensions (q/k/v, attention
+  out, fc1, fc2); 'full': the block's input only. Heads and the MLP's hidden units are split
+  over `tensor` devices.
+  """
+  if remat == "full":
+    return n * width * item
+  if remat == "dots":
+    return n * (3 * width + (3 * width + mlp) / tensor) * item
+  return n * ((4 * width + (4 * width + 2 * mlp) / tensor) * item + 2 * heads * n / tensor * 4)
+
+
+def _passes(config, info):
+  """([(tokens, depth, width, heads, mlp), ...] of every Transformer pass one step makes per
+  example, [(tokens, output features), ...] of the f32 output heads)."""
+  model = config.model
+  size = sizes.get(model.size)
+  grid = {m: math.prod(tokenizers.token_grid(m, model, info))
+          for m in mmt.MODALITIES if m in info.modalities}
+  encoder = lambda n: (n, size.depth, size.width, size.num_heads, size.mlp_dim)
+  decoder = lambda n: (n, size.decoder_depth, size.decoder_width, size.decoder_heads,
+                       4 * size.decoder_width)
+  joint = model.fusion == "joint"
+  if model.name == "classifier":
+    inputs = [grid[m] for m in grid if m in model.inputs]
+    return [encoder(sum(inputs))] if joint else [encoder(n) for n in inputs], []
+
+  ratios = step_lib.mask_ratios(config.objectives, info.modalities)
+  masked = [m for m in grid if m in ratios]
+  kept = [grid[m] if m == "text" else masking.num_keep(grid[m], ratios[m]) for m in masked]
+  passes = []
+  if masked:
+    passes += [encoder(sum(kept))] if joint else [encoder(k) for k in kept]
+    filled = [grid[m] for m in masked]
+    passes += [decoder(sum(filled))] if joint else [decoder(n) for n in filled]
+  contrastive = config.objectives.get("contrastive")
+  view = contrastive.view if contrastive and contrastive.weight > 0 else None
+  clean = [m for m in grid if view == "clean" or (view == "masked" and m not in masked)]
+  passes += [encoder(grid[m]) for m in clean]
+  patch_dim = {"image": model.image.patch_size**2 * info.image_shape[-1],
+               "audio": (model.audio.patch_time * model.audio.patch_freq
+                         if model.audio.frontend == "logmel" else model.audio.frame_size),
+               "text": info.vocab_size}
+  return passes, [(grid[m], patch_dim[m]) for m in masked]
+
+
+def activation_bytes(config, info, mesh):
+  """Rough bytes of activations per device for one (micro-)batch: see the module docstring."""
+  rules = sharding.rules_from_config(config.parallel.rules)
+  if config.parallel.loop == "pmap":
+    rules = sharding.rules_from_config(sharding.strategy_rules("data_parallel"))
+  rows = config.batch_size / mesh_lib.data_parallel_size(
+      mesh, mesh_lib.batch_axes(config.parallel.rules)) / config.parallel.grad_accum_steps
+  tensor = _mesh_size(rules, mesh, "mlp")
+  item = np.dtype(config.model.dtype).itemsize
+  passes, heads = _passes(config, info)
+  remat = config.model.remat
+  kept = sum(depth * _block_bytes(n, width, nh, mlp, remat, tensor, item)
+             + 4 * n * width * item  # The stack's input, its final LayerNorm, the embeddings.
+             for n, depth, width, nh, mlp in passes)
+  # One block in flight in the backward pass: recomputed (remat) or its gradients.
+  in_flight = max((_block_bytes(n, width, nh, mlp, "none", tensor, item)
+                   for n, _, width, nh, mlp in passes), default=0)
+  outputs = sum(2 * n * features * 4 for n, features in heads)  # f32 predictions + gradients.
+  return int(rows * (kept + in_flight + outputs))
+
+
+def estimate(config, info, mesh, abstract_state, state_shardings):
+  """{'params', 'opt_state', 'grads', 'activations', 'total'}: bytes per device of one train
+  step of `config` on `mesh` (abstract_state and state_shardings as the trainer makes them)."""
+  params = shard_bytes(abstract_state["params"], state_shardings["params"])
+  numbers = {
+      "params": params,
+      "opt_state": shard_bytes(abstract_state["opt_state"], state_shardings["opt_state"]),
+      "grads": params * (2 if config.parallel.grad_accum_steps > 1 else 1),
+      "activations": activation_bytes(config, info, mesh),
+  }
+  numbers["total"] = sum(numbers.values())
+  return numbers
