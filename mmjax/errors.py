@@ -11,3 +11,8 @@ class UserError(Exception):
 
 class NonFiniteError(UserError):
   """Training produced NaN or Inf; the message names the step and the metric."""
+
+
+class NotApplicable(UserError):
+  """An evaluator that cannot run on this dataset (zero-shot without class names, image
+  reconstruction without images): switched off unless the user asked for it by name."""

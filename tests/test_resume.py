@@ -27,8 +27,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from mmjax.errors import UserError
 from mmjax.parallel import sharding
 from mmjax.train import trainer
+from mmjax.train import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS, EVERY, BATCH = 12, 5, 8  # 96 examples: less than one epoch of the 140.
@@ -135,6 +137,7 @@ def test_sigkill_during_async_save_resumes_from_last_complete(
             and 2 * EVERY + 1 in _logged_steps(workdir), "step 11 with the save of 10 hanging")
   proc.send_signal(signal.SIGKILL)
   proc.communicate(timeout=60)
+  assert os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))  # Left by the dead run.
   complete = [c for c in _checkpoints(workdir) if c.isdigit()]
   assert complete == [str(EVERY)], _checkpoints(workdir)
   assert any(c.startswith(f"{2 * EVERY}.") for c in _checkpoints(workdir))  # Orbax's tmp dir.
@@ -143,7 +146,9 @@ def test_sigkill_during_async_save_resumes_from_last_complete(
   assert len(before_kill) > 2 * EVERY
   assert before_kill == {s: _train_metrics(straight)[s] for s in before_kill}
 
-  trainer.train_and_evaluate(_config(runlocal_config), workdir)  # The same command: resume.
+  # The same command: it takes the dead run's lock over and resumes.
+  trainer.train_and_evaluate(_config(runlocal_config), workdir)
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
   assert _logged_steps(workdir)[len(before_kill):] == list(range(EVERY + 1, STEPS + 1))
   _assert_same_state(_state(straight, STEPS), _state(workdir, STEPS))
   assert _train_metrics(workdir) == _train_metrics(straight)
@@ -207,3 +212,95 @@ def test_resume_on_one_device(data_dir, straight, tmp_path):
   assert proc.returncode == 0, output[-3000:]
   assert "on mesh {'data': 1, 'fsdp': 1, 'tensor': 1}" in output
   _assert_continues(straight, str(tmp_path))
+
+
+def _copy_run(straight, workdir, steps):
+  """`workdir` as the straight run would have left it with only these checkpoint steps."""
+  os.makedirs(os.path.join(workdir, "checkpoints"))
+  for name in (workdir_lib.FIRST_CONFIG_FILE, workdir_lib.HISTORY_FILE):
+    shutil.copy(os.path.join(straight, name), workdir)
+  for step in steps:
+    shutil.copytree(os.path.join(straight, "checkpoints", str(step)),
+                    os.path.join(workdir, "checkpoints", str(step)))
+
+
+def test_a_second_run_in_a_locked_workdir_is_refused(runlocal_config, tmp_path):
+  first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+  try:
+    with open(tmp_path / workdir_lib.LOCK_FILE, "w", encoding="utf-8") as f:
+      json.dump({"host": workdir_lib.socket.gethostname(), "pid": first.pid,
+                 "started": "2026-01-01T00:00:00"}, f)
+    with pytest.raises(UserError, match=rf"is in use by process {first.pid} on host"):
+      trainer.train_and_evaluate(_config(runlocal_config), str(tmp_path))
+  finally:
+    first.kill()
+    first.wait()
+  assert not (tmp_path / workdir_lib.HISTORY_FILE).exists()  # Refused before writing anything.
+
+
+def test_a_resume_that_changes_the_run_is_refused(runlocal_config, straight, tmp_path):
+  _copy_run(straight, str(tmp_path), [EVERY])
+  config = _config(runlocal_config)
+  config.seed, config.batch_size, config.model.size = 1, 16, "S"
+  config.init_from = straight
+  with pytest.raises(UserError) as refused:
+    trainer.train_and_evaluate(config, str(tmp_path))
+  message = str(refused.value)
+  for line in ("seed: 0 -> 1", f"batch_size: {BATCH} -> 16", "model.size: 'tiny' -> 'S'",
+               f"init_from: '' -> {straight!r}",
+               "--config.resume_overrides=batch_size,init_from,model.size,seed"):
+    assert line in message, message
+  assert "total_steps" not in message
+  assert len(workdir_lib.history(str(tmp_path))) == 1
+
+
+def test_a_resume_may_change_total_steps_and_the_history_keeps_both(
+    runlocal_config, straight, tmp_path):
+  _copy_run(straight, str(tmp_path), [STEPS])
+  with open(os.path.join(straight, workdir_lib.FIRST_CONFIG_FILE), encoding="utf-8") as f:
+    first = f.read()
+  config = _config(runlocal_config)
+  config.total_steps = STEPS - 1  # Already past it: restores, evaluates, trains nothing.
+  trainer.train_and_evaluate(config, str(tmp_path))
+  launches = workdir_lib.history(str(tmp_path))
+  assert len(launches) == 2
+  assert launches[0]["config"]["total_steps"] == STEPS
+  assert launches[1]["config"]["total_steps"] == STEPS - 1
+  assert launches[1]["changed"] == {"total_steps": [STEPS, STEPS - 1]}
+  with open(tmp_path / workdir_lib.FIRST_CONFIG_FILE, encoding="utf-8") as f:
+    assert f.read() == first  # Never rewritten.
+
+
+def _truncate_largest_array_file(step_dir):
+  files = [p for p in pathlib.Path(step_dir, "state").rglob("*") if p.is_file()
+           and "/d/" in str(p)]
+  largest = max(files, key=lambda p: p.stat().st_size)
+  with open(largest, "r+b") as f:
+    f.truncate(largest.stat().st_size // 2)
+
+
+def test_falls_back_past_bad_checkpoints_and_ends_identical(
+    runlocal_config, straight, tmp_path):
+  workdir = str(tmp_path)
+  _copy_run(straight, workdir, [EVERY, 2 * EVERY])
+  _truncate_largest_array_file(os.path.join(workdir, "checkpoints", str(2 * EVERY)))
+  os.makedirs(os.path.join(workdir, "checkpoints", "99"))  # Foreign: not a checkpoint.
+  with open(os.path.join(workdir, "checkpoints", "99", "notes.txt"), "w",
+            encoding="utf-8") as f:
+    f.write("not a checkpoint")
+  trainer.train_and_evaluate(_config(runlocal_config), workdir)
+  quarantine = os.path.join(workdir, "checkpoints", "quarantine")
+  assert sorted(os.listdir(quarantine)) == [str(2 * EVERY), "99"]
+  _assert_same_state(_state(straight, STEPS), _state(workdir, STEPS))
+  resumed = _losses(workdir)
+  assert sorted(resumed) == list(range(EVERY + 1, STEPS + 1))
+  assert resumed == {s: _losses(straight)[s] for s in resumed}
+
+
+def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(runlocal_config, tmp_path):
+  os.makedirs(tmp_path / "checkpoints" / "7")
+  (tmp_path / "checkpoints" / "7" / "state").write_text("junk")
+  for _ in range(2):  # And the same command again does not start afresh either.
+    with pytest.raises(UserError, match=r"No checkpoint in .* restores: steps \['7'\]"):
+      trainer.train_and_evaluate(_config(runlocal_config), str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["quarantine"]

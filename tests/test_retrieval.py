@@ -1,7 +1,14 @@
-"""Retrieval metrics on hand-checkable embeddings."""
-import numpy as np
+"""Retrieval metrics on hand-checkable embeddings; which evaluators a dataset can run."""
+import dataclasses
 
+import numpy as np
+import pytest
+
+from mmjax import evaluate
+from mmjax.data import loader
+from mmjax.errors import NotApplicable
 from mmjax.evaluate import retrieval
+from mmjax.parallel import mesh as mesh_lib
 
 
 def test_recall_at_k_by_hand():
@@ -24,3 +31,20 @@ def test_table_lists_every_direction():
              for k in retrieval.KS}
   lines = retrieval.table(metrics).splitlines()
   assert [line.split()[0] for line in lines[1:]] == ["image_to_text", "text_to_image"]
+
+
+def test_evaluators_that_cannot_run_are_switched_off_unless_asked_for(runlocal_config, capsys):
+  """Unlabelled pairs without images (e.g. an own audio-text manifest): zero-shot (no class
+  names) and reconstruction (no images) are switched off with a notice; retrieval stays. Named
+  on the command line, the evaluator's own message is the error."""
+  config = runlocal_config.copy_and_resolve_references()
+  info = dataclasses.replace(loader.prepare(config.data), class_names=(), num_classes=0,
+                             data_modalities=("text", "audio"))
+  mesh = mesh_lib.make_mesh(config.mesh)
+  evaluators = evaluate.build(config, info, mesh)
+  assert sorted(evaluators) == ["retrieval"]
+  out = capsys.readouterr().out
+  assert "switched off config.evals.zero_shot: " in out and "has no class names" in out
+  assert "switched off config.evals.reconstruction: " in out
+  with pytest.raises(NotApplicable, match="config.evals.zero_shot .* has no class names"):
+    evaluate.build(config, info, mesh, requested=("zero_shot",))

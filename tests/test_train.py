@@ -18,6 +18,7 @@ from mmjax.data import loader
 from mmjax.data import text_tokenizer
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
+from mmjax.train import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,7 +95,10 @@ def test_writes_checkpoints_metrics_and_pictures(trained):
   workdir, _, _, final = trained
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["24", "30"]
   with open(os.path.join(workdir, "config.json")) as f:
-    assert json.load(f)["total_steps"] == 30
+    assert json.load(f)["total_steps"] == 24  # The run's first launch; never rewritten.
+  launches = workdir_lib.history(workdir)  # Each launch: the first, then the resume.
+  assert [launch["config"]["total_steps"] for launch in launches] == [24, 30]
+  assert launches[1]["changed"] == {"total_steps": [24, 30]}
   pictures = os.listdir(os.path.join(workdir, "images"))
   assert "reconstruction_000012.png" in pictures and "reconstruction_000030.png" in pictures
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))

@@ -1,8 +1,13 @@
 """Evaluators, looked up by name: `config.evals.<name>.type = "retrieval"` imports
 `mmjax.evaluate.retrieval`. Each such module exposes `Evaluator(cfg, *, config, info, mesh)` with
-`run(model, step, writer) -> dict[str, float]` returning metrics named `eval/<name>/...`."""
+`run(model, step, writer) -> dict[str, float]` returning metrics named `eval/<name>/...`.
+An evaluator that cannot run on the dataset (zero-shot without class names, reconstruction
+without images) raises `NotApplicable` from its constructor."""
 import importlib
 
+from absl import logging
+
+from mmjax.errors import NotApplicable
 from mmjax.errors import UserError
 
 
@@ -15,3 +20,19 @@ def get(name, cfg, **kwargs):
     raise UserError(f"config.evals.{name}.type={cfg.type!r}: no module mmjax/evaluate/"
                     f"{cfg.type}.py.") from None
   return module.Evaluator(cfg, name=name, **kwargs)
+
+
+def build(config, info, mesh, *, requested=()):
+  """{name: evaluator} of config.evals. One that is NotApplicable to the dataset is switched
+  off with a one-line notice, unless its name is in `requested` (asked for explicitly): then
+  its message is the error."""
+  evaluators = {}
+  for name, cfg in config.evals.items():
+    try:
+      evaluators[name] = get(name, cfg, config=config, info=info, mesh=mesh)
+    except NotApplicable as e:
+      if name in requested:
+        raise
+      logging.warning("Switched off config.evals.%s: %s", name, e)
+      print(f"note: switched off config.evals.{name}: {e}")
+  return evaluators

@@ -6,7 +6,7 @@ import numpy as np
 from flax import nnx
 
 from mmjax.data import loader
-from mmjax.errors import UserError
+from mmjax.errors import NotApplicable
 from mmjax.objectives import masked_modeling
 from mmjax.parallel import distributed
 from mmjax.parallel import mesh as mesh_lib
@@ -26,9 +26,9 @@ class Evaluator:
   def __init__(self, cfg, *, name, config, info, mesh):
     self.cfg, self.name, self.config, self.info, self.mesh = cfg, name, config, info, mesh
     if "image" not in (info.data_modalities or info.modalities):
-      raise UserError(f"config.evals.{name} (reconstruction) shows images of data.name="
-                      f"{info.name!r}, which has {list(info.data_modalities)}: remove it, or "
-                      "evaluate on a dataset with images.")
+      raise NotApplicable(f"config.evals.{name} (reconstruction) shows images of data.name="
+                          f"{info.name!r}, which has {list(info.data_modalities)}: remove it, "
+                          "or evaluate on a dataset with images.")
     self._forward = None
     # Round up so the batch splits evenly over the data axes.
     self._batch_axes = mesh_lib.batch_axes(config.parallel.rules)

@@ -11,6 +11,7 @@ import numpy as np
 from flax import nnx
 
 from mmjax.data import text_tokenizer
+from mmjax.errors import NotApplicable
 from mmjax.errors import UserError
 from mmjax.evaluate import retrieval
 from mmjax.parallel import mesh as mesh_lib
@@ -26,11 +27,11 @@ class Evaluator:
     self.inputs = tuple(cfg.get("inputs") or [m for m in own if m != "text"])
     where = f"config.evals.{name} (zero_shot)"
     if "text" not in info.modalities:
-      raise UserError(f"{where} needs a model with text: dataset {info.name!r} has "
+      raise NotApplicable(f"{where} needs a model with text: dataset {info.name!r} has "
                       f"{list(info.modalities)}.")
     if not self.class_names:
-      raise UserError(f"{where}: dataset {info.name!r} has no class names; set "
-                      f"config.evals.{name}.class_names.")
+      raise NotApplicable(f"{where}: dataset {info.name!r} has no class names (no labels); "
+                          f"set config.evals.{name}.class_names if it has classes.")
     if not cfg.templates or any(t.count("{}") != 1 for t in cfg.templates):
       raise UserError(f"{where}: templates must be strings with exactly one '{{}}' for the "
                       f"class name, got {list(cfg.templates)}.")

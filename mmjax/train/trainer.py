@@ -37,6 +37,7 @@ from mmjax.train import optimizer
 from mmjax.train import preemption
 from mmjax.train import step as step_lib
 from mmjax.train import validate
+from mmjax.train import workdir as workdir_lib
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,14 +219,23 @@ class ExampleLog:
 # The loop.
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, *, requested_evals=()):
   """Trains (resuming from WORKDIR/checkpoints if there are any) and evaluates.
 
-  Returns the last evaluation's metrics.
+  Returns the last evaluation's metrics. The workdir is locked for the run (workdir.lock), and
+  a resume must keep the run's config (workdir.check_resume). Evaluators that cannot run on
+  the dataset are switched off with a notice, unless named in `requested_evals` (the ones the
+  command line set): then that is an error.
   """
-  # --- Checks: everything the user gave us, before anything is built or compiled.
   validate.check_config(config)
   validate.check_workdir(workdir)
+  with workdir_lib.lock(workdir):
+    changed = workdir_lib.check_resume(workdir, config)
+    return _train_and_evaluate(config, workdir, changed, requested_evals)
+
+
+def _train_and_evaluate(config, workdir, changed, requested_evals):
+  # --- Checks: everything the user gave us, before anything is built or compiled.
   init_dir = init_from.step_dir(config.init_from) if config.init_from else None
 
   # --- Mesh and sharding rules.
@@ -242,9 +252,8 @@ def train_and_evaluate(config, workdir):
   if jax.process_index() == 0 and jax.process_count() > 1:
     barrier()
   validate.check_modalities(config, info)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  evaluators = evaluate.build(config, info, mesh, requested=requested_evals)
+  workdir_lib.record_launch(workdir, config, changed)
   train_loader = loader.train_loader(config.data, info, global_batch_size=config.batch_size,
                                      seed=config.seed)
   data_iter = iter(train_loader)
@@ -300,9 +309,7 @@ def train_and_evaluate(config, workdir):
     first = lambda metrics: metrics
     context = functools.partial(sharding.use, mesh, rules)
 
-  # --- Evals.
-  evaluators = {name: evaluate.get(name, cfg, config=config, info=info, mesh=mesh)
-                for name, cfg in config.evals.items()}
+  # --- Evals (built above, before anything compiles).
   writer = metrics_lib.MetricWriter(workdir)
 
   def run_evals(step):
