@@ -152,6 +152,13 @@ class _QuietLibraries(logging.logging.Filter):
     return record.levelno >= logging.logging.WARNING or "/orbax/" not in record.pathname
 
 
+def _requested_evals():
+  """Evaluators the command line names (--config.evals.<name>...): one of these that cannot
+  run on the dataset is an error; the config file's others are switched off with a notice."""
+  return tuple(a[len("--config.evals."):].split(".")[0].split("=")[0] for a in sys.argv[1:]
+               if a.startswith("--config.evals."))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -162,7 +169,7 @@ def main(argv):
     # First, before anything touches a device: each process joins the others.
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from mmjax.train import trainer  # pylint: disable=g-import-not-at-top
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, requested_evals=_requested_evals())
   except UserError as e:
     # Problems with what the user gave us: one clear message, no traceback.
     _fail(e)

@@ -49,6 +49,9 @@ def get_config(arg=None):
   # optimizer state, gradients, activations: mmjax/train/memory.py) exceeds a device's; False
   # runs it anyway (the estimate of activations is rough).
   config.check_memory = True
+  # A resume must keep the run's config (mmjax/train/workdir.py lists the keys it may change);
+  # 'key1,key2' (or a subtree, 'optimizer') allows these changes on purpose.
+  config.resume_overrides = ""
   # 'START:END': a JAX profiler trace of those steps into WORKDIR/tensorboard (TensorBoard's
   # profile plugin, or Perfetto); empty: none.
   config.profile = ml_collections.ConfigDict(dict(steps=""))

@@ -6,7 +6,6 @@ JAX_LOG_COMPILES=1 and look for JAX's compile log lines on stderr.
 """
 import contextlib
 import dataclasses
-import inspect
 import os
 import re
 import subprocess
@@ -307,8 +306,6 @@ def test_memory_check_passes_the_tiny_config(runlocal_config):
   validate.check_memory(config, info, mesh, abstract_state, shardings)
 
 
-@pytest.mark.skipif("validate.check_memory" not in inspect.getsource(trainer),
-                    reason="train_and_evaluate does not call validate.check_memory yet")
 def test_train_and_evaluate_refuses_before_initializing(runlocal_config, monkeypatch, tmp_path):
   config = runlocal_config.copy_and_resolve_references()
   config.model.size, config.model.scan_layers, config.batch_size = "H", True, 128

@@ -44,7 +44,8 @@ def test_evaluators_that_cannot_run_are_switched_off_unless_asked_for(runlocal_c
   evaluators = evaluate.build(config, info, mesh)
   assert sorted(evaluators) == ["retrieval"]
   out = capsys.readouterr().out
-  assert "switched off config.evals.zero_shot: " in out and "has no class names" in out
-  assert "switched off config.evals.reconstruction: " in out
+  assert "switched off (cannot run on this dataset): config.evals.zero_shot " in out
+  assert "has no class names" in out
+  assert "switched off (cannot run on this dataset): config.evals.reconstruction " in out
   with pytest.raises(NotApplicable, match="config.evals.zero_shot .* has no class names"):
     evaluate.build(config, info, mesh, requested=("zero_shot",))

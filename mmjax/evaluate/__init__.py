@@ -5,6 +5,7 @@ An evaluator that cannot run on the dataset (zero-shot without class names, reco
 without images) raises `NotApplicable` from its constructor."""
 import importlib
 
+import jax
 from absl import logging
 
 from mmjax.errors import NotApplicable
@@ -33,6 +34,7 @@ def build(config, info, mesh, *, requested=()):
     except NotApplicable as e:
       if name in requested:
         raise
-      logging.warning("Switched off config.evals.%s: %s", name, e)
-      print(f"note: switched off config.evals.{name}: {e}")
+      logging.info("Switched off config.evals.%s: %s", name, e)
+      if jax.process_index() == 0:
+        print(f"note: switched off (cannot run on this dataset): {e}")
   return evaluators

@@ -267,6 +267,7 @@ def _train_and_evaluate(config, workdir, changed, requested_evals):
   if use_pmap:
     rules = sharding.rules_from_config(sharding.strategy_rules("data_parallel"))
   state_shardings = sharding.param_shardings(abstract_state, mesh, rules)
+  validate.check_memory(config, info, mesh, abstract_state, state_shardings)  # Will it fit?
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
   logging.info("Model %s/%s: %.2fM parameters; %s loop on mesh %s.", config.model.name,
                config.model.size, num_params / 1e6, config.parallel.loop, dict(mesh.shape))
