@@ -173,8 +173,9 @@ def _flat(config):
 
 
 def _matches(key, patterns):
-  return any(key == p or (p.endswith(".*") and key.startswith(p[:-1])) or
-             key.startswith(p + ".") for p in patterns)
+  """Whether `key` is one of `patterns` or under one ('a.*' and 'a' both cover 'a.b.c')."""
+  return any(key == p.removesuffix(".*") or key.startswith(p.removesuffix(".*") + ".")
+             for p in patterns)
 
 
 def _commit():
