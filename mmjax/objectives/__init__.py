@@ -2,7 +2,20 @@
 mmjax.objectives.masked_image and returns its `loss(outputs, cfg, ctx) -> Terms`.
 
 Any module here that defines `loss` is an objective; the others (masking, masked_modeling,
-chunked_contrastive) are helpers.
+chunked_contrastive) are helpers. `register(name, module)` adds one from elsewhere.
+
+An objective module declares what the trainer must know about it (defaults in brackets):
+  MIXES_ROWS     [False] whether its terms compare rows of the batch with each other (a
+                 contrastive loss). Gradient accumulation computes such an objective once over
+                 the whole batch from the inputs below (GradCache); row-local ones per
+                 micro-batch.
+  ROW_INPUTS     [()] model outputs it reads with a leading batch axis, differentiated
+                 ('embeddings'); SHARED_INPUTS [()] outputs shared by all rows, differentiated
+                 (learned scalars); FLAG_INPUTS [()] per-row outputs it does not differentiate.
+  embedding_view(cfg)  [None] the embeddings it asks the model for ('clean' | 'masked').
+  needs_mesh(cfg)      [False] whether it shard_maps parts of itself over the jit mesh.
+  MODALITY       [None] the modality a masked-modeling objective reconstructs.
+  check_config(cfg)    its own config checks.
 
 Losses are returned as sums over examples or tokens and their counts, not as means: the trainer
 adds them up over devices (pmap), processes and gradient-accumulation micro-batches before it
@@ -43,13 +56,59 @@ class Context(typing.NamedTuple):
     return x if self.axis_name is None else lax.psum(x, self.axis_name)
 
 
+_REGISTERED = {}  # name -> module, added by `register`.
+
+
+def register(name, module):
+  """Makes `module` (anything with a `loss` and the declarations above) objective `name`."""
+  if not hasattr(module, "loss"):
+    raise ValueError(f"objective {name!r}: {module!r} has no loss function.")
+  _REGISTERED[name] = module
+
+
 def available():
-  """Names of the objective modules in this package."""
-  names = []
+  """Names of the objectives: the modules in this package, and the registered ones."""
+  names = set(_REGISTERED)
   for info in pkgutil.iter_modules(__path__):
     if hasattr(importlib.import_module(f"{__name__}.{info.name}"), "loss"):
-      names.append(info.name)
+      names.add(info.name)
   return sorted(names)
+
+
+def active(objectives_cfg):
+  """Names of the switched-on objectives (weight > 0), in config order."""
+  return [name for name, cfg in objectives_cfg.items() if cfg.weight > 0]
+
+
+def mixes_rows(name):
+  """Whether objective `name`'s terms compare rows of the batch (see the module docstring)."""
+  return getattr(_module(name), "MIXES_ROWS", False)
+
+
+def inputs(name):
+  """(row, shared, flag) model outputs that objective `name` reads."""
+  module = _module(name)
+  return tuple(tuple(getattr(module, k, ())) for k in
+               ("ROW_INPUTS", "SHARED_INPUTS", "FLAG_INPUTS"))
+
+
+def embedding_view(objectives_cfg):
+  """The embeddings the switched-on objectives ask the model for: 'clean', 'masked' or None.
+  Two objectives asking for different views are a UserError."""
+  views = {}
+  for name in active(objectives_cfg):
+    view = getattr(_module(name), "embedding_view", lambda cfg: None)(objectives_cfg[name])
+    if view is not None:
+      views[name] = view
+  if len(set(views.values())) > 1:
+    raise UserError(f"config.objectives ask the model for different embedding views: {views}.")
+  return next(iter(views.values()), None)
+
+
+def needs_mesh(objectives_cfg):
+  """Whether a switched-on objective shard_maps over the jit mesh (needs Context.mesh)."""
+  return any(getattr(_module(n), "needs_mesh", lambda cfg: False)(objectives_cfg[n])
+             for n in active(objectives_cfg))
 
 
 def modality(name):
@@ -70,8 +129,8 @@ def get(name):
 
 
 def _module(name):
-  module = None
-  if name.isidentifier():
+  module = _REGISTERED.get(name)
+  if module is None and name.isidentifier():
     try:
       module = importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as e:

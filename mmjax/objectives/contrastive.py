@@ -20,6 +20,22 @@ from mmjax import objectives
 from mmjax.errors import UserError
 from mmjax.objectives import chunked_contrastive
 
+# What the trainer needs to know (mmjax.objectives): every row is compared with every other
+# row of the global batch, from the pooled embeddings and the learned scale and bias of each
+# pair, for the rows that have each modality.
+MIXES_ROWS = True
+ROW_INPUTS = ("embeddings",)
+SHARED_INPUTS = ("logit_scale", "logit_bias")
+FLAG_INPUTS = ("present",)
+
+
+def embedding_view(cfg):
+  return cfg.view
+
+
+def needs_mesh(cfg):
+  return cfg.get("impl", "dense") == "chunked"
+
 
 def _similarities(z_a, z_b):
   # HIGHEST: at scale ~100, TPU's default bfloat16 passes would move logits by about 1.

@@ -27,6 +27,7 @@ import os
 import jax
 import numpy as np
 
+from mmjax import objectives
 from mmjax.models import mmt
 from mmjax.models import sizes
 from mmjax.models import tokenizers
@@ -137,8 +138,7 @@ def _passes(config, info):
     passes += [encoder(sum(kept))] if joint else [encoder(k) for k in kept]
     filled = [grid[m] for m in masked]
     passes += [decoder(sum(filled))] if joint else [decoder(n) for n in filled]
-  contrastive = config.objectives.get("contrastive")
-  view = contrastive.view if contrastive and contrastive.weight > 0 else None
+  view = objectives.embedding_view(config.objectives)
   clean = [m for m in grid if view == "clean" or (view == "masked" and m not in masked)]
   passes += [encoder(grid[m]) for m in clean]
   patch_dim = {"image": model.image.patch_size**2 * info.image_shape[-1],

@@ -10,11 +10,13 @@ micro-batches, and gives the same loss and update in every case (up to float rou
 - Objectives return sums and counts (mmjax.objectives.Terms); a loss is divided by the count
   over the whole global batch, so every shard's share adds up to the global loss. Under pmap
   the gradients of the shares are summed over devices.
-- Contrastive negatives span the global batch. With accumulation (GradCache, Gao et al. 2021):
-  a forward pass per micro-batch collects every embedding and the counts; the contrastive loss
-  and its gradient w.r.t. the embeddings are computed once on the whole batch; then each
-  micro-batch's backward pass carries those embedding gradients along with its own row-local
-  losses. The price is one extra forward pass per micro-batch.
+- Objectives that mix rows (contrastive negatives span the global batch; each objective
+  declares it, mmjax.objectives) are computed on the whole batch. With accumulation (GradCache,
+  Gao et al. 2021): a forward pass per micro-batch collects the model outputs those objectives
+  read (their declared inputs) and the row-local counts; the row-mixing losses and their
+  gradients w.r.t. those inputs are computed once on the whole batch; then each micro-batch's
+  backward pass carries those input gradients along with its own row-local losses. The price
+  is one extra forward pass per micro-batch. No objective is named here.
 """
 import einops
 import jax
@@ -24,9 +26,6 @@ from flax import nnx
 
 from mmjax import objectives
 from mmjax.train import optimizer
-
-CONTRASTIVE = "contrastive"  # The one objective whose terms mix rows of the batch.
-
 
 def mask_ratios(objectives_cfg, modalities):
   """{modality: mask ratio} for every switched-on masked-modeling objective."""
@@ -38,16 +37,11 @@ def mask_ratios(objectives_cfg, modalities):
   return ratios
 
 
-def _active(config):
-  return [name for name, cfg in config.objectives.items() if cfg.weight > 0]
-
-
 def forward(params, graphdef, batch, key, config, modalities):
   """The model's outputs for the switched-on objectives."""
   model = nnx.merge(graphdef, params)
-  contrastive = config.objectives.get(CONTRASTIVE)
   return model(batch, key=key, mask_ratios=mask_ratios(config.objectives, modalities),
-               embeddings=contrastive.view if contrastive and contrastive.weight > 0 else None)
+               embeddings=objectives.embedding_view(config.objectives))
 
 
 def _terms(out, config, ctx, names):
@@ -87,7 +81,7 @@ def _useful(forward_flops, ctx):
 
 def grads_whole_batch(params, batch, key, *, graphdef, config, modalities, ctx):
   """(gradient of this shard's loss share, metrics) from one pass over the batch."""
-  names = _active(config)
+  names = objectives.active(config.objectives)
 
   def share(params):
     out = forward(params, graphdef, batch, key, config, modalities)
@@ -100,8 +94,18 @@ def grads_whole_batch(params, batch, key, *, graphdef, config, modalities, ctx):
   return grads, _metrics(terms, config, ctx) | _useful(useful_flops, ctx)
 
 
+def _cross_inputs(names):
+  """(row, shared, flag) model outputs that the row-mixing objectives `names` read."""
+  row, shared, flag = set(), set(), set()
+  for n in names:
+    r, s, f = objectives.inputs(n)
+    row, shared, flag = row | set(r), shared | set(s), flag | set(f)
+  return sorted(row), sorted(shared), sorted(flag)
+
+
 def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, steps):
-  """Like grads_whole_batch, over `steps` micro-batches (GradCache for the contrastive loss).
+  """Like grads_whole_batch, over `steps` micro-batches (GradCache for the objectives that mix
+  rows).
 
   Micro-batch j holds rows j, j + steps, j + 2 * steps, ... so that every device keeps its own
   rows in each micro-batch.
@@ -109,65 +113,66 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
   split = lambda x: einops.rearrange(x, "(m k) ... -> k m ...", k=steps)
   join = lambda x: einops.rearrange(x, "k m ... -> (m k) ...")
   micro = jax.tree.map(split, batch)
-  names = _active(config)
-  local = [n for n in names if n != CONTRASTIVE]  # Row-local objectives.
-  contrastive = CONTRASTIVE in names
+  names = objectives.active(config.objectives)
+  cross = [n for n in names if objectives.mixes_rows(n)]  # On the whole batch at once.
+  local = [n for n in names if n not in cross]  # Row-local: per micro-batch.
+  row_keys, shared_keys, flag_keys = _cross_inputs(cross)
 
-  # Pass 1, forward only: the counts of the row-local terms and the contrastive inputs.
+  # Pass 1, forward only: the counts of the row-local terms and the row-mixing inputs.
   def first(mb):
     out = forward(params, graphdef, mb, key, config, modalities)
     counts = {n: {k: d for k, (_, d) in t.sums.items()}
               for n, t in _terms(out, config, ctx, local).items()}
-    inputs = {k: out[k] for k in ("embeddings", "logit_scale", "logit_bias")} if contrastive else {}
-    return counts, inputs, out.get("present", {}) if contrastive else {}, out.get("useful_flops")
+    inputs = {k: out[k] for k in row_keys + shared_keys}
+    return counts, inputs, {k: out[k] for k in flag_keys}, out.get("useful_flops")
 
-  counts, inputs, present, useful_flops = jax.lax.map(first, micro)
+  counts, inputs, flags, useful_flops = jax.lax.map(first, micro)
   counts = jax.tree.map(lambda c: c.sum(0), counts)
 
-  # The contrastive loss once over the whole batch, and its gradient w.r.t. its inputs.
+  # The row-mixing losses once over the whole batch, and their gradient w.r.t. their inputs.
   terms, input_grads = {}, {}
-  if contrastive:
-    inputs = {"embeddings": jax.tree.map(join, inputs["embeddings"]),
-              "logit_scale": jax.tree.map(lambda s: s[0], inputs["logit_scale"]),
-              "logit_bias": jax.tree.map(lambda s: s[0], inputs["logit_bias"])}
-    cfg = config.objectives[CONTRASTIVE]
+  if cross:
+    inputs = ({k: jax.tree.map(join, inputs[k]) for k in row_keys}
+              | {k: jax.tree.map(lambda s: s[0], inputs[k]) for k in shared_keys})
+    flags = {k: jax.tree.map(join, v) for k, v in flags.items()}  # Not differentiated.
 
-    present = jax.tree.map(join, present)  # Which rows have which modality: not differentiated.
+    def cross_share(inputs):
+      t = {n: objectives.get(n)(inputs | flags, config.objectives[n], ctx) for n in cross}
+      return sum(config.objectives[n].weight * t[n].sums["loss"][0]
+                 / _count(ctx, t[n].sums["loss"][1]) for n in cross), t
 
-    def contrastive_share(inputs):
-      t = objectives.get(CONTRASTIVE)(inputs | {"present": present}, cfg, ctx)
-      return cfg.weight * t.sums["loss"][0] / _count(ctx, t.sums["loss"][1]), t
-
-    input_grads, terms[CONTRASTIVE] = jax.grad(contrastive_share, has_aux=True)(inputs)
-    input_grads["embeddings"] = jax.tree.map(split, input_grads["embeddings"])
+    input_grads, cross_terms = jax.grad(cross_share, has_aux=True)(inputs)
+    terms.update(cross_terms)
+    for k in row_keys:
+      input_grads[k] = jax.tree.map(split, input_grads[k])
 
   # Pass 2: each micro-batch's backward pass: its row-local losses (over the global counts)
-  # plus <d loss / d embedding, embedding> for its rows.
+  # plus <d loss / d input, input> for its rows' inputs and 1/steps of the shared ones'.
   def second(grads, xs):
-    mb, embedding_grads = xs
+    mb, row_grads = xs
 
     def surrogate(params):
       out = forward(params, graphdef, mb, key, config, modalities)
       t = _terms(out, config, ctx, local)
       total = sum(config.objectives[n].weight * t[n].sums["loss"][0]
                   / _count(ctx, counts[n]["loss"]) for n in local)
-      if contrastive:
-        for m, g in embedding_grads.items():
-          total += jnp.vdot(g, out["embeddings"][m])
-        for k in ("logit_scale", "logit_bias"):  # Used by every micro-batch: 1/steps each.
-          for p, g in input_grads[k].items():
-            total += jnp.vdot(g, out[k][p]) / steps
+      dot = lambda g, x: sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g),
+                                                             jax.tree.leaves(x)))
+      for k in row_keys:
+        total += dot(row_grads[k], out[k])
+      for k in shared_keys:  # Used by every micro-batch: 1/steps each.
+        total += dot(input_grads[k], out[k]) / steps
       return total, {n: {k: num for k, (num, _) in t[n].sums.items()} for n in local}
 
     g, sums = jax.grad(surrogate, has_aux=True)(params)
     return jax.tree.map(jnp.add, grads, g), sums
 
-  embedding_grads = input_grads.get("embeddings", {})
-  grads, sums = jax.lax.scan(second, jax.tree.map(jnp.zeros_like, params),
-                             (micro, embedding_grads))
+  row_grads = {k: input_grads[k] for k in row_keys}
+  grads, sums = jax.lax.scan(second, jax.tree.map(jnp.zeros_like, params), (micro, row_grads))
   for n in local:
     terms[n] = objectives.Terms(
         sums={k: (sums[n][k].sum(0), counts[n][k]) for k in counts[n]}, values={})
+  terms = {n: terms[n] for n in names}  # Config order, as without accumulation.
   return grads, _metrics(terms, config, ctx) | _useful(useful_flops, ctx)
 
 

@@ -26,6 +26,7 @@ from mmjax.errors import NonFiniteError
 from mmjax.evaluate import retrieval
 from mmjax import models
 from mmjax.models import sizes
+from mmjax import objectives
 from mmjax.objectives import Context
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
@@ -70,8 +71,7 @@ def initial_state(config, info, tx, state_shardings):
 def jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings):
   """The jitted train step on `mesh`: state sharded by the rules, batch over the mesh axes of
   the 'batch' rule. Trace and call it inside `sharding.use(mesh, rules)`."""
-  contrastive = config.objectives.get("contrastive")
-  needs_mesh = contrastive is not None and contrastive.get("impl", "dense") == "chunked"
+  needs_mesh = objectives.needs_mesh(config.objectives)
   batch_axes = mesh_lib.batch_axes(config.parallel.rules)
   return jax.jit(
       functools.partial(step_lib.train_step, graphdef=graphdef, tx=tx, lr_schedule=lr_schedule,

@@ -72,11 +72,11 @@ def check_config(config):
              "in [0, 1): the fraction of tokens hidden")
   if not any(obj.weight > 0 for obj in objectives.values()):
     raise UserError("config.objectives: every weight is 0, so there is nothing to train.")
-  contrastive = objectives.get("contrastive")
-  if (contrastive and contrastive.weight > 0 and contrastive.view == "masked"
+  if (objective_lib.embedding_view(objectives) == "masked"
       and config.model.fusion == "joint"):
-    raise UserError("config.objectives.contrastive.view='masked' needs model.fusion='separate': "
-                    "in a joint sequence each modality's tokens have seen the others.")
+    raise UserError("config.objectives: a view='masked' (embeddings pooled from the masked "
+                    "pass) needs model.fusion='separate': in a joint sequence each modality's "
+                    "tokens have seen the others.")
 
 
 def check_parallel(config, mesh):
