@@ -235,7 +235,7 @@ def _grid_config(size, strategy, devices):
 def grid_rows(devices):
   """The (size, strategy) rows for `devices`; on 8 devices also the contrastive series and
   the smallest size in float32 (how the CPU compiler treats bfloat16)."""
-  from mmjax.objectives import chunked_contrastive  # pylint: disable=g-import-not-at-top
+  from scripts import contrastive_memory  # pylint: disable=g-import-not-at-top
   from mmjax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   info = _dataset_info()
   out = {"rows": [], "contrastive": None, "float32": None}
@@ -259,7 +259,7 @@ def grid_rows(devices):
     out["contrastive"] = {
         "kind": config.objectives.contrastive.type, "embed_dim": config.model.embed_dim,
         "batches": list(_CONTRASTIVE_BATCHES),
-        "series": chunked_contrastive.temp_memory_series(
+        "series": contrastive_memory.temp_memory_series(
             config.objectives.contrastive.type, _CONTRASTIVE_BATCHES, mesh,
             embed_dim=config.model.embed_dim)}
   return out
@@ -382,7 +382,7 @@ def _report(results, seconds):
     out += [
         "", "## Why `objectives.contrastive.impl='chunked'`", "",
         f"Per-device temporaries of the {contrastive['kind']} loss and its gradient alone "
-        f"(`mmjax.objectives.chunked_contrastive.temp_memory_series`, {contrastive['embed_dim']}"
+        f"(`scripts/contrastive_memory.py`, {contrastive['embed_dim']}"
         "-dim embeddings, 8 devices on `data`, XLA CPU). With b = B / n rows per device, the "
         "dense loss holds its rows against the whole global batch, b x B similarities and "
         "their gradient, which grows with the number of devices even at a fixed b; the "

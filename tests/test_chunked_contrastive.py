@@ -9,6 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mmjax.objectives import chunked_contrastive, contrastive
 from mmjax.parallel.mesh import make_mesh
+from scripts import contrastive_memory
 
 SCALE, BIAS = 10.0, -5.0
 
@@ -115,7 +116,7 @@ def test_temp_memory_grows_slower_than_dense_in_batch(kind):
   needs less memory at every B, and the gap widens with each doubling (dense holds its B x B/8
   block of logits per device; the ring only (B/8)^2 blocks)."""
   sizes = (64, 128, 256, 512)
-  series = chunked_contrastive.temp_memory_series(kind, sizes, make_mesh({"data": 8}),
+  series = contrastive_memory.temp_memory_series(kind, sizes, make_mesh({"data": 8}),
                                                   embed_dim=32)
   print(f"\n{kind} per-device temp bytes for B={sizes} on 8 devices: {series}")
   dense, chunked = np.array(series["dense"], float), np.array(series["chunked"], float)
@@ -132,7 +133,7 @@ def test_temp_memory_flat_in_devices(kind):
   temps = {}
   for n in (4, 8):
     mesh = make_mesh({"data": n}, devices=jax.devices()[:n])
-    temps[n] = chunked_contrastive.temp_memory_series(kind, (64 * n,), mesh, embed_dim=32)
+    temps[n] = contrastive_memory.temp_memory_series(kind, (64 * n,), mesh, embed_dim=32)
   print(f"\n{kind} per-device temp bytes, 64 rows per device, by device count: {temps}")
   dense, chunked = ({n: temps[n][impl][0] for n in temps} for impl in ("dense", "chunked"))
   assert dense[8] > dense[4]

@@ -21,17 +21,16 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from mmjax.errors import UserError
-# A module, not its names: contrastive imports this module too, and either may load first.
-from mmjax.objectives import contrastive
+from mmjax.objectives import similarity
 
 KINDS = ("infonce", "siglip")
 
 
 def _matmul(x, y):
-  # HIGHEST, like contrastive._similarities: the gradients must match the dense loss's.
+  # HIGHEST, like similarity.similarities: the gradients must match the dense loss's.
   return jnp.matmul(x, y, precision=lax.Precision.HIGHEST)
 
 
@@ -60,22 +59,6 @@ def _ring(visit, z_b, carry, state, axis_name):
   return _shift(carry, axis_name), state  # The n-th move brings each carry home.
 
 
-# Added to the logits of rows / columns that are not pairs (an example lacking a side): exp()
-# of it underflows to exactly 0 for any logit a scale <= 100 can make, yet it stays finite, so a
-# batch without a single pair gives a loss and gradients of 0, never NaN.
-MASKED_LOGIT = -1e5
-
-
-def weights(valid, b, dtype=jnp.float32):
-  """valid bool[b] (None: all rows) -> 0/1 weights f32[b]."""
-  return jnp.ones((b,), dtype) if valid is None else valid.astype(dtype)
-
-
-def logit_mask(w_b):
-  """0 where w_b is 1, MASKED_LOGIT where it is 0."""
-  return jnp.where(w_b > 0, 0.0, MASKED_LOGIT).astype(w_b.dtype)
-
-
 # -- InfoNCE ----------------------------------------------------------------------------------
 
 def infonce_share(z_a, z_b, scale, axis_name, valid=None):
@@ -91,24 +74,24 @@ def infonce_share(z_a, z_b, scale, axis_name, valid=None):
   """
   # Scale goes into the rows, so the custom VJP only sees this device's arrays; autodiff turns
   # their gradient into scale's, summed over the axis under shard_map, per device under pmap.
-  return _infonce_ring(scale * z_a, z_b, weights(valid, z_a.shape[0]), axis_name)
+  return _infonce_ring(scale * z_a, z_b, similarity.weights(valid, z_a.shape[0]), axis_name)
 
 
 def _infonce_forward(x_a, z_b, w, axis_name):
   """Ring over logits x_a @ z_b.T: (share, residuals for the backward ring). The chunk of z_b
   travels with its weights; rows skip masked columns and columns skip masked rows."""
-  m_a = logit_mask(w)[:, None]
+  m_a = similarity.logit_mask(w)[:, None]
   # Own chunk first: the chunk whose origin is this device holds the positives.
-  logits_bb = contrastive._similarities(x_a, z_b)
+  logits_bb = similarity.similarities(x_a, z_b)
   pos_b = jnp.diagonal(logits_bb)
-  row_lse_b = jax.nn.logsumexp(logits_bb + logit_mask(w)[None, :], axis=1)
+  row_lse_b = jax.nn.logsumexp(logits_bb + similarity.logit_mask(w)[None, :], axis=1)
   col_lse_b = jax.nn.logsumexp(logits_bb + m_a, axis=0)
 
   def visit(chunk, col_lse_b, row_lse_b):
     z_be, w_e = chunk
-    logits_bb = contrastive._similarities(x_a, z_be)
-    row_lse_b = jnp.logaddexp(row_lse_b,
-                              jax.nn.logsumexp(logits_bb + logit_mask(w_e)[None, :], axis=1))
+    logits_bb = similarity.similarities(x_a, z_be)
+    m_e = similarity.logit_mask(w_e)[None, :]
+    row_lse_b = jnp.logaddexp(row_lse_b, jax.nn.logsumexp(logits_bb + m_e, axis=1))
     col_lse_b = jnp.logaddexp(col_lse_b, jax.nn.logsumexp(logits_bb + m_a, axis=0))
     return col_lse_b, row_lse_b
 
@@ -124,13 +107,13 @@ def _infonce_ring(x_a, z_b, w, axis_name):
 
 def _infonce_backward(axis_name, residuals, g):
   x_a, z_b, w, row_lse_b, col_lse_b = residuals
-  m_a = logit_mask(w)[:, None]
+  m_a = similarity.logit_mask(w)[:, None]
 
   def block(z_be, w_e, col_lse_b, g_col, own):
     """Gradients from one block: its rows are ours (cotangent g), its columns belong to the
     chunk's home device (whose cotangent and column logsumexps travel with the chunk)."""
-    logits_bb = contrastive._similarities(x_a, z_be)
-    row_p = jnp.exp(logits_bb + logit_mask(w_e)[None, :] - row_lse_b[:, None])
+    logits_bb = similarity.similarities(x_a, z_be)
+    row_p = jnp.exp(logits_bb + similarity.logit_mask(w_e)[None, :] - row_lse_b[:, None])
     col_p = jnp.exp(logits_bb + m_a - col_lse_b[None, :])
     dlogits_bb = 0.5 * ((g * w)[:, None] * row_p + (g_col * w_e)[None, :] * col_p)
     if own:  # Positives: -logit_ii in both the row and the column cross-entropy.
@@ -167,21 +150,21 @@ def siglip_share(z_a, z_b, scale, bias, axis_name, valid=None):
   b = z_a.shape[0]
   x_a = jnp.concatenate([scale * z_a, jnp.broadcast_to(bias, (b, 1)).astype(z_a.dtype)], axis=1)
   x_b = jnp.concatenate([z_b, jnp.ones((b, 1), z_b.dtype)], axis=1)
-  return _siglip_ring(x_a, x_b, weights(valid, b), axis_name)
+  return _siglip_ring(x_a, x_b, similarity.weights(valid, b), axis_name)
 
 
 def _siglip_forward(x_a, x_b, w, axis_name):
   """Ring over logits x_a @ x_b.T: (share, residuals for the backward ring). The chunk of x_b
   travels with its weights; a pair counts when both its row and column are valid."""
   # Own chunk first: the only one with positives (its diagonal).
-  logits_bb = contrastive._similarities(x_a, x_b)
+  logits_bb = similarity.similarities(x_a, x_b)
   labels_bb = 2.0 * jnp.eye(logits_bb.shape[0]) - 1.0
   total = -(jnp.outer(w, w) * jax.nn.log_sigmoid(labels_bb * logits_bb)).sum()
 
   def visit(chunk, carry, total):
     # Other devices' columns: all negatives.
     x_be, w_e = chunk
-    logits_bb = contrastive._similarities(x_a, x_be)
+    logits_bb = similarity.similarities(x_a, x_be)
     return carry, total - (jnp.outer(w, w_e) * jax.nn.log_sigmoid(-logits_bb)).sum()
 
   _, total = _ring(visit, (x_b, w), (), total, axis_name)
@@ -198,7 +181,7 @@ def _siglip_backward(axis_name, residuals, g):
 
   def block(x_be, w_e, own):
     """Gradients from one block, all of whose pairs are terms of this device's share."""
-    logits_bb = contrastive._similarities(x_a, x_be)
+    logits_bb = similarity.similarities(x_a, x_be)
     # d/dx -log sigmoid(label * x) = -label * sigmoid(-label * x); label -1 off the diagonal.
     labels_bb = 2.0 * jnp.eye(logits_bb.shape[0]) - 1.0 if own else -1.0
     dlogits_bb = -g * jnp.outer(w, w_e) * labels_bb * jax.nn.sigmoid(-labels_bb * logits_bb)
@@ -251,36 +234,3 @@ def sharded_loss(kind, z_a, z_b, scale, bias, mesh, batch_axes=("data", "fsdp"),
   the valid rows alone."""
   pairs = z_a.shape[0] if valid is None else jnp.maximum(valid.sum(), 1).astype(jnp.float32)
   return sharded_sum(kind, z_a, z_b, scale, bias, mesh, batch_axes, valid) / pairs
-
-
-def temp_memory_series(kind, global_batch_sizes, mesh, embed_dim=128,
-                       batch_axes=("data", "fsdp")):
-  """Per-device XLA temp bytes of value_and_grad (w.r.t. z_a, z_b, scale, bias) of the dense
-  loss and of `sharded_loss`, compiled for each global batch size with batch-sharded z's.
-
-  Returns {"dense": [bytes per B], "chunked": [bytes per B]}.
-  """
-  if kind not in KINDS:
-    raise UserError(f"Contrastive loss type {kind!r}: use one of {list(KINDS)}.")
-  z_sharding = NamedSharding(mesh, P(batch_axes))
-  scalar_sharding = NamedSharding(mesh, P())
-
-  def dense(z_a, z_b, scale, bias):
-    if kind == "infonce":
-      return contrastive.infonce(z_a, z_b, scale)
-    return contrastive.siglip(z_a, z_b, scale, bias)
-
-  def chunked(z_a, z_b, scale, bias):
-    return sharded_loss(kind, z_a, z_b, scale, bias, mesh, batch_axes)
-
-  # Same shardings in and out for both, so only the loss computation differs.
-  out_shardings = (scalar_sharding, (z_sharding, z_sharding, scalar_sharding, scalar_sharding))
-  series = {"dense": [], "chunked": []}
-  for batch in global_batch_sizes:
-    z = jax.ShapeDtypeStruct((batch, embed_dim), jnp.float32, sharding=z_sharding)
-    s = jax.ShapeDtypeStruct((), jnp.float32, sharding=scalar_sharding)
-    for name, fn in (("dense", dense), ("chunked", chunked)):
-      compiled = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3)),
-                         out_shardings=out_shardings).lower(z, z, s, s).compile()
-      series[name].append(int(compiled.memory_analysis().temp_size_in_bytes))
-  return series

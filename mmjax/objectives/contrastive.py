@@ -19,6 +19,7 @@ from jax import lax
 from mmjax import objectives
 from mmjax.errors import UserError
 from mmjax.objectives import chunked_contrastive
+from mmjax.objectives import similarity
 
 # What the trainer needs to know (mmjax.objectives): every row is compared with every other
 # row of the global batch, from the pooled embeddings and the learned scale and bias of each
@@ -37,11 +38,6 @@ def needs_mesh(cfg):
   return cfg.get("impl", "dense") == "chunked"
 
 
-def _similarities(z_a, z_b):
-  # HIGHEST: at scale ~100, TPU's default bfloat16 passes would move logits by about 1.
-  return jnp.matmul(z_a, z_b.T, precision=jax.lax.Precision.HIGHEST)
-
-
 def _all_rows(z, axis_name):
   """The whole batch's rows: this shard's z itself under jit, gathered in a mapped context."""
   return z if axis_name is None else lax.all_gather(z, axis_name, tiled=True)
@@ -57,11 +53,11 @@ def infonce_sum(z_a, z_b, scale, axis_name=None, valid=None):
   z_a against all of z_b + of each of its rows of z_b against all of z_a). valid bool[b]: the
   rows that are pairs (None: all); the others are neither queries nor candidates."""
   b = z_a.shape[0]
-  w = chunked_contrastive.weights(valid, b)
-  mask = chunked_contrastive.logit_mask(_all_rows(w, axis_name))[None, :]
+  w = similarity.weights(valid, b)
+  mask = similarity.logit_mask(_all_rows(w, axis_name))[None, :]
   labels = _first_row(b, axis_name) + jnp.arange(b)
-  rows = scale * _similarities(z_a, _all_rows(z_b, axis_name)) + mask
-  cols = scale * _similarities(z_b, _all_rows(z_a, axis_name)) + mask
+  rows = scale * similarity.similarities(z_a, _all_rows(z_b, axis_name)) + mask
+  cols = scale * similarity.similarities(z_b, _all_rows(z_a, axis_name)) + mask
   return 0.5 * (w * (optax.softmax_cross_entropy_with_integer_labels(rows, labels)
                      + optax.softmax_cross_entropy_with_integer_labels(cols, labels))).sum()
 
@@ -71,8 +67,8 @@ def siglip_sum(z_a, z_b, scale, bias, axis_name=None, valid=None):
   over its rows of z_a against every row of z_b (label +1 for the pair, -1 otherwise). valid
   bool[b]: the rows that are pairs (None: all); a term counts when its row and column are."""
   b = z_a.shape[0]
-  w = chunked_contrastive.weights(valid, b)
-  logits = scale * _similarities(z_a, _all_rows(z_b, axis_name)) + bias
+  w = similarity.weights(valid, b)
+  logits = scale * similarity.similarities(z_a, _all_rows(z_b, axis_name)) + bias
   rows = _first_row(b, axis_name) + jnp.arange(b)
   labels = jnp.where(rows[:, None] == jnp.arange(logits.shape[1])[None, :], 1.0, -1.0)
   both = w[:, None] * _all_rows(w, axis_name)[None, :]
