@@ -69,16 +69,6 @@ def test_build_errors_name_where_and_op(spec, message):
   assert f"Usage: {name}(" in str(e.value)
 
 
-def test_prefix_suffix_split():
-  pp = ops.build("decode|resize(4)|flip_lr|value_range|choose")
-  assert pp.is_random
-  assert repr(pp.deterministic_prefix) == "Pipeline('decode|resize(4)')"
-  assert not pp.deterministic_prefix.is_random
-  assert repr(pp.random_suffix) == "Pipeline('flip_lr|value_range|choose')"
-  assert not ops.build("decode|resize(4)").is_random
-  assert repr(ops.build("decode").random_suffix) == "Pipeline('')"
-
-
 def test_random_ops_need_rng_and_are_reproducible():
   pp = ops.build("random_resized_crop(4)|flip_lr|time_mask(2, 3, key='audio')")
   data = {"image": grid(10, 10, 3), "audio": np.ones(50, np.float32)}

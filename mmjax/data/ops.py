@@ -88,11 +88,7 @@ def parse(spec, *, where="data.pp"):
 
 
 class Pipeline:
-  """Built ops, applied in order by `pipeline(data, rng=None)`.
-
-  A loader can run `deterministic_prefix` once per example (e.g. cache it) and
-  `random_suffix` with a per-example rng on each pass.
-  """
+  """Built ops, applied in order by `pipeline(data, rng=None)`."""
 
   def __init__(self, ops, where="data.pp"):
     # ops: [(text, fn, random)].
@@ -102,19 +98,6 @@ class Pipeline:
   @property
   def is_random(self):
     return any(random for _, _, random in self._ops)
-
-  def _first_random(self):
-    return next((i for i, (_, _, random) in enumerate(self._ops) if random), len(self._ops))
-
-  @property
-  def deterministic_prefix(self):
-    """The ops before the first random one."""
-    return Pipeline(self._ops[:self._first_random()], self.where)
-
-  @property
-  def random_suffix(self):
-    """The ops from the first random one on (deterministic ones after it included)."""
-    return Pipeline(self._ops[self._first_random():], self.where)
 
   def __call__(self, data, rng=None):
     if rng is None and self.is_random:

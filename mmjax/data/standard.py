@@ -17,7 +17,6 @@ class Standard:
   splits: tuple  # Every split, so that their sizes can be read.
   adapter: str = ""  # Ops from the builder's features to ours (image / caption / audio / label).
   sample_rate: int = 0  # Of the stored audio.
-  labels: bool = True  # Whether 'label' is a class of the example.
   text_key: str = ""  # The stored text (flattened key), for learning a vocab.
 
 
@@ -26,14 +25,14 @@ DATASETS = {
     "coco_captions": Standard(
         modalities=("image", "text"), train_split="train", eval_split="val",
         splits=("train", "val", "test", "restval"),
-        adapter="choose(key='captions/text', out_key='caption')", labels=False,
+        adapter="choose(key='captions/text', out_key='caption')",
         text_key="captions/text"),
     # Read speech with its transcript.
     "librispeech": Standard(
         modalities=("text", "audio"), train_split="train_clean100", eval_split="dev_clean",
         splits=("train_clean100", "train_clean360", "train_other500", "dev_clean",
                 "dev_other", "test_clean", "test_other"),
-        adapter="rename(audio='speech', caption='text')", sample_rate=16000, labels=False,
+        adapter="rename(audio='speech', caption='text')", sample_rate=16000,
         text_key="text"),
     # One-second spoken commands, 12 classes.
     "speech_commands": Standard(

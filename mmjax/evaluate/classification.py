@@ -18,9 +18,8 @@ class Evaluator:
                       f"(config.model.name='classifier'), not {config.model.name!r}.")
     self.cfg, self.name, self.data_cfg, self.info, self.mesh = cfg, name, config.data, info, mesh
     self._logits = None
-    self._batch_axes = mesh_lib.batch_axes(config.parallel.rules)
-    dp = mesh_lib.data_parallel_size(mesh, self._batch_axes)
-    self._batch_size = -(-cfg.batch_size // dp) * dp
+    self._batch_axes, self._batch_size = mesh_lib.eval_batch(cfg.batch_size, mesh,
+                                                                config.parallel.rules)
 
   def run(self, model, step, writer):
     del step, writer

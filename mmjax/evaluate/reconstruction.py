@@ -30,10 +30,8 @@ class Evaluator:
                           f"{info.name!r}, which has {list(info.data_modalities)}: remove it, "
                           "or evaluate on a dataset with images.")
     self._forward = None
-    # Round up so the batch splits evenly over the data axes.
-    self._batch_axes = mesh_lib.batch_axes(config.parallel.rules)
-    dp = mesh_lib.data_parallel_size(mesh, self._batch_axes)
-    self._batch_size = -(-cfg.num_images // dp) * dp
+    self._batch_axes, self._batch_size = mesh_lib.eval_batch(cfg.num_images, mesh,
+                                                                config.parallel.rules)
 
   def _pictures(self, model, batch):
     obj = self.config.objectives.masked_image

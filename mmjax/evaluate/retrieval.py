@@ -32,10 +32,8 @@ class Evaluator:
   def __init__(self, cfg, *, name, config, info, mesh):
     self.cfg, self.name, self.data_cfg, self.info, self.mesh = cfg, name, config.data, info, mesh
     self._embed = None
-    # Round up so the batch splits evenly over the data axes (filler rows are marked invalid).
-    self._batch_axes = mesh_lib.batch_axes(config.parallel.rules)
-    dp = mesh_lib.data_parallel_size(mesh, self._batch_axes)
-    self._batch_size = -(-cfg.batch_size // dp) * dp
+    self._batch_axes, self._batch_size = mesh_lib.eval_batch(cfg.batch_size, mesh,
+                                                                config.parallel.rules)
 
   def embed_split(self, model):
     """Returns ({modality: f32[N,E]}, labels int32[N], {modality: bool[N]}) for the evaluator's

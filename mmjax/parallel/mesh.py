@@ -97,6 +97,15 @@ def data_parallel_size(mesh, axes):
   return math.prod(mesh.shape[a] for a in axes)
 
 
+def eval_batch(size, mesh, rules):
+  """(batch axes, batch size) for an evaluator's batches of `size` rows on `mesh` under the
+  config's sharding `rules`: the size rounded up so that the batch splits evenly over the data
+  axes (evaluators mark the filler rows invalid)."""
+  axes = batch_axes(rules)
+  dp = data_parallel_size(mesh, axes)
+  return axes, -(-size // dp) * dp
+
+
 def batch_sharding(mesh, axes):
   """Leading (batch) dimension split over the batch `axes` (see batch_axes), the rest
   replicated."""

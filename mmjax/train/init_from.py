@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from mmjax.errors import UserError
+from mmjax.train import param_names
 
 STATE_ITEM = "state"  # The train state's item in a step directory (mmjax.train.checkpoint).
 RESIZABLE = ("pos_embed",)  # Parameter names that `resize` may interpolate.
@@ -50,26 +51,16 @@ def step_dir(path):
                   "its checkpoints/ directory or one of its step directories.")
 
 
-def _key(entry):
-  return str(getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", entry))))
-
-
-def _name(path):
-  """'encoder/norm/scale' for a key path (an nnx.State's trailing 'value' left out)."""
-  parts = [_key(k) for k in path]
-  return "/".join(parts[:-1] if len(parts) > 1 and parts[-1] == "value" else parts)
-
-
 def _flatten(tree):
   """{'a/b/c': leaf} of a nested dict / nnx.State (leaves: arrays or shape structs)."""
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {_name(path): leaf for path, leaf in flat}
+  return {param_names.name(path): leaf for path, leaf in flat}
 
 
 def _raw_paths(tree):
   """{'a/b/c': [keys as stored]} (with an nnx.State's 'value')."""
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {_name(path): [_key(k) for k in path] for path, _ in flat}
+  return {param_names.name(path): [param_names.key(k) for k in path] for path, _ in flat}
 
 
 def flatten_shapes(tree):
@@ -168,7 +159,7 @@ def restore(path, abstract_params, fresh_params):
   values = _flatten(restored)
 
   def merged(path, fresh):
-    name = _name(path)
+    name = param_names.name(path)
     if name not in values:
       return fresh
     value = values[name]

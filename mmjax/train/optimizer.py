@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from mmjax.errors import UserError
+from mmjax.train import param_names
 
 # Weight decay applies to what a parameter is, never to its rank (a scanned model stacks a
 # LayerNorm scale into a [depth, width] array): the weights of linear maps and token
@@ -30,19 +31,10 @@ def schedule(opt_cfg, total_steps):
       end_value=opt_cfg.lr * opt_cfg.min_lr_ratio)
 
 
-def _path_name(path):
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
-def _leaf_name(path):
-  """The parameter's own name ('kernel', 'scale', ...), past a Variable's 'value' field."""
-  return [n for n in _path_name(path).split("/") if n not in ("value", ".value")][-1]
-
-
 def decay_mask(params):
   """True where weight decay applies: linear-map kernels and token embedding tables, by name."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: _leaf_name(path) in _DECAYED_LEAVES, params)
+      lambda path, _: param_names.leaf(path) in _DECAYED_LEAVES, params)
 
 
 def clamp_logit_scale(max_scale=MAX_LOGIT_SCALE):
@@ -58,7 +50,7 @@ def clamp_logit_scale(max_scale=MAX_LOGIT_SCALE):
     if params is None:
       raise ValueError("clamp_logit_scale needs the parameters.")
     def clamp(path, u, p):
-      if "logit_scale" not in _path_name(path).split("/"):
+      if "logit_scale" not in param_names.name(path).split("/"):
         return u
       return jnp.minimum(u, (log_max - p).astype(u.dtype))
     return jax.tree_util.tree_map_with_path(clamp, updates, params), state
@@ -76,7 +68,7 @@ def layer_scales(params, depth, decay):
   blocks (final norm, task head), decay**(depth - i) in block i (0 = first), decay**(depth + 1)
   before them (tokenizers). Scanned blocks (a leading layer axis) get a [depth, 1, ...] array."""
   def scale(path, x):
-    name = _path_name(path)
+    name = param_names.name(path)
     if name.startswith(_BLOCKS):
       rest = name[len(_BLOCKS):].split("/")[0]
       if rest.isdigit():  # Unrolled: blocks/<i>/...
@@ -107,7 +99,7 @@ def trainable_labels(params, freeze):
   """'train' or 'frozen' per parameter: freeze='backbone' trains only the task head (a linear
   probe); '' trains everything."""
   def label(path, _):
-    head = _path_name(path).split("/")[0] in ("head", "head_norm")
+    head = param_names.name(path).split("/")[0] in ("head", "head_norm")
     return "train" if not freeze or head else "frozen"
   return jax.tree_util.tree_map_with_path(label, params)
 
