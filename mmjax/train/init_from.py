@@ -7,9 +7,10 @@
 matched by their path in the model (`tokenizers/image/patch_embed/kernel`, ...):
 
 - loaded: in the checkpoint with the same shape;
-- resized: in the checkpoint with another shape that a documented rule maps (learned position
-  tables, `pos_embed`, interpolated over their token grid for a new image size or audio
-  length; see `resize`);
+- resized: in the checkpoint with another shape that a documented rule maps: a learned position
+  table (`pos_embed`, the text tokenizer's) interpolated to a new text length (see `resize`).
+  Image and audio positions are fixed sin-cos tables (mmjax/models/posemb.py) made for the
+  input's token grid, so a new image size or audio length has no parameter to resize;
 - new: not in the checkpoint (a task head), kept as initialized;
 - unused: in the checkpoint but not in this model (the pretraining decoder, projections).
 
