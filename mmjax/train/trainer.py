@@ -1,16 +1,20 @@
-"""The training loop, top to bottom: checks, data, mesh, model and optimizer, sharding,
-restore, step, evals, loop.
+"""The training run, in named parts: `train_and_evaluate` checks the config and locks the
+workdir; `setup` builds the mesh, data, evaluators, the model as shapes, the loop and the
+checkpoint manager (nothing compiled); `restore_or_initialize` gives the state; `train` steps,
+logs, saves and evaluates; `report` prints the results.
 
 `train_and_evaluate(config, workdir)` is what `main.py`, the tests and notebooks call. The step
 itself (mmjax.train.step) runs under jit on a data / fsdp / tensor mesh (config.parallel.loop
-'jit', the default) or under pmap with replicated parameters ('pmap'); both share the model,
-the losses and the step logic.
+'jit', the default: `JitLoop`) or under pmap with replicated parameters ('pmap': `PmapLoop`);
+both share the model, the losses and the step logic.
 """
 import contextlib
+import dataclasses
 import functools
 import json
 import os
 import time
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -234,37 +238,202 @@ def train_and_evaluate(config, workdir, *, requested_evals=()):
     return _train_and_evaluate(config, workdir, changed, requested_evals)
 
 
-def _train_and_evaluate(config, workdir, changed, requested_evals):
-  # --- Checks: everything the user gave us, before anything is built or compiled.
-  init_dir = init_from.step_dir(config.init_from) if config.init_from else None
+class JitLoop:
+  """How the run calls its step under jit: global arrays sharded over the mesh by the rules."""
 
-  # --- Mesh and sharding rules.
+  def __init__(self, config, info, mesh, rules, tx, lr_schedule, graphdef, state_shardings):
+    self.step = jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings)
+    self.pmapped = False
+    self._mesh, self._rules = mesh, rules
+    self._batch_axes = mesh_lib.batch_axes(config.parallel.rules)
+
+  def place(self, state):
+    """The restored or initialized state (global arrays) as the step takes it."""
+    return state
+
+  def batch(self, host_batch):
+    return mesh_lib.host_to_global(host_batch, self._mesh, self._batch_axes)
+
+  def global_state(self, state):
+    """The state as global arrays on the mesh (checkpoints, evaluation)."""
+    return state
+
+  def metrics(self, metrics):
+    return metrics
+
+  def context(self):
+    return sharding.use(self._mesh, self._rules)
+
+
+class PmapLoop:
+  """How the run calls its step under pmap: a copy of the state per local device."""
+
+  def __init__(self, config, info, tx, lr_schedule, graphdef, state_shardings):
+    self.step = pmap_train_step(config, info, tx, lr_schedule, graphdef)
+    self.pmapped = True
+    self._layout = PmapState(state_shardings)
+
+  def place(self, state):
+    return self._layout.to_pmap(state)
+
+  def batch(self, host_batch):
+    return self._layout.batch(host_batch)
+
+  def global_state(self, state):
+    return self._layout.to_global(state)
+
+  def metrics(self, metrics):
+    return jax.tree.map(lambda x: x[0], metrics)  # The same on every device.
+
+  def context(self):
+    return contextlib.nullcontext()  # pmap maps devices itself: no mesh, no rules.
+
+
+class SpeedLog:
+  """Wall-clock speed between log steps (compile and evals left out): step time, examples/s,
+  TFLOP/s and MFU (executed matmul FLOPs per device per second / the device's peak, mfu.py)."""
+
+  def __init__(self, config, start_step):
+    self._batch_size = config.batch_size
+    self._peak, source = mfu.peak_flops_per_device(config.model.dtype)
+    logging.info("MFU against %s.", source)
+    self.flops_per_device = None  # From the traced step, at the first step.
+    self._time, self._step = time.perf_counter(), start_step
+
+  def restart(self, step=None):
+    """Counts from now (after a compile or an eval)."""
+    self._time = time.perf_counter()
+    self._step = self._step if step is None else step
+
+  def add(self, step, scalars):
+    """Adds the speed metrics to `scalars` (host floats); returns the progress bar's postfix."""
+    now = time.perf_counter()
+    seconds = (now - self._time) / (step - self._step)
+    self._time, self._step = now, step
+    scalars["train/step_seconds"] = seconds
+    scalars["train/examples_per_sec"] = self._batch_size / seconds
+    scalars["train/tflops_per_device"] = self.flops_per_device / seconds / 1e12
+    postfix = {"loss": f"{scalars['train/loss']:.3f}",
+               "ex/s": f"{scalars['train/examples_per_sec']:.0f}"}
+    useful = scalars.pop("train/useful_flops", None)  # This step's, global.
+    if useful is not None:
+      useful /= jax.device_count()
+      scalars["train/useful_tflops_per_device"] = useful / seconds / 1e12
+    if self._peak:
+      scalars["train/mfu"] = self.flops_per_device / seconds / self._peak
+      postfix["mfu"] = f"{scalars['train/mfu']:.2f}"
+      if useful is not None:
+        scalars["train/mfu_useful"] = useful / seconds / self._peak
+    return postfix
+
+
+class Profile:
+  """A JAX profiler trace of steps config.profile.steps ('START:END') into
+  WORKDIR/tensorboard."""
+
+  def __init__(self, config, workdir):
+    self._steps = validate.profile_steps(config)
+    self._dir = os.path.join(workdir, "tensorboard")
+    self._on = False
+
+  def before(self, step):
+    if self._steps and step == self._steps[0] and jax.process_index() == 0:
+      jax.profiler.start_trace(self._dir)
+      self._on = True
+
+  def after(self, step, metrics):
+    if self._on and step == self._steps[1]:
+      jax.block_until_ready(metrics)
+      self.stop()
+      logging.info("Profile of steps %d-%d: %s/plugins/profile/ (TensorBoard's profile tab, or "
+                   "the .trace.json.gz in Perfetto).", *self._steps, self._dir)
+
+  def stop(self):
+    if self._on:
+      jax.profiler.stop_trace()
+      self._on = False
+
+
+@dataclasses.dataclass
+class Run:
+  """What the loop works with, set up by `setup`."""
+  config: typing.Any
+  workdir: str
+  info: loader.DatasetInfo
+  data_iter: typing.Any
+  graphdef: typing.Any
+  tx: typing.Any  # The optax optimizer.
+  loop: typing.Any  # JitLoop or PmapLoop.
+  mngr: typing.Any  # The Orbax CheckpointManager.
+  evaluators: dict
+  writer: metrics_lib.MetricWriter
+
+  def every(self, step, interval):
+    return step % interval == 0 or step == self.config.total_steps
+
+  def evaluate(self, step, state):
+    model = nnx.merge(self.graphdef, self.loop.global_state(state)["params"])
+    results = {}
+    for evaluator in self.evaluators.values():
+      results.update(evaluator.run(model, step, self.writer))
+    self.writer.write_scalars(step, results)
+    return results
+
+  def save(self, step, state, force=False):
+    checkpoint.save(self.mngr, step, self.loop.global_state(state), self.data_iter, force=force)
+
+  def close(self):
+    self.mngr.wait_until_finished()
+    self.mngr.close()
+    self.writer.close()
+
+
+def _train_and_evaluate(config, workdir, changed, requested_evals):
+  run, abstract_state, state_shardings = setup(config, workdir, changed, requested_evals)
+  state = restore_or_initialize(run, abstract_state, state_shardings)
+  start_step = int(state["step"])
+  state, eval_metrics, preempted = train(run, run.loop.place(state), start_step)
+  if preempted is not None:
+    run.close()
+    logging.warning("Preempted (SIGTERM): saved a checkpoint at step %d. Run the same command "
+                    "to resume.", preempted)
+    return {}
+  if not eval_metrics and start_step >= config.total_steps:
+    logging.info("Already trained to step %d; evaluating only.", start_step)
+    eval_metrics = run.evaluate(start_step, state)
+  run.close()
+  report(config, workdir, eval_metrics, max(start_step, config.total_steps))
+  return eval_metrics
+
+
+def setup(config, workdir, changed=None, requested_evals=()):
+  """Mesh, data, evaluators, the model and optimizer as shapes, the loop and the checkpoint
+  manager: everything checked and nothing compiled or allocated. Returns (Run, abstract
+  state, state shardings)."""
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = sharding.rules_from_config(config.parallel.rules)
   validate.check_parallel(config, mesh)
-  use_pmap = config.parallel.loop == "pmap"
 
-  # --- Data (built on first use: by process 0 alone, while the others wait).
+  # Data: built on first use, by process 0 alone while the others wait.
   barrier = lambda: multihost_utils.sync_global_devices("mmjax: dataset prepared")
   if jax.process_index() > 0:
-    barrier()  # Until process 0 has built it.
+    barrier()
   info = loader.prepare(config.data)
   if jax.process_index() == 0 and jax.process_count() > 1:
     barrier()
   validate.check_modalities(config, info)
   evaluators = evaluate.build(config, info, mesh, requested=requested_evals)
   workdir_lib.record_launch(workdir, config, changed)
-  train_loader = loader.train_loader(config.data, info, global_batch_size=config.batch_size,
-                                     seed=config.seed)
-  data_iter = iter(train_loader)
+  data_iter = iter(loader.train_loader(config.data, info, global_batch_size=config.batch_size,
+                                       seed=config.seed))
 
-  # --- Model and optimizer, as shapes first: nothing is allocated until it has a sharding.
+  # Model and optimizer as shapes: nothing is allocated until it has a sharding. Optimizer
+  # state follows the parameters (its moments carry the same logical names); pmap keeps whole
+  # copies, so its checkpoints are replicated whatever the rules say.
   tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps,
                                    depth=sizes.get(config.model.size).depth)
   graphdef, abstract_state = abstract_model(config, info, tx)
-  # Optimizer state follows the parameters: its moments carry the same logical names.
-  # (pmap keeps whole copies: its checkpoints are replicated whatever the rules say.)
-  if use_pmap:
+  if config.parallel.loop == "pmap":
     rules = sharding.rules_from_config(sharding.strategy_rules("data_parallel"))
   state_shardings = sharding.param_shardings(abstract_state, mesh, rules)
   validate.check_memory(config, info, mesh, abstract_state, state_shardings)  # Will it fit?
@@ -272,173 +441,119 @@ def _train_and_evaluate(config, workdir, changed, requested_evals):
   logging.info("Model %s/%s: %.2fM parameters; %s loop on mesh %s.", config.model.name,
                config.model.size, num_params / 1e6, config.parallel.loop, dict(mesh.shape))
 
-  # --- Restore or initialize.
+  if config.parallel.loop == "pmap":
+    loop = PmapLoop(config, info, tx, lr_schedule, graphdef, state_shardings)
+  else:
+    loop = JitLoop(config, info, mesh, rules, tx, lr_schedule, graphdef, state_shardings)
   mngr = checkpoint.manager(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
-  state = checkpoint.restore_latest(
-      mngr, checkpoint.abstract_with_shardings(abstract_state, state_shardings), data_iter)
-  if state is None:
-    if init_dir:  # Shapes first: a mismatch fails before anything is initialized.
-      init_from.plan(init_from.flatten_shapes(abstract_state["params"]),
-                     init_from.checkpoint_shapes(init_dir))
-    state = initial_state(config, info, tx, state_shardings)
-    if init_dir:
-      state["params"], report = init_from.restore(
-          init_dir, checkpoint.abstract_with_shardings(abstract_state, state_shardings)["params"],
-          state["params"])
-      logging.info("%s", init_from.summary(report))
-      if jax.process_index() == 0:
-        print(init_from.summary(report))
-        init_from.write(report, workdir)
-  else:
-    logging.info("Resumed from %s at step %d.", mngr.directory, int(state["step"]))
-  start_step = int(state["step"])
+  run = Run(config=config, workdir=workdir, info=info, data_iter=data_iter, graphdef=graphdef,
+            tx=tx, loop=loop, mngr=mngr, evaluators=evaluators,
+            writer=metrics_lib.MetricWriter(workdir))
+  return run, abstract_state, state_shardings
 
-  # --- Step. `global_state()` is the state as global arrays on the mesh, whichever the loop.
-  if use_pmap:
-    pmap_state = PmapState(state_shardings)
-    step_fn = pmap_train_step(config, info, tx, lr_schedule, graphdef)
-    state = pmap_state.to_pmap(state)
-    to_device = lambda batch: pmap_state.batch(batch)
-    global_state = lambda: pmap_state.to_global(state)
-    first = lambda metrics: jax.tree.map(lambda x: x[0], metrics)
-    context = contextlib.nullcontext  # pmap maps devices itself: no mesh, no rules.
-  else:
-    step_fn = jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings)
-    batch_axes = mesh_lib.batch_axes(config.parallel.rules)
-    to_device = lambda batch: mesh_lib.host_to_global(batch, mesh, batch_axes)
-    global_state = lambda: state
-    first = lambda metrics: metrics
-    context = functools.partial(sharding.use, mesh, rules)
 
-  # --- Evals (built above, before anything compiles).
-  writer = metrics_lib.MetricWriter(workdir)
+def restore_or_initialize(run, abstract_state, state_shardings):
+  """The latest checkpoint's state (and data position), else a fresh state, with
+  config.init_from's weights if it names a run. Global arrays in their shardings."""
+  config, target = run.config, checkpoint.abstract_with_shardings(abstract_state, state_shardings)
+  state = checkpoint.restore_latest(run.mngr, target, run.data_iter)
+  if state is not None:
+    logging.info("Resumed from %s at step %d.", run.mngr.directory, int(state["step"]))
+    return state
+  init_dir = init_from.step_dir(config.init_from) if config.init_from else None
+  if init_dir:  # Shapes first: a mismatch fails before anything is initialized.
+    init_from.plan(init_from.flatten_shapes(abstract_state["params"]),
+                   init_from.checkpoint_shapes(init_dir))
+  state = initial_state(config, run.info, run.tx, state_shardings)
+  if init_dir:
+    state["params"], restored = init_from.restore(init_dir, target["params"], state["params"])
+    logging.info("%s", init_from.summary(restored))
+    if jax.process_index() == 0:
+      print(init_from.summary(restored))
+      init_from.write(restored, run.workdir)
+  return state
 
-  def run_evals(step):
-    model = nnx.merge(graphdef, global_state()["params"])
-    results = {}
-    for evaluator in evaluators.values():
-      results.update(evaluator.run(model, step, writer))
-    writer.write_scalars(step, results)
-    return results
 
-  # --- Speed: MFU = executed matmul FLOPs per device per second / the device's peak (mfu.py).
-  peak_flops, peak_source = mfu.peak_flops_per_device(config.model.dtype)
-  logging.info("MFU against %s.", peak_source)
-  flops_per_device = None  # From the traced step, at the first step.
-  profile = validate.profile_steps(config)
-  profile_dir = os.path.join(workdir, "tensorboard")
-
-  # --- Loop.
-  eval_metrics = {}
+def train(run, state, start_step):
+  """Steps from start_step + 1 to config.total_steps: logs, checkpoints, evaluates, and stops
+  early at a preemption notice (after saving). Returns (state, the last eval's metrics, the
+  step it was preempted at or None)."""
+  config, loop = run.config, run.loop
+  eval_metrics, in_flight, saved, preempted = {}, None, None, None
   progress = tqdm.tqdm(total=config.total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)
-  guard = NonFiniteGuard(config.on_nonfinite, mngr.latest_step)
-  example_log = ExampleLog(workdir, config.record_example_ids)
-  last_time, last_step = time.perf_counter(), start_step
-  in_flight, saved, preempted, profiling = None, None, None, False
+  guard = NonFiniteGuard(config.on_nonfinite, run.mngr.latest_step)
+  example_log = ExampleLog(run.workdir, config.record_example_ids)
+  speed, profile = SpeedLog(config, start_step), Profile(config, run.workdir)
   try:
     with preemption.Watcher() as watcher:  # SIGTERM: save at the next step and stop.
       for step in range(start_step + 1, config.total_steps + 1):
-        host_batch = next(data_iter)
+        host_batch = next(run.data_iter)
         example_log.write(step, host_batch["index"])
-        batch = to_device(with_rows(host_batch, config.batch_size))
-        if flops_per_device is None:
-          with context():
-            flops_per_device = mfu.step_flops_per_device(step_fn, state, batch,
-                                                         pmapped=use_pmap)
-        if profile and step == profile[0] and jax.process_index() == 0:
-          jax.profiler.start_trace(profile_dir)
-          profiling = True
-        with context():
-          state, metrics = step_fn(state, batch)
-        if profiling and step == profile[1]:
-          jax.block_until_ready(metrics)
-          jax.profiler.stop_trace()
-          profiling = False
-          logging.info("Profile of steps %d-%d: %s/plugins/profile/ (TensorBoard's profile "
-                       "tab, or the .trace.json.gz in Perfetto).", *profile, profile_dir)
+        batch = loop.batch(with_rows(host_batch, config.batch_size))
+        with loop.context():
+          if speed.flops_per_device is None:
+            speed.flops_per_device = mfu.step_flops_per_device(loop.step, state, batch,
+                                                               pmapped=loop.pmapped)
+          profile.before(step)
+          state, metrics = loop.step(state, batch)
+        profile.after(step, metrics)
         # Wait for the previous step only: one step stays in flight (the next batch loads while
         # it runs), and the progress bar's rate and ETA are real rather than dispatch speed.
         if in_flight is not None:
           jax.block_until_ready(in_flight[1])
           guard.check(*in_flight)
-        in_flight = (step, first(metrics))
+        in_flight = (step, loop.metrics(metrics))
         progress.update()
 
-        if step % config.log_every == 0 or step == config.total_steps:
-          guard.check(step, first(metrics))
-          scalars = {k: float(v) for k, v in jax.device_get(first(metrics)).items()}
-          now = time.perf_counter()
-          step_seconds = (now - last_time) / (step - last_step)
-          scalars["train/step_seconds"] = step_seconds
-          scalars["train/examples_per_sec"] = config.batch_size / step_seconds
-          scalars["train/tflops_per_device"] = flops_per_device / step_seconds / 1e12
-          postfix = {"loss": f"{scalars['train/loss']:.3f}",
-                     "ex/s": f"{scalars['train/examples_per_sec']:.0f}"}
-          useful = scalars.pop("train/useful_flops", None)  # This step's, global.
-          if useful is not None:
-            scalars["train/useful_tflops_per_device"] = (
-                useful / jax.device_count() / step_seconds / 1e12)
-          if peak_flops:
-            scalars["train/mfu"] = flops_per_device / step_seconds / peak_flops
-            postfix["mfu"] = f"{scalars['train/mfu']:.2f}"
-            if useful is not None:
-              scalars["train/mfu_useful"] = useful / jax.device_count() / step_seconds / peak_flops
-          last_time, last_step = now, step
-          writer.write_scalars(step, scalars)
-          progress.set_postfix(postfix)
+        if run.every(step, config.log_every):
+          guard.check(*in_flight)
+          scalars = {k: float(v) for k, v in jax.device_get(in_flight[1]).items()}
+          progress.set_postfix(speed.add(step, scalars))
+          run.writer.write_scalars(step, scalars)
         elif step == start_step + 1:  # Compiled and run: later rates leave the compile out.
           jax.block_until_ready(metrics)
-          last_time, last_step = time.perf_counter(), step
+          speed.restart(step)
 
-        if step % config.checkpoint_every == 0 or step == config.total_steps:
-          checkpoint.save(mngr, step, global_state(), data_iter, force=step == config.total_steps)
+        if run.every(step, config.checkpoint_every):
+          run.save(step, state, force=step == config.total_steps)
           saved = step
 
-        if step % config.eval_every == 0 or step == config.total_steps:
-          eval_metrics = run_evals(step)
+        if run.every(step, config.eval_every):
+          eval_metrics = run.evaluate(step, state)
           if jax.process_index() == 0:  # tqdm.write ignores `disable`.
             progress.write(f"step {step}: " + ", ".join(
                 f"{k.split('/')[-2]} {k.split('/')[-1]}={v:.3f}"
                 for k, v in eval_metrics.items() if k.endswith(("r@1", "accuracy"))))
-          last_time = time.perf_counter()  # Evals are not training throughput.
+          speed.restart()  # Evals are not training throughput.
 
         if step < config.total_steps and watcher.reached(step):
           if saved != step:
-            checkpoint.save(mngr, step, global_state(), data_iter, force=True)
+            run.save(step, state, force=True)
           preempted = step
           break
   finally:
     # However the loop ends (done, preempted, an error): saves already started complete, so
     # no finished checkpoint is lost and none is left half written.
-    if profiling:  # The loop ended inside the profiled steps.
-      jax.profiler.stop_trace()
+    profile.stop()
     progress.close()
     example_log.close()
-    mngr.wait_until_finished()
-  if preempted is not None:
-    mngr.close()
-    writer.close()
-    logging.warning("Preempted (SIGTERM): saved a checkpoint at step %d. Run the same command "
-                    "to resume.", preempted)
-    return {}
+    run.mngr.wait_until_finished()
+  return state, eval_metrics, preempted
 
-  if not eval_metrics and start_step >= config.total_steps:
-    logging.info("Already trained to step %d; evaluating only.", start_step)
-    eval_metrics = run_evals(start_step)
-  mngr.wait_until_finished()
-  mngr.close()
-  writer.close()
-  if jax.process_index() == 0 and any(k.startswith("eval/retrieval/") for k in eval_metrics):
-    print(f"\nZero-shot retrieval on the {config.evals.retrieval.split} split, step "
-          f"{max(start_step, config.total_steps)} (a hit is an item of the same class):")
+
+def report(config, workdir, eval_metrics, step):
+  """Prints the final retrieval table and accuracies (process 0)."""
+  if jax.process_index() != 0:
+    return
+  if any(k.startswith("eval/retrieval/") for k in eval_metrics):
+    print(f"\nZero-shot retrieval on the {config.evals.retrieval.split} split, step {step} "
+          "(a hit is an item of the same class):")
     print(retrieval.table(eval_metrics))
   accuracies = {k: v for k, v in eval_metrics.items() if k.endswith("accuracy")}
-  if jax.process_index() == 0 and accuracies:
-    print(f"\nAccuracy at step {max(start_step, config.total_steps)}:")
+  if accuracies:
+    print(f"\nAccuracy at step {step}:")
     for k, v in accuracies.items():
       print(f"  {k[len('eval/'):]:<40} {v:.3f}")
-  if jax.process_index() == 0:
-    print(f"Metrics: {workdir}/metrics.jsonl; pictures: {workdir}/images/; "
-          f"TensorBoard: {workdir}/tensorboard/")
-  return eval_metrics
+  print(f"Metrics: {workdir}/metrics.jsonl; pictures: {workdir}/images/; "
+        f"TensorBoard: {workdir}/tensorboard/")
