@@ -24,6 +24,7 @@ def test_mel_filterbank_matches_librosa(n_fft, n_mels, fmin, fmax):
   np.testing.assert_allclose(ours, ref.T, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # librosa's first call compiles (numba).
 @pytest.mark.parametrize("n_fft,hop", [(256, 128), (200, 80)])
 def test_log_mel_matches_librosa(n_fft, hop):
   wave = _chirp_and_noise()

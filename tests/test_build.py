@@ -285,6 +285,7 @@ def test_a_build_that_fails_halfway_leaves_nothing(manifest, tmp_path, monkeypat
   assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow  # End-to-end training.
 def test_trains_on_it_by_name(built, runlocal_config, tmp_path):
   data_dir = built[0]
   config = runlocal_config.copy_and_resolve_references()

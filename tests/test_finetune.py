@@ -14,6 +14,8 @@ from mmjax.errors import UserError
 from mmjax.train import init_from
 from mmjax.train import optimizer
 
+pytestmark = pytest.mark.slow  # End-to-end training: `-m 'not slow'` skips it.
+
 
 def _save_state(directory, params):
   """A step directory laid out as mmjax.train.checkpoint writes it: <step>/state/{params,...}."""

@@ -15,6 +15,8 @@ from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
 
+pytestmark = pytest.mark.slow  # End-to-end training: `-m 'not slow'` skips it.
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 5
 TIMEOUT_S = 600  # Generous: the first compile under a busy 2-core CI machine takes minutes.

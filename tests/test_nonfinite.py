@@ -15,6 +15,8 @@ from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
 from tests.test_bad_data import CORRUPTIONS
 
+pytestmark = pytest.mark.slow  # End-to-end training: `-m 'not slow'` skips it.
+
 POISONED = 3  # The step whose batch gets a NaN audio sample.
 
 

@@ -86,6 +86,7 @@ def test_decay_mask_is_the_same_scanned_and_unrolled():
   assert any(d for p, d in scanned.items() if "/blocks/blocks/" in p)  # Kernels still decay.
 
 
+@pytest.mark.slow  # Trains.
 def test_logit_scale_above_the_cap_comes_back_and_keeps_learning():
   """CLIP clamps the temperature parameter after the update: a log scale initialised above
   log(100) is at the cap after one step, and its gradient is not cut by a forward clamp."""

@@ -14,6 +14,8 @@ from mmjax.parallel import sharding
 from mmjax.train import optimizer
 from mmjax.train import trainer
 
+pytestmark = pytest.mark.slow  # End-to-end training: `-m 'not slow'` skips it.
+
 STEPS = 5
 
 

@@ -28,6 +28,7 @@ def plans(runlocal_config):
   return results
 
 
+@pytest.mark.slow  # Compiles the step for two meshes.
 def test_fsdp_holds_an_eighth_of_the_state(plans):
   dp, fsdp = plans["data_parallel"], plans["fsdp"]
   assert dp["num_params"] == fsdp["num_params"]
@@ -39,6 +40,7 @@ def test_fsdp_holds_an_eighth_of_the_state(plans):
   assert 1 / DEVICES <= ratio < 1.3 / DEVICES, ratio
 
 
+@pytest.mark.slow  # Compiles the step for two meshes.
 @pytest.mark.parametrize("strategy", ["data_parallel", "fsdp"])
 def test_numbers_are_consistent(plans, strategy):
   p = plans[strategy]

@@ -32,6 +32,8 @@ from mmjax.parallel import sharding
 from mmjax.train import trainer
 from mmjax.train import workdir as workdir_lib
 
+pytestmark = pytest.mark.slow  # End-to-end training: `-m 'not slow'` skips it.
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS, EVERY, BATCH = 12, 5, 8  # 96 examples: less than one epoch of the 140.
 FLAGS = [f"--config.total_steps={STEPS}", "--config.log_every=1",

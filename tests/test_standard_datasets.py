@@ -61,6 +61,7 @@ def _record_evaluators(monkeypatch):
   return recorded
 
 
+@pytest.mark.slow  # End-to-end training.
 @pytest.mark.parametrize("dataset", sorted(standard.DATASETS))
 def test_short_run_on_mock_data(dataset, tmp_path, monkeypatch):
   config = pretrain_tfds.get_config(f"dataset={dataset},runlocal")
@@ -97,6 +98,7 @@ def test_short_run_on_mock_data(dataset, tmp_path, monkeypatch):
     np.testing.assert_allclose(mse, want, rtol=1e-5)
 
 
+@pytest.mark.slow  # End-to-end training.
 def test_mixture_of_modalities_on_mock_data(tmp_path):
   """Speech-transcript pairs and images alone (librispeech:0.5+cifar10:0.5): batches carry the
   union of the modalities with presence flags, and each example trains what it has."""

@@ -96,6 +96,7 @@ def get_sweep():
 """
 
 
+@pytest.mark.slow  # End-to-end training.
 def test_sweep_runs_resumes_and_reports(tmp_path, data_dir):
   """The runner, killed right after its first point finished, run again: the first point is
   not rerun, the second runs, and the results files cover both. The first point is the plain

@@ -20,6 +20,8 @@ from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
 from mmjax.train import workdir as workdir_lib
 
+pytestmark = pytest.mark.slow  # End-to-end training: `-m 'not slow'` skips it.
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
