@@ -155,7 +155,7 @@ class _BatchCentre:
   differ."""
   MIXES_ROWS = True
   ROW_INPUTS = ("embeddings",)
-  FLAG_INPUTS = ("present",)
+  MASK_INPUTS = ("present",)
 
   @staticmethod
   def embedding_view(cfg):

@@ -308,7 +308,7 @@ def _with_mixture(data_cfg, info):
       sample_rate=first.get("audio", info).sample_rate)
 
 
-def flags_needed(info):
+def presence_needed(info):
   """Whether batches carry has_<modality> flags: only when some part of the data (a mixture
   entry, or the evaluated dataset) lacks one of info.modalities. Without flags the model takes
   every example to have every modality, and the losses skip the masking (and, on a multi-host
@@ -502,7 +502,7 @@ class _Reader:
     shapes = batch_shapes(info)
     self._shapes = {k: shapes[k] for m in own for k in BATCH_KEYS[m]}
     self._fill = {k: np.zeros(shapes[k], _DTYPES[k]) for k in shapes if k not in self._shapes}
-    if flags_needed(info):
+    if presence_needed(info):
       self._fill |= {presence_key(m): np.bool_(m in own) for m in info.modalities}
 
   def __len__(self):

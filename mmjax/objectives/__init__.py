@@ -11,7 +11,7 @@ An objective module declares what the trainer must know about it (defaults in br
                  micro-batch.
   ROW_INPUTS     [()] model outputs it reads with a leading batch axis, differentiated
                  ('embeddings'); SHARED_INPUTS [()] outputs shared by all rows, differentiated
-                 (learned scalars); FLAG_INPUTS [()] per-row outputs it does not differentiate.
+                 (learned scalars); MASK_INPUTS [()] per-row masks it reads, not differentiated.
   embedding_view(cfg)  [None] the embeddings it asks the model for ('clean' | 'masked').
   needs_mesh(cfg)      [False] whether it shard_maps parts of itself over the jit mesh.
   MODALITY       [None] the modality a masked-modeling objective reconstructs.
@@ -86,10 +86,10 @@ def mixes_rows(name):
 
 
 def inputs(name):
-  """(row, shared, flag) model outputs that objective `name` reads."""
+  """(row, shared, mask) model outputs that objective `name` reads."""
   module = _module(name)
   return tuple(tuple(getattr(module, k, ())) for k in
-               ("ROW_INPUTS", "SHARED_INPUTS", "FLAG_INPUTS"))
+               ("ROW_INPUTS", "SHARED_INPUTS", "MASK_INPUTS"))
 
 
 def embedding_view(objectives_cfg):

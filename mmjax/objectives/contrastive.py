@@ -27,7 +27,7 @@ from mmjax.objectives import similarity
 MIXES_ROWS = True
 ROW_INPUTS = ("embeddings",)
 SHARED_INPUTS = ("logit_scale", "logit_bias")
-FLAG_INPUTS = ("present",)
+MASK_INPUTS = ("present",)
 
 
 def embedding_view(cfg):

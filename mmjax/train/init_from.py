@@ -95,7 +95,7 @@ def _resizable(name):
   return any(part in RESIZABLE for part in name.split("/"))
 
 
-def plan(target_shapes, saved_shapes):
+def match(target_shapes, saved_shapes):
   """Sorts parameter paths into loaded / resized / new / unused; UserError on other shapes."""
   report = {"loaded": [], "resized": [], "new": [], "unused": []}
   bad = []
@@ -124,12 +124,12 @@ def plan(target_shapes, saved_shapes):
 
 def restore(path, abstract_params, fresh_params):
   """(params, report): `fresh_params` (an initialized nnx.State) with every parameter that the
-  checkpoint at `path` has put in its place, as `plan` says. `abstract_params` gives the shapes
+  checkpoint at `path` has put in its place, as `match` says. `abstract_params` gives the shapes
   and shardings to read into."""
   directory = step_dir(path)
   saved = checkpoint_shapes(directory)
   target = _flatten(abstract_params)
-  report = plan({k: v.shape for k, v in target.items()}, saved)
+  report = match({k: v.shape for k, v in target.items()}, saved)
   report["checkpoint"] = directory
   wanted = set(report["loaded"]) | set(report["resized"])
 

@@ -95,12 +95,12 @@ def grads_whole_batch(params, batch, key, *, graphdef, config, modalities, ctx):
 
 
 def _cross_inputs(names):
-  """(row, shared, flag) model outputs that the row-mixing objectives `names` read."""
-  row, shared, flag = set(), set(), set()
+  """(row, shared, mask) model outputs that the row-mixing objectives `names` read."""
+  row, shared, mask = set(), set(), set()
   for n in names:
     r, s, f = objectives.inputs(n)
-    row, shared, flag = row | set(r), shared | set(s), flag | set(f)
-  return sorted(row), sorted(shared), sorted(flag)
+    row, shared, mask = row | set(r), shared | set(s), mask | set(f)
+  return sorted(row), sorted(shared), sorted(mask)
 
 
 def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, steps):
@@ -116,17 +116,17 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
   names = objectives.active(config.objectives)
   cross = [n for n in names if objectives.mixes_rows(n)]  # On the whole batch at once.
   local = [n for n in names if n not in cross]  # Row-local: per micro-batch.
-  row_keys, shared_keys, flag_keys = _cross_inputs(cross)
+  row_keys, shared_keys, mask_keys = _cross_inputs(cross)
 
   # Pass 1, forward only: the counts of the row-local terms and the row-mixing inputs.
-  def first(mb):
+  def collect(mb):
     out = forward(params, graphdef, mb, key, config, modalities)
     counts = {n: {k: d for k, (_, d) in t.sums.items()}
               for n, t in _terms(out, config, ctx, local).items()}
     inputs = {k: out[k] for k in row_keys + shared_keys}
-    return counts, inputs, {k: out[k] for k in flag_keys}, out.get("useful_flops")
+    return counts, inputs, {k: out[k] for k in mask_keys}, out.get("useful_flops")
 
-  counts, inputs, flags, useful_flops = jax.lax.map(first, micro)
+  counts, inputs, masks, useful_flops = jax.lax.map(collect, micro)
   counts = jax.tree.map(lambda c: c.sum(0), counts)
 
   # The row-mixing losses once over the whole batch, and their gradient w.r.t. their inputs.
@@ -134,10 +134,10 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
   if cross:
     inputs = ({k: jax.tree.map(join, inputs[k]) for k in row_keys}
               | {k: jax.tree.map(lambda s: s[0], inputs[k]) for k in shared_keys})
-    flags = {k: jax.tree.map(join, v) for k, v in flags.items()}  # Not differentiated.
+    masks = {k: jax.tree.map(join, v) for k, v in masks.items()}  # Not differentiated.
 
     def cross_share(inputs):
-      t = {n: objectives.get(n)(inputs | flags, config.objectives[n], ctx) for n in cross}
+      t = {n: objectives.get(n)(inputs | masks, config.objectives[n], ctx) for n in cross}
       return sum(config.objectives[n].weight * t[n].sums["loss"][0]
                  / _count(ctx, t[n].sums["loss"][1]) for n in cross), t
 
@@ -148,7 +148,7 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
 
   # Pass 2: each micro-batch's backward pass: its row-local losses (over the global counts)
   # plus <d loss / d input, input> for its rows' inputs and 1/steps of the shared ones'.
-  def second(grads, xs):
+  def backward(grads, xs):
     mb, row_grads = xs
 
     def surrogate(params):
@@ -168,7 +168,7 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
     return jax.tree.map(jnp.add, grads, g), sums
 
   row_grads = {k: input_grads[k] for k in row_keys}
-  grads, sums = jax.lax.scan(second, jax.tree.map(jnp.zeros_like, params), (micro, row_grads))
+  grads, sums = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params), (micro, row_grads))
   for n in local:
     terms[n] = objectives.Terms(
         sums={k: (sums[n][k].sum(0), counts[n][k]) for k in counts[n]}, values={})

@@ -98,11 +98,11 @@ def pmap_train_step(config, info, tx, lr_schedule, graphdef):
 def with_rows(batch, batch_size):
   """Adds 'row': each example's position in the global batch (this process's rows)."""
   local = len(next(iter(batch.values())))
-  first = jax.process_index() * local
+  start = jax.process_index() * local
   if local * jax.process_count() != batch_size:
     raise ValueError(f"host batch of {local} rows x {jax.process_count()} processes is not "
                      f"the global batch of {batch_size}.")
-  return batch | {"row": np.arange(first, first + local, dtype=np.int32)}
+  return batch | {"row": np.arange(start, start + local, dtype=np.int32)}
 
 
 class PmapState:
@@ -462,7 +462,7 @@ def restore_or_initialize(run, abstract_state, state_shardings):
     return state
   init_dir = init_from.step_dir(config.init_from) if config.init_from else None
   if init_dir:  # Shapes first: a mismatch fails before anything is initialized.
-    init_from.plan(init_from.flatten_shapes(abstract_state["params"]),
+    init_from.match(init_from.flatten_shapes(abstract_state["params"]),
                    init_from.checkpoint_shapes(init_dir))
   state = initial_state(config, run.info, run.tx, state_shardings)
   if init_dir:

@@ -26,19 +26,19 @@ def _check(ok, key, value, expected):
 
 
 def profile_steps(config):
-  """(first, last) steps to trace from config.profile.steps ('START:END', inclusive), or None
+  """(start, end) steps to trace from config.profile.steps ('START:END', inclusive), or None
   when it is empty (or the config has no profile section)."""
   spec = config.get("profile", {}).get("steps", "")
   if not spec:
     return None
   try:
-    first, last = (int(s) for s in str(spec).split(":"))
+    start, end = (int(s) for s in str(spec).split(":"))
   except ValueError:
-    first = last = None
-  if first is None or not 1 <= first <= last:
+    start = end = None
+  if start is None or not 1 <= start <= end:
     raise UserError(f"config.profile.steps={spec!r}: use 'START:END', steps counted from 1 with "
                     "START <= END, e.g. '10:12' (empty: no profile).")
-  return first, last
+  return start, end
 
 
 def check_config(config):

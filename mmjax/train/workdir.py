@@ -195,9 +195,9 @@ def history(directory):
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       return [json.loads(line) for line in f if line.strip()]
-  first = os.path.join(directory, FIRST_CONFIG_FILE)
-  if os.path.exists(first):
-    with open(first, encoding="utf-8") as f:
+  first_config = os.path.join(directory, FIRST_CONFIG_FILE)
+  if os.path.exists(first_config):
+    with open(first_config, encoding="utf-8") as f:
       return [{"config": json.load(f)}]
   return []
 
@@ -249,9 +249,9 @@ def record_launch(directory, config, changed=None):
   if jax.process_index() != 0:
     return
   resolved = json.loads(config.to_json_best_effort())
-  first = os.path.join(directory, FIRST_CONFIG_FILE)
-  if not os.path.exists(first):
-    with open(first, "w", encoding="utf-8") as f:
+  first_config = os.path.join(directory, FIRST_CONFIG_FILE)
+  if not os.path.exists(first_config):
+    with open(first_config, "w", encoding="utf-8") as f:
       json.dump(resolved, f, indent=2)
   record = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": socket.gethostname(), "pid": os.getpid(), "commit": _commit(),
