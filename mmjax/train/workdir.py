@@ -41,6 +41,17 @@ RESUMABLE = ("total_steps", "log_every", "eval_every", "checkpoint_every", "keep
 # ----------------------------------------------------------------------------------------------
 # The lock.
 
+def _raise_on_every_process(error, what):
+  """Raises `error` (process 0's verdict, or None) on every process, so that all stop together
+  rather than the others waiting for process 0 at the next collective."""
+  if jax.process_count() > 1:
+    ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+    if not ok and error is None:
+      error = UserError(f"{what}; see its message.")
+  if error is not None:
+    raise error
+
+
 def _pid_alive(pid):
   try:
     os.kill(pid, 0)
@@ -140,12 +151,7 @@ def lock(directory):
       held.acquire()
     except UserError as e:
       error = e
-  if jax.process_count() > 1:
-    ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
-    if not ok and error is None:
-      error = UserError(f"process 0 could not lock the workdir {directory}; see its message.")
-  if error is not None:
-    raise error
+  _raise_on_every_process(error, f"process 0 could not lock the workdir {directory}")
   try:
     yield
   finally:
@@ -224,7 +230,19 @@ def _overrides(config):
 def check_resume(directory, config):
   """A resume (the workdir has checkpoints) must keep the config of the run's last launch,
   except the RESUMABLE keys and those config.resume_overrides lists. Returns the changed keys
-  {key: (old, new)} it allows; raises UserError listing the others."""
+  {key: (old, new)} it allows; raises UserError listing the others (process 0 decides, from its
+  view of the workdir; every process raises)."""
+  changed, error = {}, None
+  if jax.process_index() == 0:
+    try:
+      changed = _check_resume(directory, config)
+    except UserError as e:
+      error = e
+  _raise_on_every_process(error, f"process 0 refused to resume in {directory}")
+  return changed
+
+
+def _check_resume(directory, config):
   launches = history(directory)
   if not launches or not has_checkpoints(directory):
     return {}
