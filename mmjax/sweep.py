@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 
+from mmjax import provenance
 from mmjax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -242,14 +243,6 @@ def last_value(workdir, key):
   return value
 
 
-def _commit():
-  try:
-    return subprocess.check_output(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO,
-                                   text=True, stderr=subprocess.DEVNULL).strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-
-
 def finish(sweep, task, seconds=None):
   """Writes the task's result.json from its stages' metrics (all stages must be done)."""
   metrics = {}
@@ -260,7 +253,7 @@ def finish(sweep, task, seconds=None):
   if missing:
     raise UserError(f"{task.folder}: finished, but its metrics.jsonl lack {missing}.")
   record = dict(point=point_name(task.overrides), overrides=task.overrides, seed=task.seed,
-                commit=_commit(), seconds=seconds, metrics=metrics)
+                commit=provenance.commit(), seconds=seconds, metrics=metrics)
   with open(os.path.join(task.folder, "result.json"), "w", encoding="utf-8") as f:
     json.dump(record, f, indent=1)
 

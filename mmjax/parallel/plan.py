@@ -22,6 +22,7 @@ import numpy as np
 from mmjax.data import loader
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
+from mmjax.train import memory as memory_lib
 from mmjax.train import mfu
 from mmjax.train import optimizer
 from mmjax.train import trainer
@@ -70,13 +71,6 @@ def abstract_batch(info, batch_size, mesh, axes):
              "audio_mask": ((b, info.audio_len), bool)}
   spec |= {"label": ((b,), jnp.int32), "image_id": ((b,), jnp.int32), "row": ((b,), jnp.int32)}
   return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=s) for k, (shape, dtype) in spec.items()}
-
-
-def shard_bytes(abstract_tree, shardings):
-  """Bytes one device holds of `abstract_tree` laid out by `shardings` (leaves and shardings in
-  the same tree order): shard shape x item size, summed."""
-  return sum(math.prod(s.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize
-             for x, s in zip(jax.tree.leaves(abstract_tree), jax.tree.leaves(shardings)))
 
 
 def _xla_flops(compiled):
@@ -129,8 +123,9 @@ def plan(config, info, mesh):
   memory = compiled.memory_analysis()
   numbers = {
       "num_params": sum(x.size for x in jax.tree.leaves(abstract_state["params"])),
-      "params": shard_bytes(abstract_state["params"], state_shardings["params"]),
-      "opt_state": shard_bytes(abstract_state["opt_state"], state_shardings["opt_state"]),
+      "params": memory_lib.shard_bytes(abstract_state["params"], state_shardings["params"]),
+      "opt_state": memory_lib.shard_bytes(abstract_state["opt_state"],
+                                          state_shardings["opt_state"]),
       "argument": int(memory.argument_size_in_bytes),
       "output": int(memory.output_size_in_bytes),
       "alias": int(memory.alias_size_in_bytes),

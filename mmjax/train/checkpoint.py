@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 from mmjax.errors import UserError
 from mmjax.train import init_from
 
-STATE_ITEM, DATA_ITEM = "state", "data"  # Items of a step directory.
+STATE_ITEM, DATA_ITEM = init_from.STATE_ITEM, "data"  # Items of a step directory.
 QUARANTINE = "quarantine"  # checkpoints/quarantine/<step>: steps that did not restore.
 
 
@@ -40,25 +40,10 @@ def _first_line(error):
   return f"{type(error).__name__}: {text[0][:200] if text else ''}"
 
 
-class _NoMissingMetadataWarning(logging.logging.Filter):
-  """Orbax warns that an item's own _CHECKPOINT_METADATA is missing when asked for the item's
-  metadata alone; the step's metadata is one level up, and nothing is wrong."""
-
-  def filter(self, record):
-    return "Metadata file does not exist" not in record.getMessage()
-
-
 def _saved_tree(step_dir):
   """The metadata tree of the train state saved in a step directory (shapes, no data)."""
-  quiet = _NoMissingMetadataWarning()
-  logging.get_absl_logger().addFilter(quiet)
-  try:
-    meta = ocp.PyTreeCheckpointer().metadata(os.path.join(step_dir, STATE_ITEM))
-  finally:
-    logging.get_absl_logger().removeFilter(quiet)
-  tree = getattr(meta, "item_metadata", meta)
-  tree = getattr(tree, "tree", tree)
-  if not tree or "params" not in tree:
+  tree = init_from.state_metadata(step_dir)
+  if "params" not in tree:
     raise ValueError(f"no {STATE_ITEM!r} item with params (not an mmjax train state)")
   return tree
 

@@ -24,6 +24,7 @@ import os
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from absl import logging
 
 from mmjax.errors import UserError
 from mmjax.train import param_names
@@ -69,11 +70,30 @@ def flatten_shapes(tree):
   return {k: tuple(v.shape) for k, v in _flatten(tree).items()}
 
 
+class _NoMissingMetadataWarning(logging.logging.Filter):
+  """Orbax warns that an item's own _CHECKPOINT_METADATA is missing when asked for the item's
+  metadata alone; the step's metadata is one level up, and nothing is wrong."""
+
+  def filter(self, record):
+    return "Metadata file does not exist" not in record.getMessage()
+
+
+def state_metadata(directory):
+  """The metadata tree (shapes and dtypes, no data) of the train state saved in a step
+  directory: {} when it has none; Orbax's exception when it cannot be read."""
+  quiet = _NoMissingMetadataWarning()
+  logging.get_absl_logger().addFilter(quiet)
+  try:
+    meta = ocp.PyTreeCheckpointer().metadata(os.path.join(directory, STATE_ITEM))
+  finally:
+    logging.get_absl_logger().removeFilter(quiet)
+  tree = getattr(meta, "item_metadata", meta)
+  return getattr(tree, "tree", tree) or {}
+
+
 def checkpoint_shapes(directory):
   """{'param/path': shape} of the parameters saved in a step directory (metadata only)."""
-  meta = ocp.PyTreeCheckpointer().metadata(os.path.join(directory, STATE_ITEM))
-  tree = getattr(meta, "item_metadata", meta)
-  tree = getattr(tree, "tree", tree)
+  tree = state_metadata(directory)
   if "params" not in tree:
     raise UserError(f"config.init_from: {directory} is not an mmjax train state (it has "
                     f"{sorted(tree)}).")

@@ -13,7 +13,6 @@ import datetime
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 
@@ -22,6 +21,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from mmjax import provenance
 from mmjax.errors import UserError
 
 LOCK_FILE = "lock.json"
@@ -184,15 +184,6 @@ def _matches(key, patterns):
              for p in patterns)
 
 
-def _commit():
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  try:
-    return subprocess.check_output(["git", "rev-parse", "--short=10", "HEAD"], cwd=root,
-                                   text=True, stderr=subprocess.DEVNULL).strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-
-
 def history(directory):
   """The launches recorded in WORKDIR/config.jsonl, oldest first (each {'time', 'host',
   'commit', 'changed', 'config'}). A workdir from before the history has only config.json:
@@ -272,7 +263,7 @@ def record_launch(directory, config, changed=None):
     with open(first_config, "w", encoding="utf-8") as f:
       json.dump(resolved, f, indent=2)
   record = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
-            "host": socket.gethostname(), "pid": os.getpid(), "commit": _commit(),
+            "host": socket.gethostname(), "pid": os.getpid(), "commit": provenance.commit(),
             "changed": {k: list(v) for k, v in (changed or {}).items()}, "config": resolved}
   with open(os.path.join(directory, HISTORY_FILE), "a", encoding="utf-8") as f:
     f.write(json.dumps(record) + "\n")
