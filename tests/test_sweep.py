@@ -1,4 +1,4 @@
-"""Sweeps (mmjax/sweep.py): every shipped sweep file is valid without training; bad ones get one
+"""Sweeps (mmjax/sweep/): every shipped sweep file is valid without training; bad ones get one
 clear message; SLURM gets an array script; a two-point sweep runs end to end through the runner,
 resumes without rerunning a finished point, and its plain runlocal point matches the checked-in
 reference curve."""
@@ -29,7 +29,7 @@ def test_shipped_sweep_file_is_valid(path):
   names the paper's result and the command."""
   sweep = sweep_lib.load_sweep(str(path))
   sweep_lib.check(sweep, str(path))
-  doc = (sweep_lib._module(str(path), "doc").__doc__ or "")  # pylint: disable=protected-access
+  doc = (sweep_lib.spec._module(str(path), "doc").__doc__ or "")  # pylint: disable=protected-access
   assert "Reproduces" in doc
   assert f"--sweep=configs/ablations/{path.name}" in doc
   assert len(sweep.seeds) >= 2

@@ -1,0 +1,34 @@
+r"""Sweeps: an ablation is a sweep file, and reproducing it is one command.
+
+  python -m mmjax.sweep --sweep=configs/ablations/mae_mask_ratio.py \
+      --workdir=workdirs/ablations/mae_mask_ratio [--launcher=local|print|slurm] [--submit]
+  python -m mmjax.sweep --sweep=configs/ablations/*.py --check     # validate, train nothing
+  python -m mmjax.sweep compare WORKDIR --reference=FILE     # a run against its reference curve
+  python -m mmjax.sweep reference WORKDIR --out=FILE --steps=5,10 --rtol=5e-4 --atol=0.02
+
+A sweep file (configs/ablations/<name>.py) defines `get_sweep()` returning a `Sweep`: the base
+config, the points (config overrides), the seeds, the downstream stages run from each point's
+pretraining (fine-tuning or a linear probe through `init_from`) and the metrics of its table.
+Each point x seed gets WORKDIR/<point>/seed<k>/, with one `main.py` workdir per stage
+('pretrain', then each downstream stage), a `done` marker per finished stage and `result.json`
+when all are done. A second invocation skips finished points and resumes interrupted ones (each
+stage resumes from its own checkpoints). WORKDIR gets `results.jsonl` (one record per point x
+seed: overrides, seed, commit, seconds, metrics), `results.md` (mean ± std over seeds) and
+`results.png` (each metric against the swept value, one line per series, std error bars),
+rewritten after each finished point. With --report=PREFIX the same go to PREFIX.md, .png and
+.jsonl (e.g. docs/ablations/<name>); a later invocation with the same --report takes the points
+PREFIX.jsonl already holds as done, so a sweep committed half-way resumes on another machine.
+
+Modules: spec (the Sweep file format, loading and checking), runner (tasks, running and
+resuming them locally or as a SLURM array), report (results tables and plots), reference
+(reference curves and comparing a run with one), cli (the command line; `__main__` runs it).
+"""
+# The names sweep files, tests and scripts use, from the modules that define them.
+from mmjax.sweep.cli import main  # pylint: disable=unused-import
+from mmjax.sweep.reference import compare, reference_record  # pylint: disable=unused-import
+from mmjax.sweep.report import collect, markdown, plot, summary  # pylint: disable=unused-import
+from mmjax.sweep.runner import (  # pylint: disable=unused-import
+    Task, adopt_reported, command, finish, last_value, run_local, slurm_script, tasks)
+from mmjax.sweep.spec import (  # pylint: disable=unused-import
+    LABEL, PRETRAIN, REPO, Downstream, Sweep, check, load_config, load_sweep, point_name, product,
+    stage_configs)

@@ -1,0 +1,159 @@
+"""The command line, `python -m mmjax.sweep` (usage in mmjax/sweep/__init__.py): run, print,
+SLURM, --check and --collect of a sweep file; `compare` and `reference` subcommands."""
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from mmjax.errors import UserError
+from mmjax.sweep.reference import compare, reference_record
+from mmjax.sweep.report import collect
+from mmjax.sweep.runner import adopt_reported, run_local, slurm_script, tasks
+from mmjax.sweep.spec import REPO, check, load_sweep
+
+
+def _parse_set(text):
+  """'a.b=1,c=x' -> {'a.b': 1, 'c': 'x'} (values as Python literals, else strings)."""
+  import ast  # pylint: disable=g-import-not-at-top
+  out = {}
+  for item in filter(None, text.split(",")):
+    key, eq, value = item.partition("=")
+    if not eq:
+      raise UserError(f"--set: {item!r} is not KEY=VALUE.")
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  if argv and argv[0] == "compare":
+    return _compare_main(argv[1:])
+  if argv and argv[0] == "reference":
+    return _reference_main(argv[1:])
+  import mmjax.sweep  # pylint: disable=g-import-not-at-top  (its docstring is the manual)
+  p = argparse.ArgumentParser(prog="python -m mmjax.sweep",
+                              description=mmjax.sweep.__doc__.split("\n")[0])
+  p.add_argument("--sweep", required=True, nargs="+", help="sweep file(s); several only with "
+                 "--check")
+  p.add_argument("--workdir", help="where the runs and results go")
+  p.add_argument("--launcher", default="local", choices=("local", "print", "slurm"))
+  p.add_argument("--submit", action="store_true", help="slurm: sbatch the script")
+  p.add_argument("--sbatch", action="append", default=[],
+                 help="slurm: an extra #SBATCH line, e.g. --sbatch=--gres=gpu:1")
+  p.add_argument("--check", action="store_true", help="validate the sweep file(s) only")
+  p.add_argument("--collect", action="store_true", help="only write the results files")
+  p.add_argument("--runlocal", action="store_true",
+                 help="every stage's config with 'runlocal' (seconds per point; smoke tests)")
+  p.add_argument("--points", default="", help="only these point indices, e.g. 0,1")
+  p.add_argument("--seeds", default="", help="only these seeds, e.g. 0")
+  p.add_argument("--set", default="", help="overrides for every stage, e.g. data.dir=/data")
+  p.add_argument("--report", default="", help="also write REPORT.md, .png and .jsonl (commit "
+                 "them: a later run adopts the points REPORT.jsonl holds)")
+  args = p.parse_args(argv)
+  try:
+    extra = _parse_set(args.set)
+    # A pattern the shell left alone (--sweep=configs/ablations/*.py) is expanded here.
+    args.sweep = [p for pattern in args.sweep for p in (sorted(glob.glob(pattern)) or [pattern])]
+    if args.check:
+      for path in args.sweep:
+        check(load_sweep(path), path, args.runlocal, extra)
+        print(f"{path}: ok")
+      return 0
+    if len(args.sweep) != 1 or not args.workdir:
+      raise UserError("Give one --sweep and a --workdir (several sweep files only with "
+                      "--check).")
+    path = args.sweep[0]
+    sweep = load_sweep(path)
+    if args.points:
+      sweep = dataclasses.replace(sweep, points=[sweep.points[int(i)]
+                                                 for i in args.points.split(",")])
+    if args.seeds:
+      sweep = dataclasses.replace(sweep, seeds=tuple(int(s) for s in args.seeds.split(",")))
+    check(sweep, path, args.runlocal, extra)
+    os.makedirs(args.workdir, exist_ok=True)
+    all_tasks = tasks(sweep, args.workdir, args.runlocal, extra)
+    # The command that runs the sweep (a --collect run reports what that command made).
+    command_line = "python -m mmjax.sweep " + " ".join(
+        shlex.quote(a) for a in argv if a != "--collect")
+    header = (f"Sweep `{os.path.relpath(os.path.abspath(path), REPO)}`, command "
+              f"`{command_line}`.\n\n")
+    if args.launcher == "print":
+      for task in all_tasks:
+        for cmd in task.stages.values():
+          print(" ".join(map(shlex.quote, cmd)))
+      return 0
+    if args.launcher == "slurm":
+      script = os.path.join(args.workdir, "sweep.sbatch")
+      with open(script, "w", encoding="utf-8") as f:
+        f.write(slurm_script(path, args.workdir, all_tasks, args))
+      print(f"Wrote {script}: {len(all_tasks)} array tasks.")
+      if args.submit:
+        out = subprocess.check_output(["sbatch", "--parsable", script], text=True).strip()
+        print(f"Submitted array job {out}; its last lines collect the results into "
+              f"{args.workdir}/results.md (or run this command again with --collect).")
+      return 0
+    if args.report and adopt_reported(all_tasks, args.report):
+      print(f"sweep: results of earlier runs taken from {args.report}.jsonl.")
+    results = lambda: collect(sweep, all_tasks, args.workdir, args.report or None, header)
+    if not args.collect:
+      run_local(sweep, all_tasks, on_done=results)
+    records = results()
+    print(f"{len(records)} of {len(all_tasks)} runs done: {args.workdir}/results.md, "
+          "results.png, results.jsonl")
+    return 0
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def _compare_main(argv):
+  p = argparse.ArgumentParser(prog="python -m mmjax.sweep compare")
+  p.add_argument("workdir")
+  p.add_argument("--reference", required=True,
+                 help="a reference file, e.g. configs/reference/pretrain_digits_runlocal.json")
+  args = p.parse_args(argv)
+  path = args.reference
+  try:
+    with open(path, encoding="utf-8") as f:
+      reference = json.load(f)
+    rows = compare(args.workdir, reference)
+  except (UserError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  for what, want, got, ok in rows:
+    print(f"{'ok  ' if ok else 'DIFF'} {what}: reference {want:.6g}, run "
+          + ("missing" if got is None else f"{got:.6g}"))
+  bad = sum(not ok for *_, ok in rows)
+  print(f"{len(rows) - bad} of {len(rows)} match {path}.")
+  return 1 if bad else 0
+
+
+def _reference_main(argv):
+  p = argparse.ArgumentParser(prog="python -m mmjax.sweep reference")
+  p.add_argument("workdir")
+  p.add_argument("--out", required=True)
+  p.add_argument("--steps", required=True, help="train steps whose losses are kept, e.g. 5,10")
+  p.add_argument("--metrics", default="", help="final metrics (default: every eval/ metric)")
+  p.add_argument("--rtol", type=float, required=True)
+  p.add_argument("--atol", type=float, required=True)
+  p.add_argument("--note", default="", help="what run this is: command, machine, commit")
+  args = p.parse_args(argv)
+  metrics = [m for m in args.metrics.split(",") if m]
+  if not metrics:
+    with open(os.path.join(args.workdir, "metrics.jsonl"), encoding="utf-8") as f:
+      metrics = sorted({k for line in f for k in json.loads(line) if k.startswith("eval/")})
+  record = reference_record(args.workdir, [int(s) for s in args.steps.split(",")], metrics,
+                            args.rtol, args.atol, args.note)
+  with open(args.out, "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=1)
+    f.write("\n")
+  print(f"Wrote {args.out}: losses at {len(record['train'])} steps, "
+        f"{len(record['final'])} final metrics.")
+  return 0
