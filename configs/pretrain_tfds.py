@@ -24,6 +24,8 @@ import ml_collections
 
 from configs import common
 from configs import pretrain_digits
+from mmjax import modalities as modality_lib
+from mmjax import objectives
 from mmjax.data import standard
 from mmjax.errors import UserError
 
@@ -83,8 +85,8 @@ def get_config(arg=None):
                          runlocal=False)
   entries = parse_mixture(arg.dataset)
   first = entries[0][0]  # What the evaluators read.
-  modalities = [m for m in ("image", "text", "audio")
-                if any(m in standard.DATASETS[name].modalities for name, _ in entries)]
+  modalities = modality_lib.ordered(
+      {m for name, _ in entries for m in standard.DATASETS[name].modalities})
   # Each modality's shapes (and the batch size) come from the first entry that has it.
   shapes = {}
   for name, _ in entries:
@@ -130,7 +132,7 @@ def get_config(arg=None):
       point_at(data.mixture[name], name)
 
   for name, objective in config.objectives.items():
-    modality = {"masked_image": "image", "masked_text": "text", "masked_audio": "audio"}.get(name)
+    modality = objectives.modality(name)  # Of a masked-modeling objective.
     if modality and modality not in modalities:
       objective.weight = 0.0
   if len(modalities) < 2:

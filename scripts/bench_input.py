@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import pretrain_digits  # noqa: E402
 from configs import pretrain_tfds  # noqa: E402
 from mmjax.data import loader  # noqa: E402
+from mmjax.data import pipeline  # noqa: E402
+from mmjax.data import sources  # noqa: E402
 from mmjax.data import standard  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", "docs/input_throughput.md", "Report path.")
@@ -61,18 +63,18 @@ def _mock_dataset(name, data_cfg):
   held = {}
   with tfds.testing.mock_data(**kwargs):
     for split in standard.DATASETS[name].splits:
-      source = loader._raw_source(data_cfg, split)  # pylint: disable=protected-access
+      source = sources.raw_source(data_cfg, split)
       held[split] = [source[i] for i in range(len(source))]
-  loader._raw_source = lambda cfg, split: held[split]  # pylint: disable=protected-access
+  sources.raw_source = lambda cfg, split: held[split]
 
 
 def main(argv):
   del argv
   workers = [int(w) for w in _WORKERS.value]
   rows = []
-  real_raw_source = loader._raw_source  # pylint: disable=protected-access
+  real_raw_source = sources.raw_source
   for name in _DATASETS.value:
-    loader._raw_source = real_raw_source  # pylint: disable=protected-access
+    sources.raw_source = real_raw_source
     if name == "mmjax_digits":
       data_cfg = pretrain_digits.get_config().data
       note = "built-in data (stored PNG, int16 speech)"
@@ -86,8 +88,8 @@ def main(argv):
     info = loader.prepare(data_cfg)
     rates = [_rate(data_cfg, info, w) for w in workers]
     print(name, [f"{r:.0f}" for r in rates], flush=True)
-    rows.append((name, data_cfg.pp_train or loader.default_pp(
-        data_cfg, info.modalities, info.image_shape[-1], train=True), note, rates))
+    rows.append((name, data_cfg.pp_train or pipeline.default_pp(
+        data_cfg, info.modalities, info.shapes, train=True), note, rates))
 
   lines = [
       "# Input throughput (written by scripts/bench_input.py)", "",

@@ -119,8 +119,8 @@ def _mesh_name(mesh):
 
 
 def _dataset_info():
-  from mmjax.parallel import plan  # pylint: disable=g-import-not-at-top
-  return plan.dataset_info(
+  from mmjax.train import planner  # pylint: disable=g-import-not-at-top
+  return planner.dataset_info(
       image_shape=(_IMAGE_SIZE.value, _IMAGE_SIZE.value, 3), text_len=_TEXT_LEN.value,
       vocab_size=_VOCAB_SIZE.value, audio_seconds=_AUDIO_SECONDS.value,
       sample_rate=_SAMPLE_RATE.value)
@@ -130,13 +130,13 @@ def _plan_row(config, info, mesh_cfg, keep_going=False):
   """Plans one config on one mesh: a row of numbers for the tables. With keep_going, a failure
   becomes the row's 'error' (one bad row of a report must not lose the others)."""
   from mmjax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from mmjax.parallel import plan  # pylint: disable=g-import-not-at-top
+  from mmjax.train import planner  # pylint: disable=g-import-not-at-top
   mesh = mesh_lib.make_mesh(mesh_cfg)
   row = {"size": config.model.size, "mesh": _mesh_name(mesh), "batch": config.batch_size,
          "dtype": config.model.dtype, "scan": config.model.scan_layers,
          "remat": config.model.remat}
   try:
-    row |= plan.plan(plan.with_inputs(config, image_patch=_IMAGE_PATCH.value), info, mesh)
+    row |= planner.plan(planner.with_inputs(config, image_patch=_IMAGE_PATCH.value), info, mesh)
   except Exception as e:  # pylint: disable=broad-except
     if not keep_going:
       raise
@@ -274,10 +274,10 @@ def _command():
 def _report(results, seconds):
   """The whole of docs/scaling.md."""
   import jax  # pylint: disable=g-import-not-at-top
-  from mmjax.parallel import plan  # pylint: disable=g-import-not-at-top
+  from mmjax.train import planner  # pylint: disable=g-import-not-at-top
   info = _dataset_info()
-  audio = plan.AUDIO
-  frames = 1 + (info.audio_len - audio["n_fft"]) // audio["hop"]
+  audio = planner.AUDIO
+  frames = 1 + (info.size('audio') - audio["n_fft"]) // audio["hop"]
   audio_tokens = frames // audio["patch_time"] * (audio["n_mels"] // audio["patch_freq"])
   image_tokens = (_IMAGE_SIZE.value // _IMAGE_PATCH.value) ** 2
   large = "/".join(s for s in _SIZES.value if s in _LARGE) or "none"
@@ -297,7 +297,7 @@ def _report(results, seconds):
       "Each row is the real train step (`mmjax.train.trainer.jit_train_step`: masked image, "
       "text and audio modeling plus contrastive alignment of every pair, AdamW update) traced "
       "with abstract inputs and compiled ahead of time by XLA for a mesh of fake CPU devices "
-      "(`mmjax/parallel/plan.py`). Nothing is allocated and no data is read. Plan your own "
+      "(`mmjax/train/planner.py`). Nothing is allocated and no data is read. Plan your own "
       "config and mesh with `scripts/plan.py --config=... --devices=N --mesh=...` (its "
       "docstring has an example).",
       "",
@@ -343,7 +343,7 @@ def _report(results, seconds):
       f"for {large}, none for {small}.",
       f"- Inputs per example: a {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}x3 image in "
       f"{_IMAGE_PATCH.value}x{_IMAGE_PATCH.value} patches ({image_tokens} tokens), "
-      f"{info.text_len} text tokens of a {info.vocab_size}-word vocabulary, "
+      f"{info.size('text')} text tokens of a {info.vocab_size}-word vocabulary, "
       f"{_AUDIO_SECONDS.value:g} s of {info.sample_rate} Hz audio as a log-mel spectrogram "
       f"(n_fft {audio['n_fft']}, hop {audio['hop']}, {audio['n_mels']} mels) in "
       f"{audio['patch_time']}x{audio['patch_freq']} patches ({audio_tokens} tokens).",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mmjax.data import loader
+from mmjax.data import sources
 from mmjax.errors import UserError
 from tests.test_data import small_config
 
@@ -35,7 +36,7 @@ CORRUPTIONS = {
 def small(data_dir):
   cfg = small_config(data_dir)
   info = loader.prepare(cfg)
-  records = {split: [dict(r) for r in loader._raw_source(cfg, split)]  # pylint: disable=protected-access
+  records = {split: [dict(r) for r in sources.raw_source(cfg, split)]
              for split in ("train", "test")}
   return cfg, info, records
 
@@ -44,7 +45,7 @@ def corrupt(monkeypatch, records, bad):
   """Makes the loader read `records` with the records {split: {index: change}} changed."""
   changed = {split: [r | bad.get(split, {}).get(i, {}) for i, r in enumerate(rows)]
              for split, rows in records.items()}
-  monkeypatch.setattr(loader, "_raw_source", lambda cfg, split: changed[split])
+  monkeypatch.setattr(sources, "raw_source", lambda cfg, split: changed[split])
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)

@@ -1,6 +1,7 @@
 """Bring your own paired data: a manifest with good and bad rows builds a TFDS dataset of exactly
-the good rows, reports each bad row with its reason, and trains by name. A manifest that cannot
-be read is one message naming the line; a build killed halfway leaves nothing in the way."""
+the good rows, reports each bad row with its reason, and is read by name (trained on by name in
+tests/test_modalities.py). A manifest that cannot be read is one message naming the line; a
+build killed halfway leaves nothing in the way."""
 import json
 import os
 import pathlib
@@ -18,7 +19,6 @@ from scipy.io import wavfile
 from mmjax.data import build
 from mmjax.data import loader
 from mmjax.errors import UserError
-from mmjax.train import trainer
 
 RATE = 22050  # Stored files' rate; the dataset is resampled to 8 kHz.
 # Good images are 12x10 (120 pixels), good audio 0.5 s.
@@ -236,13 +236,14 @@ def _killed_build(manifest, data_dir, kill_at_image):
   script = f"""
 import os, signal
 from mmjax.data import build
-calls, real = [], build._image
-def dying(path, opts):
+from mmjax.modalities import image
+calls, real = [], image.read_image
+def dying(path, *args):
   calls.append(path)
   if len(calls) == {kill_at_image}:
     os.kill(os.getpid(), signal.SIGKILL)
-  return real(path, opts)
-build._image = dying
+  return real(path, *args)
+image.read_image = dying
 build.build({manifest!r}, "killed", {data_dir!r}, build.{OPTS!r})
 """
   return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
@@ -268,7 +269,8 @@ def test_a_build_killed_halfway_leaves_nothing_in_the_way(manifest, tmp_path):
 
 
 def test_a_build_that_fails_halfway_leaves_nothing(manifest, tmp_path, monkeypatch):
-  real, calls, seen = build._audio, [], []
+  from mmjax.modalities import audio  # pylint: disable=g-import-not-at-top
+  real, calls, seen = audio.read_audio, [], []
 
   def failing(path, opts):
     calls.append(path)
@@ -277,7 +279,7 @@ def test_a_build_that_fails_halfway_leaves_nothing(manifest, tmp_path, monkeypat
       raise RuntimeError("disk on fire")
     return real(path, opts)
 
-  monkeypatch.setattr(build, "_audio", failing)
+  monkeypatch.setattr(audio, "read_audio", failing)
   with pytest.raises(RuntimeError, match="disk on fire"):
     build.build(manifest[0], "failed", str(tmp_path), OPTS)
   [temp_dir] = seen  # While writing: the temporary folder.
@@ -285,19 +287,15 @@ def test_a_build_that_fails_halfway_leaves_nothing(manifest, tmp_path, monkeypat
   assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.slow  # End-to-end training.
-def test_trains_on_it_by_name(built, runlocal_config, tmp_path):
-  data_dir = built[0]
+def test_reads_it_by_name(built, runlocal_config):
+  """What a config sees of the built dataset (training on a built dataset by name, end to end:
+  tests/test_modalities.py, which builds one with a fourth modality)."""
   config = runlocal_config.copy_and_resolve_references()
-  config.data.name, config.data.dir = "my_pairs", data_dir
+  config.data.name, config.data.dir = "my_pairs", built[0]
   config.data.audio_seconds = 0.5
-  config.total_steps, config.batch_size, config.log_every = 4, 8, 1
-  config.model.scan_layers = True
   info = loader.prepare(config.data)
-  assert info.modalities == ("image", "text", "audio") and info.image_shape == (8, 8, 1)
+  assert info.modalities == ("image", "text", "audio") and info.shapes["image"] == (8, 8, 1)
   assert info.class_names == ("bright", "dark") and info.split_sizes["train"] == 16
-  metrics = trainer.train_and_evaluate(config, str(tmp_path))
-  assert "eval/retrieval/image_to_text/r@1" in metrics
   with pytest.raises(UserError, match="data.sample_rate=16000, but my_pairs's audio is stored at "
                      "8000 Hz"):
     loader.prepare(_with(config.data, sample_rate=16000))

@@ -1,5 +1,4 @@
 """Tokenizers and the multimodal Transformer at the tiny size: shapes, masks, dtypes, fusion."""
-import types
 
 import einops
 import jax
@@ -8,12 +7,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mmjax import modalities
+from mmjax.data import info as data_info
 from mmjax.errors import UserError
-from mmjax.models import audio_frontend, mmt, sizes, tokenizers
+from mmjax.models import audio_frontend, mmt, sizes
 
-INFO = types.SimpleNamespace(
-    name="test", modalities=("image", "text", "audio"), image_shape=(8, 8, 1), text_len=16,
-    vocab_size=200, audio_len=8000, sample_rate=8000)
+INFO = data_info.planned({"image": (8, 8, 1), "text": 16, "audio": 8000}, name="test",
+                         vocab_size=200, sample_rate=8000)
+TEXT_LEN, AUDIO_LEN, IMAGE_SHAPE = 16, 8000, (8, 8, 1)
 RATIOS = {"image": 0.75, "text": 0.3, "audio": 0.75}
 B = 3
 TEXT_LENGTHS = (16, 9, 4)
@@ -23,12 +24,12 @@ LOGICAL_AXES = {"embed", "mlp", "heads", "kv", "vocab", "patch", None}
 
 def make_batch(seed=0):
   rng = np.random.default_rng(seed)
-  text_mask = np.arange(INFO.text_len)[None] < np.array(TEXT_LENGTHS)[:, None]
-  audio_mask = np.arange(INFO.audio_len)[None] < np.array(AUDIO_LENGTHS)[:, None]
-  t = np.arange(INFO.audio_len) / INFO.sample_rate
+  text_mask = np.arange(TEXT_LEN)[None] < np.array(TEXT_LENGTHS)[:, None]
+  audio_mask = np.arange(AUDIO_LEN)[None] < np.array(AUDIO_LENGTHS)[:, None]
+  t = np.arange(AUDIO_LEN) / INFO.sample_rate
   audio = 0.5 * np.sin(2 * np.pi * (300 * t + 800 * t ** 2)) + 0.05 * rng.normal(size=(B, t.size))
   return {
-      "image": rng.integers(0, 256, (B, *INFO.image_shape)).astype(np.uint8),
+      "image": rng.integers(0, 256, (B, *IMAGE_SHAPE)).astype(np.uint8),
       "text_ids": np.where(text_mask, rng.integers(1, INFO.vocab_size, text_mask.shape),
                            0).astype(np.int32),
       "text_mask": text_mask,
@@ -80,8 +81,8 @@ def joint():
 # -- tokenizers -------------------------------------------------------------------------------
 
 def _tokenizer(modality, **overrides):
-  return tokenizers.make(modality, _config(**overrides), INFO, 128, dtype=jnp.float32,
-                         rngs=nnx.Rngs(0))
+  return modalities.get(modality).tokenizer(_config(**overrides), INFO, 128, dtype=jnp.float32,
+                                            rngs=nnx.Rngs(0))
 
 
 def test_image_tokens(batch):
@@ -155,8 +156,8 @@ def _check_outputs(out, embeddings):
     assert out[m]["pred"].dtype == jnp.float32
     assert out[m]["loss_mask"].shape == (B, n) and out[m]["loss_mask"].dtype == bool
   np.testing.assert_array_equal(out["image"]["loss_mask"].sum(1), 12)  # 16 - round(0.75 * 16)
-  assert out["text"]["logits"].shape == (B, 16, 200)
-  assert out["text"]["logits"].dtype == jnp.float32
+  assert out["text"]["pred"].shape == (B, 16, 200)
+  assert out["text"]["pred"].dtype == jnp.float32
   # Only wordpieces are hidden: not the first ([CLS]) nor the last ([SEP]) valid token.
   np.testing.assert_array_equal(out["text"]["loss_mask"].sum(1),
                                 [round(0.3 * (n - 2)) for n in TEXT_LENGTHS])
@@ -262,8 +263,8 @@ def test_hidden_tokens_cannot_leak(request, batch, fusion):
   assert (changed["image"] != batch["image"]).any()
   again = forward(changed, "clean")
   np.testing.assert_array_equal(np.asarray(again["text"]["loss_mask"]), hidden_text)
-  np.testing.assert_array_equal(np.asarray(again["text"]["logits"])[hidden_text],
-                                np.asarray(out["text"]["logits"])[hidden_text])
+  np.testing.assert_array_equal(np.asarray(again["text"]["pred"])[hidden_text],
+                                np.asarray(out["text"]["pred"])[hidden_text])
   np.testing.assert_array_equal(np.asarray(again["image"]["pred"])[hidden_patch],
                                 np.asarray(out["image"]["pred"])[hidden_patch])
 
@@ -273,7 +274,7 @@ def test_audio_patch_is_valid_when_any_frame_has_signal():
   a patch is valid when any of its frames' windows holds a real sample."""
   tok = _tokenizer("audio")  # n_fft 256, hop 128, patch_time 4: a patch row spans 640 samples.
   starts, ends = np.array([600, 100, 0]), np.array([1400, 900, 8000])
-  index = np.arange(INFO.audio_len)
+  index = np.arange(AUDIO_LEN)
   mask = (index[None] >= starts[:, None]) & (index[None] < ends[:, None])
   audio = np.where(mask, np.sin(index / 3.0)[None], 0.0).astype(np.float32)
   t = tok({"audio": audio, "audio_mask": mask})

@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mmjax.data import loader
+from mmjax.data import sources
 from mmjax.errors import NonFiniteError
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
@@ -63,11 +64,11 @@ def test_skip_leaves_the_state_and_counts(runlocal_config, poisoned, monkeypatch
   del poisoned
   config = _config(runlocal_config, "skip")
   config.data.on_bad_example = "skip"
-  train = [dict(r) for r in loader._raw_source(config.data, "train")]  # pylint: disable=protected-access
-  raw = loader._raw_source  # pylint: disable=protected-access
+  train = [dict(r) for r in sources.raw_source(config.data, "train")]
+  raw = sources.raw_source
   for i, (change, _) in zip(range(0, 140, 10), itertools.cycle(CORRUPTIONS.values())):
     train[i] |= change
-  monkeypatch.setattr(loader, "_raw_source",
+  monkeypatch.setattr(sources, "raw_source",
                       lambda cfg, split: train if split == "train" else raw(cfg, split))
   info = loader.prepare(config.data)
   batches = loader.train_loader(config.data, info, global_batch_size=config.batch_size,

@@ -78,7 +78,7 @@ def test_masked_text_counts_only_loss_mask():
   labels = rng.integers(0, 7, (2, 5))
   mask = np.array([[1, 0, 1, 0, 0], [0, 1, 1, 0, 0]], bool)
   loss = objectives.get("masked_text")
-  terms = loss({"text": {"logits": logits, "target": labels, "loss_mask": mask}}, ConfigDict(
+  terms = loss({"text": {"pred": logits, "target": labels, "loss_mask": mask}}, ConfigDict(
       dict(weight=0.5, mask_ratio=0.3)))
   assert set(terms.sums) == {"loss", "accuracy"} and not terms.values
   log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -90,7 +90,7 @@ def test_masked_text_counts_only_loss_mask():
   assert correct == (logits.argmax(-1) == labels)[mask].sum()
   # Unmasked positions' logits do not matter.
   logits2 = np.where(mask[..., None], logits, 50.0 * rng.normal(size=logits.shape))
-  terms2 = loss({"text": {"logits": logits2.astype(np.float32), "target": labels,
+  terms2 = loss({"text": {"pred": logits2.astype(np.float32), "target": labels,
                           "loss_mask": mask}}, ConfigDict(dict(weight=0.5, mask_ratio=0.3)))
   np.testing.assert_allclose(_ratio(terms2.sums["loss"]), _ratio(terms.sums["loss"]), rtol=1e-6)
   assert _ratio(terms2.sums["accuracy"]) == _ratio(terms.sums["accuracy"])

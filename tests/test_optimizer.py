@@ -1,5 +1,4 @@
 """The optimizer: weight-decay mask and learning-rate schedule."""
-import types
 
 import jax
 import jax.numpy as jnp
@@ -10,11 +9,12 @@ import pytest
 from flax import nnx
 
 from mmjax import objectives
+from mmjax.data import info as data_info
 from mmjax.models import mmt
 from mmjax.train import optimizer
 
-INFO = types.SimpleNamespace(modalities=("image", "text", "audio"), image_shape=(8, 8, 1),
-                             text_len=16, vocab_size=100, audio_len=8000, sample_rate=8000)
+INFO = data_info.planned({"image": (8, 8, 1), "text": 16, "audio": 8000}, vocab_size=100,
+                         sample_rate=8000)
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def test_evaluators_that_cannot_run_are_switched_off_unless_asked_for(runlocal_c
   on the command line, the evaluator's own message is the error."""
   config = runlocal_config.copy_and_resolve_references()
   info = dataclasses.replace(loader.prepare(config.data), class_names=(), num_classes=0,
-                             data_modalities=("text", "audio"))
+                             eval_modalities=("text", "audio"))
   mesh = mesh_lib.make_mesh(config.mesh)
   evaluators = evaluate.build(config, info, mesh)
   assert sorted(evaluators) == ["retrieval"]

@@ -13,9 +13,9 @@ from flax import nnx
 
 import numpy_metrics
 from configs import finetune_digits
+from mmjax import modalities
 from mmjax import models
 from mmjax.data import loader
-from mmjax.data import text_tokenizer
 from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
 from mmjax.train import workdir as workdir_lib
@@ -70,13 +70,13 @@ def split_embeddings(trained, runlocal_config):
   n = len(split["label"])
   templates = config.evals.zero_shot.templates
   prompts = [t.format(c) for c in info.class_names for t in templates]
-  ids, mask = text_tokenizer.WordPieceTokenizer(info.vocab_file, info.text_len).encode(prompts)
+  encoded = modalities.get("text").encode(info, prompts)
   # One batch, so one compile: the split's rows, then the prompts as rows of text alone (their
   # blank image and audio get embedded too, and are ignored: each row is embedded alone).
-  keys = [k for m in info.modalities for k in loader.BATCH_KEYS[m]]
+  keys = modalities.batch_keys(info.modalities)
   batch = {k: np.concatenate([split[k], np.zeros((len(prompts),) + split[k].shape[1:],
                                                  split[k].dtype)]) for k in keys}
-  batch["text_ids"][n:], batch["text_mask"][n:] = ids, mask
+  batch["text_ids"][n:], batch["text_mask"][n:] = encoded["text_ids"], encoded["text_mask"]
   z = jax.device_get(jax.jit(lambda p, b: nnx.merge(graphdef, p).embed(b))(params, batch))
   prompt_z = z["text"][n:].reshape(len(info.class_names), len(templates), -1)
   return {m: v[:n] for m, v in z.items()}, split["label"], prompt_z

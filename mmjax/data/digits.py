@@ -27,7 +27,6 @@ from mmjax.data import speech
 from mmjax.errors import UserError
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-MODALITIES = ("image", "text", "audio")
 IMAGE_SHAPE = (8, 8, 1)
 
 # {w}: the word ("seven"), {n}: the numeral ("7"); {a_w}/{a_n}: the same with "a"/"an".

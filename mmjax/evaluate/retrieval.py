@@ -10,8 +10,9 @@ import jax
 import numpy as np
 from flax import nnx
 
+from mmjax import modalities as modality_lib
 from mmjax.data import loader
-from mmjax.data import presence_key
+from mmjax.modalities import presence_key
 from mmjax.parallel import distributed
 from mmjax.parallel import mesh as mesh_lib
 
@@ -45,8 +46,8 @@ class Evaluator:
                             out_shardings=mesh_lib.replicated(self.mesh))
     # Modalities the evaluated dataset lacks altogether (a mixture's other entries have them)
     # are left out of the batches, so the model does not embed their zeros.
-    own = self.info.data_modalities or self.info.modalities
-    absent = {k for m in self.info.modalities if m not in own for k in loader.BATCH_KEYS[m]}
+    own = self.info.evaluated()
+    absent = set(modality_lib.batch_keys([m for m in self.info.modalities if m not in own]))
     chunks, labels, has = [], [], []
     for batch in loader.split_batches(self.data_cfg, self.info, self.cfg.split,
                                       self._batch_size):

@@ -4,17 +4,20 @@ class whose text embedding is nearest (cosine). No training on labels.
 
 cfg: split, batch_size, templates (strings with one '{}' for the class name), class_names
 (default: the dataset's label names), inputs (modalities to classify; default: every non-text
-modality of the dataset).
+modality of the dataset). The prompts are text: this evaluator needs the text modality.
 """
 import jax
 import numpy as np
 from flax import nnx
 
-from mmjax.data import text_tokenizer
+from mmjax import modalities as modality_lib
 from mmjax.errors import NotApplicable
 from mmjax.errors import UserError
 from mmjax.evaluate import retrieval
 from mmjax.parallel import mesh as mesh_lib
+
+
+PROMPTS = "text"  # The modality of the class prompts.
 
 
 class Evaluator:
@@ -22,11 +25,11 @@ class Evaluator:
 
   def __init__(self, cfg, *, name, config, info, mesh):
     self.cfg, self.name, self.info, self.mesh = cfg, name, info, mesh
-    own = info.data_modalities or info.modalities
+    own = info.evaluated()
     self.class_names = tuple(cfg.get("class_names") or info.class_names)
-    self.inputs = tuple(cfg.get("inputs") or [m for m in own if m != "text"])
+    self.inputs = tuple(cfg.get("inputs") or [m for m in own if m != PROMPTS])
     where = f"config.evals.{name} (zero_shot)"
-    if "text" not in info.modalities:
+    if PROMPTS not in info.modalities:
       raise NotApplicable(f"{where} needs a model with text: dataset {info.name!r} has "
                       f"{list(info.modalities)}.")
     if not self.class_names:
@@ -35,20 +38,18 @@ class Evaluator:
     if not cfg.templates or any(t.count("{}") != 1 for t in cfg.templates):
       raise UserError(f"{where}: templates must be strings with exactly one '{{}}' for the "
                       f"class name, got {list(cfg.templates)}.")
-    missing = [m for m in self.inputs if m not in own or m == "text"]
+    missing = [m for m in self.inputs if m not in own or m == PROMPTS]
     if missing or not self.inputs:
       raise UserError(f"{where}: inputs {list(self.inputs)} must be non-text modalities of "
                       f"{info.name!r} ({list(own)}).")
     self._split = retrieval.Evaluator(cfg, name=name, config=config, info=info, mesh=mesh)
-    tokenizer = text_tokenizer.WordPieceTokenizer(info.vocab_file, info.text_len)
     prompts = [t.format(c) for c in self.class_names for t in cfg.templates]
-    ids, mask = tokenizer.encode(prompts)
-    self._prompts = {"text_ids": np.asarray(ids, np.int32), "text_mask": np.asarray(mask, bool)}
+    self._prompts = modality_lib.get(PROMPTS).encode(info, prompts)
 
   def class_embeddings(self, model):
     """f32[classes, E]: the normalized mean embedding of each class's prompts."""
     graphdef, state = nnx.split(model)
-    embed = jax.jit(lambda s, b: nnx.merge(graphdef, s).embed(b)["text"],
+    embed = jax.jit(lambda s, b: nnx.merge(graphdef, s).embed(b)[PROMPTS],
                     out_shardings=mesh_lib.replicated(self.mesh))
     z = np.asarray(jax.device_get(embed(state, self._prompts)))
     z = z.reshape(len(self.class_names), len(self.cfg.templates), -1).mean(1)

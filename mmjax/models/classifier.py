@@ -12,11 +12,11 @@ one joint sequence ('joint', as masked modeling with fusion='joint' was trained)
 import jax.numpy as jnp
 from flax import nnx
 
-from mmjax.data import presence_key
+from mmjax import modalities as modality_lib
 from mmjax.errors import UserError
+from mmjax.modalities import presence_key
 from mmjax.models import mmt
 from mmjax.models import sizes
-from mmjax.models import tokenizers
 from mmjax.models.transformer import ZEROS, Encoder, layer_norm, partitioned
 
 
@@ -24,9 +24,9 @@ def check_config(config, info):
   """Raises UserError naming the key for a classifier config that cannot work."""
   mmt.check_config(config)
   inputs = tuple(config.inputs)
-  if not inputs or any(m not in mmt.MODALITIES for m in inputs):
+  if not inputs or any(m not in modality_lib.names() for m in inputs):
     raise UserError(f"config.model.inputs={list(inputs)}: name one or more of "
-                    f"{list(mmt.MODALITIES)}.")
+                    f"{list(modality_lib.names())}.")
   missing = [m for m in inputs if m not in info.modalities]
   if missing:
     raise UserError(f"config.model.inputs asks for {missing}, but dataset {info.name!r} has "
@@ -42,11 +42,10 @@ class Classifier(nnx.Module):
     check_config(config, info)
     size = sizes.get(config.size)
     dtype = jnp.dtype(config.dtype)
-    self.inputs = tuple(m for m in mmt.MODALITIES if m in config.inputs)
+    self.inputs = modality_lib.ordered(config.inputs)
     self.fusion = config.fusion
-    self.tokenizers = nnx.Dict({
-        m: tokenizers.make(m, config, info, size.width, dtype=dtype, rngs=rngs)
-        for m in self.inputs})
+    self.tokenizers = mmt.make_tokenizers(config, self.inputs, info, size.width, dtype=dtype,
+                                          rngs=rngs)
     self.encoder = Encoder(size.width, size.depth, size.num_heads, size.mlp_dim, dtype=dtype,
                            rngs=rngs, scan=config.scan_layers, remat=config.remat)
     self.head_norm = layer_norm(size.width, dtype=dtype, rngs=rngs)

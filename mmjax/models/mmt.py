@@ -18,20 +18,21 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mmjax.data import presence_key
+from mmjax import modalities as modality_lib
 from mmjax.errors import UserError
+from mmjax.modalities import presence_key
 from mmjax.models import posemb
 from mmjax.models import sizes
-from mmjax.models import tokenizers
 from mmjax.models.transformer import (EMBED_INIT, REMAT_POLICIES, Encoder, Stack, layer_norm,
                                       linear, linear_flops, partitioned)
 from mmjax.objectives import masking
 
-MODALITIES = ("image", "text", "audio")
-
-
 def default_config():
-  """The model's own defaults; experiment configs override what they change."""
+  """The model's own defaults; experiment configs override what they change. Each modality
+  with settings (mmjax.modalities: patch sizes, the audio frontend) has its section,
+  config.model.<modality>."""
+  sections = {m: c for m in modality_lib.names()
+              if (c := modality_lib.get(m).model_config()) is not None}
   return ml_collections.ConfigDict(dict(
       name="mmt",
       size="tiny",
@@ -42,14 +43,7 @@ def default_config():
       embed_dim=128,  # Width of the contrastive embeddings.
       logit_scale_init=10.0,  # 1 / temperature.
       logit_bias_init=-10.0,  # SigLIP's bias; unused by InfoNCE.
-      image=ml_collections.ConfigDict(dict(patch_size=2)),
-      audio=ml_collections.ConfigDict(dict(
-          frontend="logmel",  # 'logmel' (spectrogram patches) or 'waveform' (VATT frames).
-          n_fft=256, hop=128, n_mels=32,
-          fmin=0.0, fmax=0.0,  # 0 means sample_rate / 2.
-          patch_time=4, patch_freq=8,  # logmel patch: frames x mel bands.
-          frame_size=256,  # waveform frame in samples.
-      )),
+      **sections,
   ))
 
 
@@ -66,7 +60,7 @@ def tokenize_present(tokenizer, modality, batch):
 
 def pair_names(modalities):
   """'a_b' for every pair, in canonical modality order: image_text, image_audio, text_audio."""
-  ordered = [m for m in MODALITIES if m in modalities]
+  ordered = modality_lib.ordered(modalities)
   return [f"{a}_{b}" for a, b in itertools.combinations(ordered, 2)]
 
 
@@ -86,7 +80,7 @@ class Visible(typing.NamedTuple):
 
   x: [B, K, D] tokens; valid: bool[B, K] keys the encoder may attend to; hidden: bool[B, N];
   restore: int32[B, N] inverse permutation for dropped tokens, or None when tokens were hidden
-  in place (text: K == N).
+  in place (Modality.masks_in_place, text: K == N).
   """
   x: jax.Array
   valid: jax.Array
@@ -111,7 +105,7 @@ class Decoder(nnx.Module):
   token, adds fixed sin-cos positions and a modality-type vector, and predicts with one output
   head per modality."""
 
-  def __init__(self, width, size, modalities, out_dims, *, dtype, rngs, scan=False,
+  def __init__(self, width, size, modalities, outputs, *, dtype, rngs, scan=False,
                remat="none"):
     dw = size.decoder_width
     self.modalities = tuple(modalities)
@@ -123,10 +117,10 @@ class Decoder(nnx.Module):
     self.blocks = Stack(dw, size.decoder_depth, size.decoder_heads, 4 * dw, dtype=dtype,
                         rngs=rngs, scan=scan, remat=remat)
     self.norm = layer_norm(dw, dtype=dtype, rngs=rngs)
-    self.heads = nnx.Dict({
-        m: linear(dw, out_dims[m], ("embed", "vocab" if m == "text" else "patch"),
-                  dtype=dtype, rngs=rngs)
-        for m in self.modalities})
+    # outputs: {m: (features, partitioning axis)}.
+    self.heads = nnx.Dict({m: linear(dw, outputs[m][0], ("embed", outputs[m][1]), dtype=dtype,
+                                     rngs=rngs)
+                           for m in self.modalities})
 
   def fill(self, modality, h_bkd, visible, grid):
     """Encoded visible tokens [B, K, width] -> decoder input [B, N, decoder_width]."""
@@ -157,20 +151,17 @@ def check_config(config):
                        ("remat", tuple(REMAT_POLICIES))):
     if config[key] not in allowed:
       raise UserError(f"config.model.{key}={config[key]!r}: use one of {list(allowed)}.")
-  if config.audio.frontend not in ("logmel", "waveform"):
-    raise UserError(f"config.model.audio.frontend={config.audio.frontend!r}: use 'logmel' or "
-                    "'waveform'.")
-  # Patch and window sizes; whether they fit the inputs is known once the dataset is
-  # (tokenizers.token_grid, from validate.check_modalities).
-  audio_sizes = (("n_fft", "hop", "n_mels", "patch_time", "patch_freq")
-                 if config.audio.frontend == "logmel" else ("frame_size",))
-  for key, value in [("image.patch_size", config.image.patch_size)] + [
-      (f"audio.{k}", config.audio[k]) for k in audio_sizes]:
-    if not isinstance(value, int) or value <= 0:
-      raise UserError(f"config.model.{key}={value!r}: must be a positive integer.")
-  if config.audio.frontend == "logmel" and config.audio.n_mels % config.audio.patch_freq:
-    raise UserError(f"config.model.audio.patch_freq={config.audio.patch_freq} does not divide "
-                    f"n_mels={config.audio.n_mels}.")
+  # Each modality's section; whether its patches fit the inputs is known once the dataset is
+  # (Modality.token_grid, from validate.check_modalities).
+  for m in modality_lib.names():
+    if m in config:
+      modality_lib.get(m).check_model_config(config[m])
+
+
+def make_tokenizers(config, modalities, info, width, *, dtype, rngs):
+  """{m: tokenizer} of `modalities` (nnx.Dict), in canonical order: the registry's."""
+  return nnx.Dict({m: modality_lib.get(m).tokenizer(config, info, width, dtype=dtype, rngs=rngs)
+                   for m in modality_lib.ordered(modalities)})
 
 
 class MultimodalTransformer(nnx.Module):
@@ -180,21 +171,15 @@ class MultimodalTransformer(nnx.Module):
     check_config(config)
     size = sizes.get(config.size)
     dtype = jnp.dtype(config.dtype)
-    unknown = set(info.modalities) - set(MODALITIES)
-    if unknown:
-      raise UserError(f"Dataset modalities {sorted(unknown)} are unknown; the model knows "
-                      f"{list(MODALITIES)}.")
-    self.modalities = tuple(m for m in MODALITIES if m in info.modalities)
+    self.modalities = modality_lib.ordered(info.modalities)  # UserError for an unknown one.
     self.fusion = config.fusion
-    self.tokenizers = nnx.Dict({
-        m: tokenizers.make(m, config, info, size.width, dtype=dtype, rngs=rngs)
-        for m in self.modalities})
+    self.tokenizers = make_tokenizers(config, self.modalities, info, size.width, dtype=dtype,
+                                      rngs=rngs)
     stack = dict(scan=config.scan_layers, remat=config.remat)
     self.encoder = Encoder(size.width, size.depth, size.num_heads, size.mlp_dim,
                            dtype=dtype, rngs=rngs, **stack)
-    out_dims = {m: info.vocab_size if m == "text" else self.tokenizers[m].patch_dim
-                for m in self.modalities}
-    self.decoder = Decoder(size.width, size, self.modalities, out_dims, dtype=dtype, rngs=rngs,
+    outputs = {m: (t.out_dim, t.out_axis) for m, t in self.tokenizers.items()}
+    self.decoder = Decoder(size.width, size, self.modalities, outputs, dtype=dtype, rngs=rngs,
                            **stack)
     self.projections = nnx.Dict({
         m: Projection(size.width, config.embed_dim, dtype=dtype, rngs=rngs)
@@ -219,7 +204,7 @@ class MultimodalTransformer(nnx.Module):
 
   def _hide(self, modality, tokens, keys_b, ratio):
     """Chooses the visible part of one modality's tokens (row b drawn from keys_b[b])."""
-    if modality == "text":
+    if modality_lib.get(modality).masks_in_place:
       hidden = masking.hide_valid(keys_b, tokens.hideable(), ratio, tokens.valid)
       return Visible(tokens.x, tokens.valid & ~hidden, hidden, None)
     # Valid tokens are kept first: padding is kept only when a row has fewer valid tokens than
@@ -297,7 +282,7 @@ class MultimodalTransformer(nnx.Module):
         separate pass; other present modalities get an unmasked pass), or None.
 
     Returns:
-      {m: {'pred' f32[B,N,P] (text: 'logits' f32[B,L,V]), 'target', 'loss_mask' bool[B,N]}}
+      {m: {'pred' f32[B,N,P] (text: logits f32[B,L,V]), 'target', 'loss_mask' bool[B,N]}}
       for m in mask_ratios, 'embeddings' {m: f32[B,E]} and 'present' {m: bool[B]} (the
       examples with any valid token of m) unless embeddings is None, and 'logit_scale' /
       'logit_bias' {pair: f32[]} for the pairs of present modalities, and 'useful_flops' f32[]
@@ -325,14 +310,16 @@ class MultimodalTransformer(nnx.Module):
       if rows_b is None:
         rows_b = jnp.arange(tokens[masked[0]].valid.shape[0])
       keys_b = masking.row_keys(key, rows_b)
-      visible = {m: self._hide(m, tokens[m], masking.fold_each(keys_b, MODALITIES.index(m)),
+      # Each modality's stream of masks is its place in the registry's order.
+      visible = {m: self._hide(m, tokens[m],
+                               masking.fold_each(keys_b, modality_lib.names().index(m)),
                                mask_ratios[m])
                  for m in masked}
       encoded = self._encode_all(visible)
       decoded = self._decode_all(encoded, visible, tokens)
       for m in masked:
         pred = self.decoder.predict(m, decoded[m])
-        out[m] = {"logits" if m == "text" else "pred": pred,
+        out[m] = {"pred": pred,
                   "target": tokens[m].target,
                   "loss_mask": visible[m].hidden & tokens[m].valid}
 
@@ -357,7 +344,3 @@ class MultimodalTransformer(nnx.Module):
   def embed(self, batch):
     """{m: f32[B, E]} L2-normalized, each present modality alone and unmasked."""
     return {m: self._embed_tokens(m, self._tokenize(m, batch)) for m in self.present(batch)}
-
-  def unpatchify_image(self, patches_bnp):
-    """f32[B, N, p*p*C] image patches -> f32[B, H, W, C] (pixel space [-1, 1])."""
-    return self.tokenizers["image"].unpatchify(patches_bnp)

@@ -57,12 +57,12 @@ def _any_per_group(valid_bt, group, count):
   return einops.reduce(valid_bt[:, :count * group], "b (n g) -> b n", "max", g=group)
 
 
-def image_grid(image_shape, patch_size):
-  """(rows, cols) of p x p patches of (H, W, C) images; UserError if p does not tile them."""
+def image_grid(image_shape, patch_size, key="config.model.image.patch_size"):
+  """(rows, cols) of p x p patches of (H, W, C) images; UserError, naming `key`, if p does not
+  tile them."""
   height, width_px = image_shape[:2]
   if height % patch_size or width_px % patch_size:
-    raise UserError(f"config.model.image.patch_size={patch_size} does not divide the "
-                    f"image size {height}x{width_px}.")
+    raise UserError(f"{key}={patch_size} does not divide the image size {height}x{width_px}.")
   return height // patch_size, width_px // patch_size
 
 
@@ -98,33 +98,22 @@ def audio_grid(audio_cfg, num_samples, sample_rate):
   return grid
 
 
-def token_grid(modality, config, info):
-  """The static token grid of `modality` under model config `config` for dataset `info`'s
-  shapes: what the tokenizer will make, known before anything is built. UserError, naming the
-  key, for inputs the model's patches cannot cover."""
-  if modality == "image":
-    return image_grid(tuple(info.image_shape), config.image.patch_size)
-  if modality == "text":
-    return (info.text_len,)
-  if modality == "audio":
-    return audio_grid(config.audio, info.audio_len, info.sample_rate)
-  raise UserError(f"Unknown modality {modality!r}: the model knows 'image', 'text', 'audio'.")
-
-
 class ImagePatchTokenizer(nnx.Module):
   """Images [B, H, W, C] -> non-overlapping p x p patches, 2-D sin-cos positions.
 
   Integer images (uint8, what `decode` gives) are pixel values 0..255 and are mapped to
   [-1, 1]. Float images are taken as already in model range (the op strings
   `value_range(-1, 1)` or `normalize(...)`) and used as they are, never rescaled again.
+  `input_key`: the batch key it reads (another image-like modality reads its own).
   """
-  input_key = "image"
+  out_axis = "patch"
 
-  def __init__(self, image_shape, patch_size, width, *, dtype, rngs):
+  def __init__(self, image_shape, patch_size, width, *, dtype, rngs, input_key="image"):
     channels = image_shape[2]
+    self.input_key = input_key
     self.patch_size = patch_size
-    self.grid = image_grid(image_shape, patch_size)
-    self.patch_dim = patch_size * patch_size * channels
+    self.grid = image_grid(image_shape, patch_size, f"config.model.{input_key}.patch_size")
+    self.patch_dim = self.out_dim = patch_size * patch_size * channels
     self.width = width
     self.patch_embed = linear(self.patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
     self.type_embed = _type_embed(width, rngs)
@@ -149,7 +138,7 @@ class ImagePatchTokenizer(nnx.Module):
                             "b (h w) (p q c) -> b (h p) (w q) c", h=h, p=p, q=p)
 
   def __call__(self, batch):
-    patches_bnp = self.patchify(self.pixels(batch["image"]))
+    patches_bnp = self.patchify(self.pixels(batch[self.input_key]))
     pos = posemb.sincos_2d(*self.grid, self.width)
     x_bnd = self.norm(_add_position_and_type(self.patch_embed(patches_bnp), pos,
                                              self.type_embed[...]))
@@ -165,9 +154,11 @@ class TextTokenizer(nnx.Module):
   maskable: like BERT and M3AE, masked-LM never predicts the special tokens.
   """
   input_key = "text_ids"
+  out_axis = "vocab"
 
   def __init__(self, vocab_size, max_len, width, *, dtype, rngs):
     self.max_len = max_len
+    self.out_dim = vocab_size  # Masked-LM predicts word pieces.
     self.token_embed = nnx.Embed(vocab_size, width, dtype=dtype,
                                  embedding_init=partitioned(EMBED_INIT, "vocab", "embed"),
                                  rngs=rngs)
@@ -202,6 +193,7 @@ class AudioTokenizer(nnx.Module):
   its frames is, so a short clip at any offset keeps the patches it touches.
   """
   input_key = "audio"
+  out_axis = "patch"
 
   def __init__(self, audio_cfg, sample_rate, width, *, dtype, rngs):
     self.frontend = audio_cfg.frontend
@@ -219,7 +211,7 @@ class AudioTokenizer(nnx.Module):
     else:
       raise UserError(f"config.model.audio.frontend={self.frontend!r} is unknown: "
                       "use 'logmel' or 'waveform'.")
-    self.patch_dim = patch_dim
+    self.patch_dim = self.out_dim = patch_dim
     self.patch_embed = linear(patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
     self.type_embed = _type_embed(width, rngs)
     self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
@@ -268,14 +260,3 @@ class AudioTokenizer(nnx.Module):
                                              self.type_embed[...]))
     return Tokens(x=x_bnd, valid=valid, target=patches, grid=grid)
 
-
-def make(modality, config, info, width, *, dtype, rngs):
-  """The tokenizer for `modality` ('image', 'text' or 'audio') under model config `config`."""
-  if modality == "image":
-    return ImagePatchTokenizer(tuple(info.image_shape), config.image.patch_size, width,
-                               dtype=dtype, rngs=rngs)
-  if modality == "text":
-    return TextTokenizer(info.vocab_size, info.text_len, width, dtype=dtype, rngs=rngs)
-  if modality == "audio":
-    return AudioTokenizer(config.audio, info.sample_rate, width, dtype=dtype, rngs=rngs)
-  raise UserError(f"Unknown modality {modality!r}: the model knows 'image', 'text', 'audio'.")

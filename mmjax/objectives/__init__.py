@@ -66,6 +66,11 @@ def register(name, module):
   _REGISTERED[name] = module
 
 
+def unregister(name):
+  """Removes an objective added by `register`."""
+  _REGISTERED.pop(name, None)
+
+
 def available():
   """Names of the objectives: the modules in this package, and the registered ones."""
   names = set(_REGISTERED)

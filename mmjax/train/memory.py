@@ -27,10 +27,9 @@ import os
 import jax
 import numpy as np
 
+from mmjax import modalities as modality_lib
 from mmjax import objectives
-from mmjax.models import mmt
 from mmjax.models import sizes
-from mmjax.models import tokenizers
 from mmjax.objectives import masking
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
@@ -120,8 +119,8 @@ def _passes(config, info):
   example, [(tokens, output features), ...] of the f32 output heads)."""
   model = config.model
   size = sizes.get(model.size)
-  grid = {m: math.prod(tokenizers.token_grid(m, model, info))
-          for m in mmt.MODALITIES if m in info.modalities}
+  grid = {m: math.prod(modality_lib.get(m).token_grid(model, info))
+          for m in modality_lib.ordered(info.modalities)}
   encoder = lambda n: (n, size.depth, size.width, size.num_heads, size.mlp_dim)
   decoder = lambda n: (n, size.decoder_depth, size.decoder_width, size.decoder_heads,
                        4 * size.decoder_width)
@@ -132,7 +131,8 @@ def _passes(config, info):
 
   ratios = step_lib.mask_ratios(config.objectives, info.modalities)
   masked = [m for m in grid if m in ratios]
-  kept = [grid[m] if m == "text" else masking.num_keep(grid[m], ratios[m]) for m in masked]
+  kept = [grid[m] if modality_lib.get(m).masks_in_place else masking.num_keep(grid[m], ratios[m])
+          for m in masked]
   passes = []
   if masked:
     passes += [encoder(sum(kept))] if joint else [encoder(k) for k in kept]
@@ -141,11 +141,7 @@ def _passes(config, info):
   view = objectives.embedding_view(config.objectives)
   clean = [m for m in grid if view == "clean" or (view == "masked" and m not in masked)]
   passes += [encoder(grid[m]) for m in clean]
-  patch_dim = {"image": model.image.patch_size**2 * info.image_shape[-1],
-               "audio": (model.audio.patch_time * model.audio.patch_freq
-                         if model.audio.frontend == "logmel" else model.audio.frame_size),
-               "text": info.vocab_size}
-  return passes, [(grid[m], patch_dim[m]) for m in masked]
+  return passes, [(grid[m], modality_lib.get(m).out_dim(model, info)) for m in masked]
 
 
 def activation_bytes(config, info, mesh):

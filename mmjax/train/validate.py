@@ -12,10 +12,10 @@ import jax
 from absl import logging
 
 from mmjax import evaluate
+from mmjax import modalities as modality_lib
 from mmjax import objectives as objective_lib
 from mmjax.errors import UserError
 from mmjax.models import mmt
-from mmjax.models import tokenizers
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import memory
 
@@ -133,8 +133,8 @@ def check_modalities(config, info):
         raise UserError(f"config.evals.{name}.split={cfg.split!r}: dataset {info.name!r} has "
                         f"no split {missing[0]!r}; it has {sorted(info.split_sizes)}.")
   inputs = config.model.get("inputs") or info.modalities  # The classifier's, or all.
-  for modality in (m for m in mmt.MODALITIES if m in inputs and m in info.modalities):
-    tokenizers.token_grid(modality, config.model, info)
+  for modality in modality_lib.ordered(m for m in info.modalities if m in inputs):
+    modality_lib.get(modality).token_grid(config.model, info)
 
 
 def _gib(n):
