@@ -137,6 +137,7 @@ def test_a_fourth_modality_trains_and_retrieves(depth_registered, manifest, runl
   config = runlocal_config.copy_and_resolve_references()
   config.data.name, config.data.dir, config.data.audio_seconds = "depth_pairs", data_dir, 0.5
   config.total_steps, config.batch_size, config.log_every = 3, 8, 1
+  config.eval_every = config.checkpoint_every = 3
   config.model.scan_layers = True
   config.model.depth = Depth().model_config()
   config.objectives.masked_depth = ml_collections.ConfigDict(dict(
