@@ -19,7 +19,6 @@ from mmjax.train import validate
 # Metrics of wall-clock speed: they differ between runs of the same config and seed.
 SPEED_METRICS = ("train/examples_per_sec", "train/step_seconds", "train/tflops_per_device",
                  "train/mfu", "train/useful_tflops_per_device", "train/mfu_useful")
-NONFINITE_POLICIES = ("stop", "skip")
 MAX_SKIPS_IN_A_ROW = 20  # on_nonfinite='skip' stops after this many non-finite steps in a row.
 
 

@@ -39,7 +39,7 @@ from mmjax.train.loops import (  # pylint: disable=unused-import
     JitLoop, PmapLoop, PmapState, abstract_model, init_state, initial_state, jit_train_step,
     pmap_train_step, with_rows)
 from mmjax.train.monitors import (  # pylint: disable=unused-import
-    MAX_SKIPS_IN_A_ROW, NONFINITE_POLICIES, SPEED_METRICS, ExampleLog, NonFiniteGuard, Profile,
+    MAX_SKIPS_IN_A_ROW, SPEED_METRICS, ExampleLog, NonFiniteGuard, Profile,
     SpeedLog)
 
 

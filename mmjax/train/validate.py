@@ -19,6 +19,8 @@ from mmjax.models import mmt
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import memory
 
+NONFINITE_POLICIES = ("stop", "skip")  # config.on_nonfinite (mmjax.train.monitors.NonFiniteGuard).
+
 
 def _check(ok, key, value, expected):
   if not ok:
@@ -45,7 +47,7 @@ def check_config(config):
   """Raises UserError for the first out-of-range value in a training config."""
   _check(config.total_steps > 0, "total_steps", config.total_steps, "a positive integer")
   _check(config.batch_size > 0, "batch_size", config.batch_size, "a positive integer")
-  _check(config.on_nonfinite in ("stop", "skip"), "on_nonfinite", config.on_nonfinite,
+  _check(config.on_nonfinite in NONFINITE_POLICIES, "on_nonfinite", config.on_nonfinite,
          "'stop' (end the run, naming the step and metric) or 'skip' (skip the update, count it)")
   for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
     _check(config[key] > 0, key, config[key], "a positive integer")
