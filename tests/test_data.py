@@ -8,7 +8,7 @@ import pytest
 
 from mmjax.data import digits
 from mmjax.data import loader
-from mmjax.data import preprocess
+from mmjax.data import ops_audio
 from mmjax.errors import UserError
 
 KEYS = {"image", "text_ids", "text_mask", "audio", "audio_mask", "label", "image_id", "index"}
@@ -199,7 +199,7 @@ def test_unusable_dir_names_the_key(tmp_path):
 
 
 def test_random_crop_or_pad():
-  op = preprocess.get_random_crop_or_pad(10)
+  op = ops_audio.get_random_crop_or_pad(10)
   short = {"audio": np.arange(1, 5, dtype=np.float32)}
   for seed in range(5):
     out = op(short, np.random.default_rng(seed))
@@ -214,8 +214,8 @@ def test_random_crop_or_pad():
 
 
 def test_crop_or_pad_and_float():
-  out = preprocess.get_crop_or_pad(4)(
-      preprocess.get_audio_to_float()({"audio": np.array([-32768, 16384, 1], np.int16)}))
+  out = ops_audio.get_crop_or_pad(4)(
+      ops_audio.get_to_float()({"audio": np.array([-32768, 16384, 1], np.int16)}))
   np.testing.assert_allclose(out["audio"], [-1.0, 0.5, 1 / 32768, 0.0])
   np.testing.assert_array_equal(out["audio_mask"], [True, True, True, False])
 

@@ -1,11 +1,14 @@
 """Preprocessing ops from op strings: parsing, build-time errors, and each op on tiny inputs."""
 import io
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from mmjax.data import ops
-from mmjax.data.preprocess import BadExample
+from mmjax.data.ops import BadExample
 from mmjax.data.text_tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 from mmjax.errors import UserError
 
@@ -48,6 +51,24 @@ def test_parse_errors(spec, message):
   with pytest.raises(UserError, match="data.pp") as e:
     ops.parse(spec)
   assert message in str(e.value)
+
+
+def test_modality_ops_load_on_first_lookup():
+  """`ops` does not import ops_image / ops_text / ops_audio (they import it); the first parse
+  does, so every op is known, and listed, after only `from mmjax.data import ops`."""
+  code = ("import sys\n"
+          "from mmjax.data import ops\n"
+          "assert not any(m.startswith('mmjax.data.ops_') for m in sys.modules)\n"
+          "assert ops.parse('decode|tokenize(16)|to_float')[1] == ('tokenize', (16,), {})\n"
+          "try:\n"
+          "  ops.parse('random_gian(0, 1)')\n"
+          "except Exception as e:\n"
+          "  print(e)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=pathlib.Path(__file__).parents[1])
+  assert "Did you mean 'random_gain'?" in out.stdout
+  for name in ("keep", "resize", "check_text", "check_audio"):
+    assert f" {name}," in out.stdout
 
 
 @pytest.mark.parametrize("spec, message", [
