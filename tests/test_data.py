@@ -9,6 +9,7 @@ import pytest
 from mmjax.data import digits
 from mmjax.data import loader
 from mmjax.data import ops_audio
+from mmjax.data import pipeline
 from mmjax.errors import UserError
 
 KEYS = {"image", "text_ids", "text_mask", "audio", "audio_mask", "label", "image_id", "index"}
@@ -39,8 +40,8 @@ def stored(data_cfg, split, key):
 
 
 def check_batch(batch, info, batch_size):
-  b, l, t = batch_size, info.text_len, info.audio_len
-  expected = {"image": (np.uint8, (b, *info.image_shape)), "text_ids": (np.int32, (b, l)),
+  b, l, t = batch_size, info.size("text"), info.size("audio")
+  expected = {"image": (np.uint8, (b, *info.shapes["image"])), "text_ids": (np.int32, (b, l)),
               "text_mask": (np.bool_, (b, l)), "audio": (np.float32, (b, t)),
               "audio_mask": (np.bool_, (b, t)), "label": (np.int32, (b,)),
               "image_id": (np.int32, (b,)), "index": (np.int32, (b,))}
@@ -64,7 +65,7 @@ def check_batch(batch, info, batch_size):
 def test_prepare_info(small):
   cfg, info = small
   assert info.modalities == ("image", "text", "audio")
-  assert info.image_shape == (8, 8, 1) and info.audio_len == 8000
+  assert info.shapes["image"] == (8, 8, 1) and info.size("audio") == 8000
   assert info.class_names[7] == "seven" and info.num_classes == 10
   assert info.split_sizes == {"train": 140, "validation": 20, "test": 40}
   assert 20 < info.vocab_size <= cfg.vocab_size
@@ -228,7 +229,8 @@ def test_preprocessing_from_op_strings(data_dir):
   cfg = small_config(data_dir, pp_train=pp.replace("crop_or_pad", "random_crop_or_pad"),
                      pp_eval=pp)
   info = loader.prepare(cfg)
-  assert info.image_shape == (16, 16, 1) and info.text_len == 12 and info.audio_len == 4000
+  assert info.shapes["image"] == (16, 16, 1) and info.size("text") == 12
+  assert info.size("audio") == 4000
   batch = take(cfg, info, 1, global_batch_size=8, seed=0, process_index=0, process_count=1)[0]
   plain = take(small_config(data_dir), loader.prepare(small_config(data_dir)), 1,
                global_batch_size=8, seed=0, process_index=0, process_count=1)[0]
@@ -257,7 +259,7 @@ def test_reader_reopens_its_source_in_worker_processes(small):
   """grain pickles the reader into worker processes (data.num_workers): it must reopen the
   TFDS data source there, not unpickle it (a registered TFDS config cannot be rebuilt)."""
   cfg, info = small
-  reader = loader._Reader(cfg, info, "validation", train=False)  # pylint: disable=protected-access
+  reader = pipeline.Reader(cfg, info, "validation", train=False)
   assert "source" not in reader.__getstate__()
   clone = cloudpickle.loads(cloudpickle.dumps(reader))  # As grain does.
   for key, value in reader(3).items():
