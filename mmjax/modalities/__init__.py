@@ -32,7 +32,8 @@ _REGISTERED = {}  # name -> Modality, in registration order.
 
 
 class Modality:
-  """Base class: see the module docstring. Defaults suit a fixed-shape array modality."""
+  """Base class: see the module docstring. A subclass implements every method that raises
+  NotImplementedError here; the others have defaults that add nothing."""
   name = ""
   dtypes = {}
   feature = ""
@@ -122,7 +123,8 @@ class Modality:
 
 
 def register(modality):
-  """Adds `modality` (a Modality instance) to the registry, after the built-in ones."""
+  """Adds `modality` (a Modality instance) to the registry, after the built-in ones (under a
+  built-in name, it replaces that one and keeps its place)."""
   if not isinstance(modality, Modality) or not modality.name.isidentifier():
     raise ValueError(f"{modality!r} is not a Modality with an identifier as its name.")
   _REGISTERED[modality.name] = modality
