@@ -1,7 +1,11 @@
-"""The training loop end to end (tiny model, built-in data) and its pieces."""
+"""The training loop end to end (tiny model, built-in data) and its pieces: one run, resumed
+further, checked against NumPy and fine-tuned on one device; the same run as two processes
+(scripts/launch_local.sh, 2 x 4 CPU devices) trains and evaluates to the same numbers."""
 import itertools
 import json
 import os
+import pathlib
+import signal
 import subprocess
 import sys
 
@@ -23,18 +27,24 @@ from mmjax.train import workdir as workdir_lib
 pytestmark = pytest.mark.slow  # End-to-end training: `-m 'not slow'` skips it.
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The first launch of the trained run, as changes to the runlocal demo config: in this process
+# (8 devices) and as two processes (test_two_processes_*). It evaluates and saves at its end.
+STEPS, RESUMED_STEPS = 12, 16
+FIRST_LAUNCH = dict(total_steps=STEPS, log_every=1, checkpoint_every=STEPS, eval_every=STEPS)
+# Generous: the first compile under a busy 2-core CI machine takes minutes.
+MULTIPROCESS_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
 def trained(runlocal_config, tmp_path_factory):
-  """A 24-step run, then the same workdir resumed to 30 steps."""
+  """A 12-step run, then the same workdir resumed to 16 steps: (workdir, the first launch's
+  metrics.jsonl rows, all rows, the last evaluation's metrics)."""
   config = runlocal_config.copy_and_resolve_references()
-  config.total_steps, config.log_every = 24, 1
-  config.checkpoint_every = config.eval_every = 12
+  config.update(FIRST_LAUNCH)
   workdir = str(tmp_path_factory.mktemp("run"))
   trainer.train_and_evaluate(config, workdir)
   first_rows = metrics_lib.read_jsonl(workdir)
-  config.total_steps = 30
+  config.total_steps = RESUMED_STEPS
   final = trainer.train_and_evaluate(config, workdir)
   return workdir, first_rows, metrics_lib.read_jsonl(workdir), final
 
@@ -65,7 +75,7 @@ def split_embeddings(trained, runlocal_config):
   ({modality: f32[N, E]}, labels int[N], prompt embeddings f32[classes, templates, E])."""
   config = runlocal_config
   info = loader.prepare(config.data)
-  graphdef, params = _restored(config, info, trained[0], 30)
+  graphdef, params = _restored(config, info, trained[0], RESUMED_STEPS)
   split = _test_split(config, info)
   n = len(split["label"])
   templates = config.evals.zero_shot.templates
@@ -89,20 +99,22 @@ def _losses(rows):
 def test_loss_decreases(trained):
   _, rows, _, _ = trained
   losses = [loss for _, loss in _losses(rows)]
-  assert len(losses) == 24
+  assert len(losses) == STEPS
   assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
 
 
 def test_writes_checkpoints_metrics_and_pictures(trained):
   workdir, _, _, final = trained
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["24", "30"]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [str(STEPS),
+                                                                       str(RESUMED_STEPS)]
   with open(os.path.join(workdir, "config.json")) as f:
-    assert json.load(f)["total_steps"] == 24  # The run's first launch; never rewritten.
+    assert json.load(f)["total_steps"] == STEPS  # The run's first launch; never rewritten.
   launches = workdir_lib.history(workdir)  # Each launch: the first, then the resume.
-  assert [launch["config"]["total_steps"] for launch in launches] == [24, 30]
-  assert launches[1]["changed"] == {"total_steps": [24, 30]}
-  pictures = os.listdir(os.path.join(workdir, "images"))
-  assert "reconstruction_000012.png" in pictures and "reconstruction_000030.png" in pictures
+  assert [launch["config"]["total_steps"] for launch in launches] == [STEPS, RESUMED_STEPS]
+  assert launches[1]["changed"] == {"total_steps": [STEPS, RESUMED_STEPS]}
+  pictures = os.listdir(os.path.join(workdir, "images"))  # One at each evaluation.
+  assert sorted(pictures) == [f"reconstruction_{STEPS:06d}.png",
+                              f"reconstruction_{RESUMED_STEPS:06d}.png"]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
   directions = {k.split("/")[2] for k in final if k.startswith("eval/retrieval/")}
   assert directions == {f"{a}_to_{b}" for a in ("image", "text", "audio")
@@ -124,9 +136,9 @@ def test_retrieval_metrics_match_numpy(trained, split_embeddings):
 def test_resume_continues_from_checkpoint(trained):
   _, first_rows, all_rows, _ = trained
   steps = [s for s, _ in _losses(all_rows)]
-  # The resumed run starts at step 25: nothing before it is trained (or logged) twice.
-  assert steps == list(range(1, 31))
-  resumed_first = dict(_losses(all_rows))[25]
+  # The resumed run starts at step STEPS + 1: nothing before it is trained (or logged) twice.
+  assert steps == list(range(1, RESUMED_STEPS + 1))
+  resumed_first = dict(_losses(all_rows))[STEPS + 1]
   initial = np.mean([loss for _, loss in _losses(first_rows)][:3])
   assert resumed_first < initial  # Trained weights were restored, not re-initialized.
 
@@ -150,7 +162,7 @@ def test_finetune_on_1_device_from_pretraining_on_8(trained, runlocal_config, tm
   pretrain_dir = trained[0]
   with open(os.path.join(pretrain_dir, "config.json")) as f:
     assert json.load(f)["mesh"]["data"] == -1  # All 8 devices of this process.
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device.
+  env = os.environ | {"XLA_FLAGS": _without_device_count(os.environ["XLA_FLAGS"])}
   workdir = tmp_path / "finetune"
   subprocess.run(
       [sys.executable, "main.py", "--config=configs/finetune_digits.py:task=image,runlocal",
@@ -159,7 +171,7 @@ def test_finetune_on_1_device_from_pretraining_on_8(trained, runlocal_config, tm
       cwd=REPO, env=env, check=True, timeout=600)
   with open(workdir / "init_from.json", encoding="utf-8") as f:
     report = json.load(f)
-  assert report["checkpoint"].endswith(os.path.join("checkpoints", "30"))
+  assert report["checkpoint"].endswith(os.path.join("checkpoints", str(RESUMED_STEPS)))
   assert report["new"] == ["head/bias", "head/kernel", "head_norm/bias", "head_norm/scale"]
   assert any(n.startswith("encoder/blocks/") for n in report["loaded"])
   assert "tokenizers/image/patch_embed/kernel" in report["loaded"]
@@ -180,3 +192,74 @@ def test_finetune_on_1_device_from_pretraining_on_8(trained, runlocal_config, tm
   numpy_metrics.check_recall(rows[-1]["eval/classification/accuracy"], logits, is_label, 1,
                              what="eval/classification/accuracy")
   assert any("train/classification/accuracy" in r for r in rows)
+
+
+def _without_device_count(xla_flags):
+  """conftest's compiler flags without its 8 devices: a process with one CPU device."""
+  return " ".join(f for f in xla_flags.split()
+                  if not f.startswith("--xla_force_host_platform_device_count="))
+
+
+# --- The first launch as two processes: scripts/launch_local.sh, 2 processes x 4 CPU devices.
+
+
+def _launch_local(num_processes, args, log_dir):
+  """Runs scripts/launch_local.sh; returns its exit status and combined output."""
+  env = dict(os.environ, LOG_DIR=str(log_dir), LOCAL_DEVICES="4")
+  # conftest's 8 devices are for this process: the script drops that flag, keeps the others
+  # (the same compiler settings as the one-process run), and sets 4 per process.
+  # Its own session, so that a timeout can stop the script and every process it started.
+  proc = subprocess.Popen(
+      [os.path.join(REPO, "scripts", "launch_local.sh"), str(num_processes), *args], cwd=REPO,
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      start_new_session=True)
+  try:
+    output, _ = proc.communicate(timeout=MULTIPROCESS_TIMEOUT_S)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    output, _ = proc.communicate()
+    output += f"\n[timed out after {MULTIPROCESS_TIMEOUT_S} s]"
+  return proc.returncode, output
+
+
+def _logs(log_dir):
+  return "\n".join(f"===== {p.name} (last 60 lines) =====\n" +
+                   "\n".join(p.read_text(errors="replace").splitlines()[-60:])
+                   for p in sorted(pathlib.Path(log_dir).glob("process_*.log")))
+
+
+@pytest.fixture(scope="module")
+def two_process_run(data_dir, tmp_path_factory):
+  """The trained run's first launch (FIRST_LAUNCH) as one run of two processes."""
+  workdir, log_dir = tmp_path_factory.mktemp("mp_run"), tmp_path_factory.mktemp("mp_logs")
+  status, output = _launch_local(2, [
+      "--config=configs/pretrain_digits.py:runlocal", f"--workdir={workdir}",
+      f"--config.data.dir={data_dir}",
+      *(f"--config.{key}={value}" for key, value in FIRST_LAUNCH.items())], log_dir)
+  assert status == 0, f"launch_local.sh exited with {status}:\n{output[-4000:]}\n{_logs(log_dir)}"
+  return str(workdir)
+
+
+def test_two_processes_train_and_write_metrics_once(two_process_run):
+  rows = metrics_lib.read_jsonl(two_process_run)
+  train_steps = [r["step"] for r in rows if "train/loss" in r]
+  assert train_steps == list(range(1, STEPS + 1))  # Once each: only process 0 writes.
+  evals = [r for r in rows if any(k.startswith("eval/retrieval/") for k in r)]
+  # One evaluation, at the last step; test_two_processes_match_one_process checks its values.
+  assert [r["step"] for r in evals] == [STEPS]
+  assert os.listdir(os.path.join(two_process_run, "images")) == [
+      f"reconstruction_{STEPS:06d}.png"]
+
+
+def test_two_processes_match_one_process(two_process_run, trained):
+  """Same global batches and the same 8-way data parallelism as the first launch of `trained`
+  (8 devices in this process), only split over two processes."""
+  two_rows, one_rows = metrics_lib.read_jsonl(two_process_run), trained[1]
+  np.testing.assert_allclose([loss for _, loss in _losses(two_rows)],
+                             [loss for _, loss in _losses(one_rows)], rtol=1e-5)
+  # The evaluators too: each process fed its devices' rows of the same eval batches.
+  two_evals, one_evals = ({k: v for r in rows for k, v in r.items() if k.startswith("eval/")}
+                          for rows in (two_rows, one_rows))
+  assert sorted(two_evals) == sorted(one_evals)
+  for name, value in one_evals.items():
+    np.testing.assert_allclose(two_evals[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
