@@ -5,6 +5,7 @@ import itertools
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -25,7 +26,7 @@ def _config(runlocal_config, policy):
   config = runlocal_config.copy_and_resolve_references()
   config.total_steps, config.log_every = 4, 1
   config.checkpoint_every, config.keep_checkpoints = 1, 4
-  config.eval_every = 100
+  config.evals = ml_collections.ConfigDict()  # Not what these tests are about.
   config.model.scan_layers = True  # Compiles faster.
   config.on_nonfinite = policy
   return config
