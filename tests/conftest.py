@@ -18,6 +18,7 @@ os.environ["XLA_FLAGS"] = " ".join(
     + [f"{name}={value}" for name, value in _TEST_XLA_FLAGS.items()])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import collections  # noqa: E402
 import pathlib  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -56,3 +57,27 @@ def runlocal_config(data_dir):
   config = pretrain_digits.get_config("runlocal")
   config.data.dir = data_dir
   return config
+
+
+# --- Order of the files, for ./scripts/test.sh's two pytest-xdist workers (--dist loadfile).
+
+
+def pytest_configure(config):
+  # xdist hands out files with the most tests first: the end-to-end files (a few tests, minutes
+  # each) would come last, and one worker would run them alone while the other idles. Keep
+  # the order pytest_collection_modifyitems sets instead.
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  """Files with end-to-end (`slow`) tests first, the most such tests first, then the quick
+  files, the most tests first: both workers start on long files and end on short ones. A
+  file's tests keep their order."""
+  slow, count = collections.Counter(), collections.Counter()
+  for item in items:
+    path = item.nodeid.split("::")[0]
+    count[path] += 1
+    slow[path] += item.get_closest_marker("slow") is not None
+  file_key = lambda path: (-slow[path], -count[path], path)
+  items.sort(key=lambda item: file_key(item.nodeid.split("::")[0]))
