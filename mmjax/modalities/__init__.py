@@ -13,7 +13,8 @@ joint sequences, contrastive pair names and each modality's masking key follow i
 
 A modality is an instance of a `Modality` subclass that sets:
   name         its key everywhere: info.modalities, config.model.<name>, the manifest column of
-               mmjax.data.build, presence flags has_<name>.
+               mmjax.data.build, presence flags has_<name>. An identifier without '_' (pair
+               names join two with it: image_text; `register` refuses others).
   dtypes       {host-batch key: numpy dtype}; the first key is what its tokenizer reads.
   feature      the stored feature it is read from (text: 'caption').
   masks_in_place  masked modeling hides its tokens in place (text: BERT) rather than dropping
@@ -124,9 +125,17 @@ class Modality:
 
 def register(modality):
   """Adds `modality` (a Modality instance) to the registry, after the built-in ones (under a
-  built-in name, it replaces that one and keeps its place)."""
+  built-in name, it replaces that one and keeps its place). Its name may not contain '_':
+  pair names join two modality names with it ('image_text': the model's logit_scale and
+  logit_bias parameters, contrastive metrics, checkpoints), so 'a_b' with 'c' and 'a' with
+  'b_c' would both be 'a_b_c', one parameter for two pairs, and the contrastive loss could
+  not tell which modalities a pair name joins."""
   if not isinstance(modality, Modality) or not modality.name.isidentifier():
     raise ValueError(f"{modality!r} is not a Modality with an identifier as its name.")
+  if "_" in modality.name:
+    raise UserError(f"Modality name {modality.name!r} contains '_', which joins the two "
+                    "modalities of a contrastive pair's name (image_text); name it without "
+                    f"'_', e.g. {modality.name.replace('_', '')!r}.")
   _REGISTERED[modality.name] = modality
   return modality
 
