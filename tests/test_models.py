@@ -103,7 +103,8 @@ def test_text_tokens(batch):
 
 
 def test_logmel_audio_tokens(batch):
-  t = _tokenizer("audio")(batch)
+  tok = _tokenizer("audio")
+  t = tok(batch)
   frames = 1 + (8000 - 256) // 128  # 61 frames -> 15 rows of 4 frames, 32 mels -> 4 columns.
   rows = frames // 4
   assert t.grid == (rows, 4)
@@ -112,15 +113,24 @@ def test_logmel_audio_tokens(batch):
   # sample 0, iff its first sample (row * 4 frames * 128 hop) is real.
   row_valid = (np.arange(rows) * 4 * 128)[None] < np.array(AUDIO_LENGTHS)[:, None]
   np.testing.assert_array_equal(t.valid, np.repeat(row_valid, 4, axis=1))
-  # Each example's log-mel is normalized over its valid frames; padded frames become 0.
+  # Each example's log-mel is normalized over the valid frames of its patches (not the 61st
+  # frame, which fills no patch); padded frames become 0. With `shown` (the masked pass), over
+  # those of the shown patches only.
   spec = audio_frontend.log_mel_spectrogram(batch["audio"], sample_rate=8000, n_fft=256,
                                             hop=128, n_mels=32)
+  shown = np.random.default_rng(0).random(t.valid.shape) < 0.3
+  shown[:, 0] = True  # The masked pass shows at least one valid patch of every example.
+  t_shown = tok(batch, shown=shown)
   for row, length in enumerate(AUDIO_LENGTHS):
-    frame_valid = np.arange(frames) * 128 < length
-    s = np.asarray(spec[row], np.float64)
-    s = np.where(frame_valid[:, None], (s - s[frame_valid].mean()) / s[frame_valid].std(), 0.0)
-    expected = einops.rearrange(s[:rows * 4], "(t p) (f q) -> (t f) (p q)", p=4, q=8)
-    np.testing.assert_allclose(t.target[row], expected, atol=2e-3)
+    frame_valid = np.arange(rows * 4) * 128 < length
+    patches = einops.rearrange(np.asarray(spec[row, :rows * 4], np.float64),
+                               "(t p) (f q) -> (t f) (p q)", p=4, q=8)
+    real = einops.repeat(frame_valid, "(t p) -> (t f) (p q)", p=4, f=4, q=8)
+    for got, counted in ((t, real), (t_shown, real & shown[row][:, None])):
+      mean, std = patches[counted].mean(), patches[counted].std()
+      expected = np.where(real, (patches - mean) / std, 0.0)
+      np.testing.assert_allclose(got.target[row], expected, atol=2e-3)
+  np.testing.assert_array_equal(t_shown.valid, t.valid)
 
 
 def test_waveform_audio_tokens(batch):
@@ -245,28 +255,56 @@ def test_special_tokens_are_never_hidden(separate, batch):
   assert np.stack(counts)[:, 1:lengths[0] - 1].any(0).all()
 
 
+def _hidden_audio_rows(hidden_bn, audio):
+  """The waveform with new samples where only frames of wholly hidden patch rows look (n_fft
+  256, hop 128, 4 frames a row: row r alone holds samples [512 r + 128, 512 r + 512)), and
+  the mask of the patches that changed."""
+  rows_bt = einops.rearrange(hidden_bn, "b (t f) -> b t f", f=4).all(-1)
+  index = np.arange(AUDIO_LEN)
+  own_row = (index - 128) // 512
+  only_row = ((index - 128) % 512 < 384) & (index >= 128) & (own_row < rows_bt.shape[1])
+  changed_bt = only_row[None] & np.take_along_axis(
+      rows_bt, np.minimum(own_row, rows_bt.shape[1] - 1)[None].repeat(B, 0), axis=1)
+  noise = np.random.default_rng(1).normal(size=audio.shape).astype(np.float32)
+  return np.where(changed_bt, noise, audio), np.repeat(rows_bt, 4, axis=1)
+
+
 @pytest.mark.parametrize("fusion", ["separate", "joint"])
 def test_hidden_tokens_cannot_leak(request, batch, fusion):
-  """Changing what a hidden token holds (a text id, an image patch's pixels) leaves every
-  prediction of the hidden tokens bit-identical, in both fusions."""
+  """Changing what a hidden token holds (a text id, an image patch's pixels, the samples of a
+  row of hidden audio patches) leaves every prediction of the hidden tokens bit-identical, in
+  both fusions; the audio targets of the visible patches too (the log-mel statistics leave the
+  hidden patches out)."""
   forward = request.getfixturevalue(fusion)
   out = forward(batch, "clean")
   hidden_text = np.asarray(out["text"]["loss_mask"])
   hidden_patch = np.asarray(out["image"]["loss_mask"])
+  hidden_audio = np.asarray(out["audio"]["loss_mask"])
   assert hidden_text.any() and hidden_patch.any()
   pixel_hidden = einops.repeat(hidden_patch, "b (h w) -> b (h p) (w q) 1", h=4, p=2, q=2)
+  audio, changed_audio = _hidden_audio_rows(hidden_audio, batch["audio"])
   changed = dict(batch,
                  text_ids=np.where(hidden_text, (batch["text_ids"] + 7) % INFO.vocab_size,
                                    batch["text_ids"]).astype(np.int32),
-                 image=np.where(pixel_hidden, 255 - batch["image"], batch["image"]))
+                 image=np.where(pixel_hidden, 255 - batch["image"], batch["image"]),
+                 audio=audio)
   assert (changed["text_ids"] != batch["text_ids"]).any()
   assert (changed["image"] != batch["image"]).any()
+  assert changed_audio.sum() >= 8 and (audio != batch["audio"]).any()
   again = forward(changed, "clean")
   np.testing.assert_array_equal(np.asarray(again["text"]["loss_mask"]), hidden_text)
+  np.testing.assert_array_equal(np.asarray(again["audio"]["loss_mask"]), hidden_audio)
   np.testing.assert_array_equal(np.asarray(again["text"]["pred"])[hidden_text],
                                 np.asarray(out["text"]["pred"])[hidden_text])
   np.testing.assert_array_equal(np.asarray(again["image"]["pred"])[hidden_patch],
                                 np.asarray(out["image"]["pred"])[hidden_patch])
+  np.testing.assert_array_equal(np.asarray(again["audio"]["pred"])[hidden_audio],
+                                np.asarray(out["audio"]["pred"])[hidden_audio])
+  np.testing.assert_array_equal(np.asarray(again["audio"]["target"])[~hidden_audio],
+                                np.asarray(out["audio"]["target"])[~hidden_audio])
+  # The changed rows' own targets do change: the test reached them.
+  assert (np.asarray(again["audio"]["target"]) != np.asarray(out["audio"]["target"]))[
+      changed_audio].any()
 
 
 def test_audio_patch_is_valid_when_any_frame_has_signal():

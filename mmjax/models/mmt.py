@@ -47,11 +47,12 @@ def default_config():
   ))
 
 
-def tokenize_present(tokenizer, modality, batch):
+def tokenize_present(tokenizer, modality, batch, **kwargs):
   """Tokens of one modality; an example whose batch['has_<modality>'] is False (a mixture
-  entry without it) has no valid tokens: nothing attends to them, no loss counts them."""
+  entry without it) has no valid tokens: nothing attends to them, no loss counts them.
+  kwargs go to the tokenizer (`shown`, for one with stats_from_shown)."""
   with jax.named_scope(f"tokenize_{modality}"):  # Names the ops in profiles.
-    tokens = tokenizer(batch)
+    tokens = tokenizer(batch, **kwargs)
   has = batch.get(presence_key(modality))
   if has is None:
     return tokens
@@ -199,21 +200,29 @@ class MultimodalTransformer(nnx.Module):
     return tuple(m for m in self.modalities
                  if self.tokenizers[m].input_key in batch)
 
-  def _tokenize(self, modality, batch):
-    return tokenize_present(self.tokenizers[modality], modality, batch)
+  def _tokenize(self, modality, batch, **kwargs):
+    return tokenize_present(self.tokenizers[modality], modality, batch, **kwargs)
 
-  def _hide(self, modality, tokens, keys_b, ratio):
-    """Chooses the visible part of one modality's tokens (row b drawn from keys_b[b])."""
+  def _hide(self, modality, tokens, keys_b, ratio, batch):
+    """Chooses the visible part of one modality's tokens (row b drawn from keys_b[b]) ->
+    (Visible, the tokens of the masked pass)."""
     if modality_lib.get(modality).masks_in_place:
       hidden = masking.hide_valid(keys_b, tokens.hideable(), ratio, tokens.valid)
-      return Visible(tokens.x, tokens.valid & ~hidden, hidden, None)
-    # Valid tokens are kept first: padding is kept only when a row has fewer valid tokens than
-    # the encoder sees.
-    keep_bk, restore_bn = masking.random_keep(keys_b, tokens.valid.shape[1], ratio,
-                                              tokens.valid)
+      keep_bk = restore_bn = None
+    else:
+      # Valid tokens are kept first: padding is kept only when a row has fewer valid tokens
+      # than the encoder sees.
+      keep_bk, restore_bn = masking.random_keep(keys_b, tokens.valid.shape[1], ratio,
+                                                tokens.valid)
+      hidden = masking.hidden_from_restore(restore_bn, keep_bk.shape[1])
+    if getattr(self.tokenizers[modality], "stats_from_shown", False):
+      # Tokens normalized with per-example statistics (log-mel): these come from the shown
+      # tokens alone, or every visible token and target would carry the hidden ones.
+      tokens = self._tokenize(modality, batch, shown=tokens.valid & ~hidden)
+    if keep_bk is None:
+      return Visible(tokens.x, tokens.valid & ~hidden, hidden, None), tokens
     return Visible(masking.gather_tokens(tokens.x, keep_bk),
-                   masking.gather_tokens(tokens.valid, keep_bk),
-                   masking.hidden_from_restore(restore_bn, keep_bk.shape[1]), restore_bn)
+                   masking.gather_tokens(tokens.valid, keep_bk), hidden, restore_bn), tokens
 
   def _encode_all(self, visible):
     """{m: Visible} -> {m: encoded [B, K, width]}, per modality or as one joint sequence."""
@@ -311,16 +320,17 @@ class MultimodalTransformer(nnx.Module):
         rows_b = jnp.arange(tokens[masked[0]].valid.shape[0])
       keys_b = masking.row_keys(key, rows_b)
       # Each modality's stream of masks is its place in the registry's order.
-      visible = {m: self._hide(m, tokens[m],
-                               masking.fold_each(keys_b, modality_lib.names().index(m)),
-                               mask_ratios[m])
-                 for m in masked}
+      hid = {m: self._hide(m, tokens[m],
+                           masking.fold_each(keys_b, modality_lib.names().index(m)),
+                           mask_ratios[m], batch)
+             for m in masked}
+      visible = {m: v for m, (v, _) in hid.items()}
       encoded = self._encode_all(visible)
       decoded = self._decode_all(encoded, visible, tokens)
       for m in masked:
         pred = self.decoder.predict(m, decoded[m])
         out[m] = {"pred": pred,
-                  "target": tokens[m].target,
+                  "target": hid[m][1].target,
                   "loss_mask": visible[m].hidden & tokens[m].valid}
 
     if embeddings == "clean":

@@ -191,6 +191,10 @@ class AudioTokenizer(nnx.Module):
 
   A frame is valid when any sample in its window is real (audio_mask), and a patch when any of
   its frames is, so a short clip at any offset keeps the patches it touches.
+
+  stats_from_shown: the log-mel patches share per-example statistics, so the masked pass
+  tokenizes again with `shown` (the visible patches), and no hidden patch reaches them
+  (mmt.MultimodalTransformer._hide). Waveform frames share nothing.
   """
   input_key = "audio"
   out_axis = "patch"
@@ -211,12 +215,13 @@ class AudioTokenizer(nnx.Module):
     else:
       raise UserError(f"config.model.audio.frontend={self.frontend!r} is unknown: "
                       "use 'logmel' or 'waveform'.")
+    self.stats_from_shown = self.frontend == "logmel"
     self.patch_dim = self.out_dim = patch_dim
     self.patch_embed = linear(patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
     self.type_embed = _type_embed(width, rngs)
     self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
 
-  def _logmel_patches(self, wave_bt, mask_bt):
+  def _logmel_patches(self, wave_bt, mask_bt, shown_bn):
     """-> (f32[B, N, pt*pf] patches of the normalized log-mel, bool[B, N], grid)."""
     grid = audio_grid(self, wave_bt.shape[1], self.sample_rate)  # Its fields are the config's.
     rows = grid[0]
@@ -226,19 +231,24 @@ class AudioTokenizer(nnx.Module):
     # A frame is valid when any sample of its n_fft window is real.
     frame_valid_bf = audio_frontend.frame(mask_bt.astype(jnp.float32), self.n_fft,
                                           self.hop).max(-1) > 0
-    # Per example: zero mean, unit variance over valid frames, so loudness and recording level
-    # do not dominate the reconstruction loss; padded frames are then set to 0.
-    w = frame_valid_bf[..., None].astype(jnp.float32)
-    count = jnp.maximum(w.sum((1, 2), keepdims=True) * self.n_mels, 1.0)
-    mean = (spec_bfm * w).sum((1, 2), keepdims=True) / count
-    var = (jnp.square(spec_bfm - mean) * w).sum((1, 2), keepdims=True) / count
-    spec_bfm = (spec_bfm - mean) * jax.lax.rsqrt(var + SPEC_NORM_EPS) * w
     # Frames that do not fill a whole patch row are dropped.
-    patches = einops.rearrange(spec_bfm[:, :rows * self.patch_time],
-                               "b (t p) (f q) -> b (t f) (p q)",
-                               p=self.patch_time, q=self.patch_freq)
+    to_patches = lambda x_bfm: einops.rearrange(x_bfm[:, :rows * self.patch_time],
+                                                "b (t p) (f q) -> b (t f) (p q)",
+                                                p=self.patch_time, q=self.patch_freq)
+    patches = to_patches(spec_bfm)
+    real = to_patches(jnp.broadcast_to(frame_valid_bf[..., None], spec_bfm.shape)
+                      ).astype(jnp.float32)
     valid = einops.repeat(_any_per_group(frame_valid_bf, self.patch_time, rows),
                           "b t -> b (t f)", f=grid[1])
+    # Per example: zero mean, unit variance over the valid frames of the patches in
+    # `shown_bn`, so loudness and recording level do not dominate the reconstruction loss;
+    # padded frames are then set to 0. The masked pass counts only the visible patches:
+    # otherwise a hidden patch would shift every token and target through the statistics.
+    w = real if shown_bn is None else real * shown_bn[..., None]
+    count = jnp.maximum(w.sum((1, 2), keepdims=True), 1.0)
+    mean = (patches * w).sum((1, 2), keepdims=True) / count
+    var = (jnp.square(patches - mean) * w).sum((1, 2), keepdims=True) / count
+    patches = (patches - mean) * jax.lax.rsqrt(var + SPEC_NORM_EPS) * real
     return patches, valid, grid
 
   def _waveform_patches(self, wave_bt, mask_bt):
@@ -248,15 +258,16 @@ class AudioTokenizer(nnx.Module):
                               s=self.frame_size)
     return frames, _any_per_group(mask_bt, self.frame_size, n), (n,)
 
-  def __call__(self, batch):
+  def __call__(self, batch, shown=None):
+    """shown: bool[B, N], the patches the encoder sees (the masked pass), or None (all): the
+    log-mel statistics come from these alone (stats_from_shown)."""
     wave_bt = batch["audio"].astype(jnp.float32)
     mask_bt = batch["audio_mask"].astype(bool)
     if self.frontend == "logmel":
-      patches, valid, grid = self._logmel_patches(wave_bt, mask_bt)
+      patches, valid, grid = self._logmel_patches(wave_bt, mask_bt, shown)
     else:
       patches, valid, grid = self._waveform_patches(wave_bt, mask_bt)
     pos = posemb.for_grid(grid, self.width)
     x_bnd = self.norm(_add_position_and_type(self.patch_embed(patches), pos,
                                              self.type_embed[...]))
     return Tokens(x=x_bnd, valid=valid, target=patches, grid=grid)
-
