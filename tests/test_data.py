@@ -1,5 +1,9 @@
 """The built-in dataset, the grain loader and the preprocessing ops, on the small (runlocal)
 build of mmjax_digits: 200 images, one train example per image."""
+import sys
+import threading
+import time
+
 import cloudpickle
 import ml_collections
 
@@ -181,6 +185,50 @@ def test_prepare_without_espeak_says_how_to_install(tmp_path, monkeypatch):
 def test_prepare_built_dataset_needs_no_espeak(data_dir, small, tmp_path, monkeypatch):
   monkeypatch.setenv("PATH", str(tmp_path))
   assert loader.prepare(small_config(data_dir)) == small[1]
+
+
+def test_runs_started_together_build_once(small, tmp_path, monkeypatch):
+  """Two first runs on a fresh data.dir (a SLURM array): one builds, the other waits for it and
+  reads its build. Each used to build its own copy, and the second to finish failed to move it
+  into place (FileExistsError: Cannot rename ...incomplete...)."""
+  real, building, runs = digits.synthesize_all, [], []
+
+  def waiting_at_a_lock(thread):
+    frame = sys._current_frames().get(thread.ident)  # pylint: disable=protected-access
+    while frame and "filelock" not in frame.f_code.co_filename:
+      frame = frame.f_back
+    return frame is not None
+
+  def synthesize_all(*args):
+    # Holds the first build until the other run builds too (the race), or is seen on its
+    # stack waiting at a lock (at most 2 s): then goes on.
+    building.append(threading.current_thread())
+    deadline = time.monotonic() + 2
+    while len(building) < 2 and time.monotonic() < deadline and not any(
+        waiting_at_a_lock(t) for t in runs if t not in building):
+      time.sleep(0.01)
+    return real(*args)
+
+  monkeypatch.setattr(digits, "synthesize_all", synthesize_all)
+  # The vocab given: learning it is not what is tested (and threads of one process would
+  # share its temporary file, named by process).
+  cfg = small_config(str(tmp_path), max_images=20, vocab_file=small[1].vocab_file)
+  results = {}
+
+  def run(name):
+    try:
+      results[name] = loader.prepare(cfg.copy_and_resolve_references()).split_sizes
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      results[name] = e
+
+  runs += [threading.Thread(target=run, args=(name,)) for name in ("first", "second")]
+  for thread in runs:
+    thread.start()
+  for thread in runs:
+    thread.join()
+  sizes = {"train": 14, "validation": 2, "test": 4}
+  assert results == {"first": sizes, "second": sizes}
+  assert len(building) == 1  # Built once.
 
 
 @pytest.mark.parametrize("key,value", [

@@ -115,10 +115,12 @@ def make_builder(data_cfg):
   key = (config.name, os.path.abspath(data_cfg.dir))
   builder = _BUILDERS.get(key)
   # Reused once built: TFDS logs a warning each time it constructs a non-default config, and
-  # evaluators ask for the builder at every evaluation.
+  # evaluators ask for the builder at every evaluation. Only one made once the data was there:
+  # one made before reads no splits, even when another process has built it since.
   if builder is None or not builder.is_prepared():
     builder = MmjaxDigits(config=config, data_dir=data_cfg.dir, file_format="array_record")
-    _BUILDERS[key] = builder
+    if builder.is_prepared():
+      _BUILDERS[key] = builder
   return builder
 
 

@@ -1,6 +1,7 @@
 """From a data config to a DatasetInfo: checks the config, builds a built-in dataset on first
-use, finds its modalities (the registry's features it has), lets each modality describe
-itself (text learns its vocab), and reads the batch shapes the preprocessing makes."""
+use (one process at a time), finds its modalities (the registry's features it has), lets each
+modality describe itself (text learns its vocab), and reads the batch shapes the preprocessing
+makes."""
 import dataclasses
 import os
 
@@ -37,6 +38,30 @@ def check_config(data_cfg):
     ops.parse(data_cfg[key], where=f"data.{key}")
 
 
+def _build_once(data_cfg, module, builder):
+  """Builds a built-in dataset, one process at a time: runs started together on a fresh
+  data.dir (a SLURM array) would each build it, and all but the first fail to move their copy
+  into place. The others wait on a file lock in data.dir, then read the first one's build
+  (filelock's: fcntl.flock, released when its process dies; on a network filesystem without
+  flock, filelock falls back to the lock file's existence). Returns the builder to read it
+  with."""
+  import filelock  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  root = os.fspath(builder.data_dir_root)
+  sources.writable_dir(root, f"{data_cfg.name} must be built there first")
+  # One lock per dataset, config and version (mmjax_digits/sr8000_all_e3/1.0.0).
+  lock = os.path.join(root, f".{builder.info.full_name.replace('/', '-')}.lock")
+  with filelock.FileLock(lock):
+    # Asked again: built meanwhile, a new builder reads it (one made before has no splits).
+    module, builder = sources.builder(data_cfg)
+    if not builder.is_prepared():
+      module.require_build_tools()
+      builder.download_and_prepare(
+          # Everything is generated locally: never look for a prebuilt copy on GCS.
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return builder
+
+
 def _modalities(data_cfg, features):
   """The dataset's modalities: a standard dataset's own list, else every registered modality
   whose stored feature it has."""
@@ -63,13 +88,7 @@ def prepare(data_cfg):
                     "and mmjax does not download datasets: prepare it there first (README: "
                     "Standard datasets, Your own data).")
   if module is not None and not builder.is_prepared():
-    sources.writable_dir(os.fspath(builder.data_dir_root),
-                         f"{data_cfg.name} must be built there first")
-    module.require_build_tools()
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    builder.download_and_prepare(
-        # Everything is generated locally: never look for a prebuilt copy on GCS.
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    builder = _build_once(data_cfg, module, builder)
   dataset = sources.Prepared(data_cfg, module, builder, standard.DATASETS.get(data_cfg.name))
   features = builder.info.features
   found = _modalities(data_cfg, features)
