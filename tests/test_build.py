@@ -1,7 +1,8 @@
 """Bring your own paired data: a manifest with good and bad rows builds a TFDS dataset of exactly
 the good rows, reports each bad row with its reason, and is read by name (trained on by name in
 tests/test_modalities.py). A manifest that cannot be read is one message naming the line; a
-build killed halfway leaves nothing in the way."""
+build killed halfway leaves nothing in the way. Rows of one image share a split."""
+import dataclasses
 import json
 import os
 import pathlib
@@ -18,6 +19,7 @@ from scipy.io import wavfile
 
 from mmjax.data import build
 from mmjax.data import loader
+from mmjax.data import manifest as manifest_lib
 from mmjax.errors import UserError
 
 RATE = 22050  # Stored files' rate; the dataset is resampled to 8 kHz.
@@ -305,3 +307,84 @@ def _with(cfg, **changes):
   cfg = cfg.copy_and_resolve_references()
   cfg.update(changes)
   return cfg
+
+
+def _captioned(root, images, captions, **columns):
+  """Rows of `captions` captions for each of `images` new 12x10 images (in root/img/), with
+  `columns` added to every row."""
+  (root / "img").mkdir(exist_ok=True)
+  rows = []
+  for i in images:
+    Image.fromarray(np.full((12, 10), 8 * i, np.uint8)).save(root / "img" / f"{i}.png")
+    rows += [{"image": f"img/{i}.png", "text": f"image {i} caption {c}", **columns}
+             for c in range(captions)]
+  return rows
+
+
+def _stored_images(builder):
+  """{split: [image number of each stored example]}, from the stored captions."""
+  return {s: [int(ex["caption"].decode().split()[1]) for ex in builder.as_data_source(s)]
+          for s in builder.info.splits}
+
+
+# Fractions that leave no split empty with 30 groups.
+SPREAD = dataclasses.replace(OPTS, val_fraction=0.3, test_fraction=0.3)
+
+
+def test_rows_of_one_image_share_a_split_and_the_report_counts_them(tmp_path):
+  """An image with five captions is five rows: all five go to one split, so no test image is
+  seen in training; the report states the rows and groups (here: images) of each split."""
+  (tmp_path / "pairs.jsonl").write_bytes(b"".join(map(_line, _captioned(tmp_path, range(30), 5))))
+  builder, kept, rejected, _ = build.build(str(tmp_path / "pairs.jsonl"), "five", str(tmp_path),
+                                           SPREAD)
+  assert not rejected and sum(kept.values()) == 150
+  images = _stored_images(builder)
+  assert set(images) == set(build.SPLITS)
+  for split, other in [("train", "validation"), ("train", "test"), ("validation", "test")]:
+    assert not set(images[split]) & set(images[other]), (split, other)
+  report = {s: {"rows": len(ids), "groups": len(set(ids))} for s, ids in images.items()}
+  assert builder.info.metadata["splits"] == report  # Saved with the dataset.
+  assert all(n["rows"] == 5 * n["groups"] == kept[s] for s, n in report.items())
+  assert build.split_report(report)[0] == (
+      f"  train      {report['train']['rows']} rows, {report['train']['groups']} groups")
+
+
+def test_a_group_column_overrides_the_file(tmp_path):
+  """Rows that share a 'group' value share a split, whatever their files; a row whose 'split'
+  contradicts its group's is rejected. Without a group, a row's image names its group, else
+  its audio."""
+  rows = _captioned(tmp_path, range(30), 1)
+  for i, row in enumerate(rows):
+    row["group"] = i // 10  # Three groups of ten images; an integer, as a JSON id would be.
+  rows[0]["split"] = "test"  # So group 0 is in test ...
+  rows[5]["split"] = "train"  # ... and this row (line 6) is rejected.
+  (tmp_path / "pairs.jsonl").write_bytes(b"".join(map(_line, rows)))
+  builder, kept, rejected, _ = build.build(str(tmp_path / "pairs.jsonl"), "grouped",
+                                           str(tmp_path), SPREAD)
+  assert [(r["line"], r["reason"]) for r in rejected] == [
+      (6, "split 'train', but line 1 puts group '0' in 'test'; rows of one group share a split")]
+  assert sum(kept.values()) == 29
+  images = _stored_images(builder)
+  groups = {s: {i // 10 for i in ids} for s, ids in images.items()}
+  assert sorted(sum(map(list, groups.values()), [])) == [0, 1, 2]  # Each in one split.
+  assert sorted(images["test"])[:9] == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+  assert {s: n["groups"] for s, n in builder.info.metadata["splits"].items()} == {
+      s: len(g) for s, g in groups.items()}
+
+  root = str(tmp_path)
+  row = {"image": os.path.join(root, "a.png"), "audio": os.path.join(root, "b", "c.wav")}
+  assert manifest_lib.group_of(row, root) == "image 'a.png'"
+  assert manifest_lib.group_of({"audio": row["audio"], "text": "x"}, root) == "audio 'b/c.wav'"
+  assert manifest_lib.group_of(row | {"group": "7"}, root) == "group '7'"
+  assert manifest_lib.group_of({"text": "x"}, root) is None  # A group of its own.
+
+
+def test_refuses_a_name_of_the_tfds_catalog(tmp_path):
+  """Training opens such a name through TFDS's own builder (`mnist`: TFDS's MNIST, version
+  3.0.1), which would never find this build: refused before anything is read or written."""
+  (tmp_path / "pairs.jsonl").write_bytes(_line({"text": "a caption"}))
+  with pytest.raises(UserError, match=r"^--name='mnist' is a dataset of the TFDS catalog, so "
+                     r"training on it would look for TFDS's 'mnist', not this build; choose "
+                     r"another name, e.g. 'my_mnist'.$"):
+    build.build(str(tmp_path / "pairs.jsonl"), "mnist", str(tmp_path / "data"), OPTS)
+  assert not (tmp_path / "data").exists()

@@ -8,8 +8,15 @@ is fine), one row per example, with any subset of the columns
   audio   path of a WAV file (PCM or float; stereo is averaged)
   text    the caption or transcript
   label   a class name (optional; in JSON a string or an integer)
-  split   'train', 'validation' or 'test' (optional: otherwise assigned at random, see flags)
+  split   'train', 'validation' or 'test' (optional: otherwise drawn at random, see flags)
+  group   rows that share a split (optional; in JSON a string or an integer)
 Paths are relative to the manifest's folder, and must stay inside it.
+
+Rows are split by group, so that no image is in two splits (an image with five captions is
+five rows): a row's group is its 'group' value, else its image file, else its audio file
+(else the row alone). A group takes the 'split' of its first row that has one (a row whose
+'split' says otherwise is rejected), else one drawn from (--seed, group). The build reports
+the rows and groups of each split, also saved with the dataset (builder.info.metadata).
 
 Every row is checked before anything is written, with a progress bar: values are strings (a
 list or a number is not), text is non-empty UTF-8, files exist and decode, images have at most
@@ -42,7 +49,6 @@ import shutil
 import socket
 import sys
 
-import numpy as np
 import tqdm
 from absl import app
 from absl import flags
@@ -53,8 +59,10 @@ from mmjax.data import manifest as manifest_lib
 from mmjax.data import ops
 from mmjax.errors import UserError
 
-SPLITS = ("train", "validation", "test")
+SPLITS = manifest_lib.SPLITS
 VERSION = "1.0.0"
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
   image_size: int = 64
@@ -97,17 +105,6 @@ def _located(row, root, modalities, labelled, opts):
   return out
 
 
-def split_of(row, number, opts):
-  """The row's split: its 'split' column, or drawn from (seed, row number)."""
-  if row.get("split"):
-    if row["split"] not in SPLITS:
-      raise ops.BadExample(f"split {row['split']!r} is not one of {list(SPLITS)}")
-    return row["split"]
-  u = np.random.default_rng((opts.seed, number)).random()
-  return ("test" if u < opts.test_fraction else
-          "validation" if u < opts.test_fraction + opts.val_fraction else "train")
-
-
 def example(row, label_ids, opts):
   """(stored example, notes) for a row that passed `_located`; ops.BadExample says why its
   files are unusable. Notes are about files kept (an unknown extension)."""
@@ -134,12 +131,21 @@ def features(modalities, labels, opts):
 def _manifest_builder_class():
   """TFDS's builder for in-memory / generated splits (what tfds.dataset_builders.
   store_as_tfds_dataset uses), told where its code is: TFDS 4.9.10 otherwise looks it up
-  through a module it no longer installs (tensorflow/datasets#11212)."""
+  through a module it no longer installs (tensorflow/datasets#11212). Its `metadata` (a dict
+  filled while the splits are written) is saved with the dataset."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from etils import epath  # pylint: disable=g-import-not-at-top
 
   class ManifestBuilder(tfds.dataset_builders.AdhocBuilder, skip_registration=True):
     code_path = epath.Path(__file__)
+
+    def __init__(self, *, metadata, **kwargs):
+      self._metadata = metadata
+      super().__init__(**kwargs)
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, description=self._description,
+                                   features=self._feature_spec, metadata=self._metadata)
 
     # TFDS prints where it writes, our temporary folder; the build prints where it went.
     def _log_download_bytes(self):
@@ -195,6 +201,13 @@ def _check_options(name, opts):
   if not (name.isidentifier() and name == name.lower() and not name.startswith("mmjax_")):
     raise UserError(f"--name={name!r}: use lowercase letters, digits and '_' (a TFDS name), "
                     "not starting with 'mmjax_' (the built-in datasets).")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if name in tfds.list_builders(with_community_datasets=False):
+    # Training opens a name through TFDS, which finds its own builder for a registered name
+    # (another version and features), never this build.
+    raise UserError(f"--name={name!r} is a dataset of the TFDS catalog, so training on it would "
+                    f"look for TFDS's {name!r}, not this build; choose another name, e.g. "
+                    f"'my_{name}'.")
   if opts.max_image_pixels < 1:
     raise UserError(f"--max_image_pixels={opts.max_image_pixels} must be positive.")
   if opts.max_audio_seconds <= 0 or opts.max_audio_seconds < opts.min_audio_seconds:
@@ -206,7 +219,8 @@ def build(manifest, name, data_dir, opts=Options()):
   """Checks every row of `manifest` and writes the good ones as TFDS dataset `name` under
   `data_dir`. Returns (builder, {split: rows kept}, [rejected rows with their 'reason'],
   [notes on kept rows]); each rejected row and note has its 'row' (count of rows before it,
-  plus one: it seeds the split) and its 'line' in the manifest."""
+  plus one) and its 'line' in the manifest. builder.info.metadata["splits"] is {split:
+  {"rows": kept, "groups": of them}} of the splits written."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   _check_options(name, opts)
   data_dir = os.path.abspath(os.path.expanduser(data_dir))
@@ -233,7 +247,7 @@ def build(manifest, name, data_dir, opts=Options()):
                      f"{first['reason']}; all reasons in {report}).")
 
   # First the checks that decode nothing, in the manifest's order (the first of duplicates
-  # stays); then the files, split by split, as TFDS writes them.
+  # stays), and the split of each group; then the files, split by split, as TFDS writes them.
   typed = {}
   for number, row in enumerate(rows, 1):
     try:
@@ -245,10 +259,9 @@ def build(manifest, name, data_dir, opts=Options()):
     raise nothing_usable() if rejected else UserError(
         f"{manifest}: no row has an image, audio or text.")
   labels = sorted({row["label"] for row in typed.values() if "label" in row})
-  by_split, first_line = {s: [] for s in SPLITS}, {}
+  located, first_line = [], {}
   for number, row in typed.items():
     try:
-      split = split_of(row, number, opts)
       row = _located(row, root, modalities, bool(labels), opts)
       key = tuple(row.get(m) for m in modalities)
       if key in first_line:
@@ -258,9 +271,17 @@ def build(manifest, name, data_dir, opts=Options()):
     except ops.BadExample as e:
       reject(number, str(e))
     else:
-      by_split[split].append((number, row))
+      located.append((number, rows[number - 1].line, row))
+  assigned, conflicts = manifest_lib.assign_splits(located, root, opts)
+  for number, reason in conflicts:
+    reject(number, reason)
+  by_split = {s: [(number, row) for number, _, row in located
+                  if number in assigned and assigned[number][0] == s] for s in SPLITS}
 
   label_ids = {label: i for i, label in enumerate(labels)}
+  groups = {s: set() for s in SPLITS}  # Of the rows kept.
+  # The report saved with the dataset: filled as the splits are written, saved after them.
+  metadata = tfds.core.MetadataDict(splits={})
 
   def generate(split):
     for number, row in by_split[split]:
@@ -270,6 +291,8 @@ def build(manifest, name, data_dir, opts=Options()):
         reject(number, str(e))
         continue
       kept[split] += 1
+      groups[split].add(assigned[number][1])
+      metadata["splits"][split] = {"rows": kept[split], "groups": len(groups[split])}
       notes.extend({"row": number, "line": rows[number - 1].line, "note": n}
                    for n in row_notes)
       progress.update()
@@ -291,7 +314,7 @@ def build(manifest, name, data_dir, opts=Options()):
   try:
     builder = _manifest_builder_class()(
         name=name, version=VERSION, features=features(modalities, labels, opts),
-        split_datasets=split_datasets, data_dir=temp_dir,
+        split_datasets=split_datasets, data_dir=temp_dir, metadata=metadata,
         description=f"Built by mmjax.data.build from {os.path.abspath(manifest)}.")
     builder.download_and_prepare(file_format="array_record")
     progress.close()
@@ -317,9 +340,16 @@ flags.DEFINE_float("max_audio_seconds", Options.max_audio_seconds, "Longer audio
 flags.DEFINE_integer("max_image_pixels", Options.max_image_pixels,
                      "Images with more pixels (width x height, from the file's header) are "
                      "rejected before decoding. The default is PIL's decompression-bomb limit.")
-flags.DEFINE_float("val_fraction", Options.val_fraction, "Rows without a split: validation.")
-flags.DEFINE_float("test_fraction", Options.test_fraction, "Rows without a split: test.")
-flags.DEFINE_integer("seed", Options.seed, "Seeds the split assignment.")
+flags.DEFINE_float("val_fraction", Options.val_fraction,
+                   "Groups (of rows) without a split: this fraction is validation.")
+flags.DEFINE_float("test_fraction", Options.test_fraction,
+                   "Groups (of rows) without a split: this fraction is test.")
+flags.DEFINE_integer("seed", Options.seed, "Seeds the split drawn for each group.")
+
+
+def split_report(splits):
+  """Lines saying the rows and groups of each split, from builder.info.metadata["splits"]."""
+  return [f"  {split:<10} {n['rows']} rows, {n['groups']} groups" for split, n in splits.items()]
 
 
 def main(argv):
@@ -329,13 +359,15 @@ def main(argv):
   tfds.disable_progress_bar()  # Ours counts rows.
   opts = Options(**{f.name: getattr(flags.FLAGS, f.name) for f in dataclasses.fields(Options)})
   try:
-    _, kept, rejected, notes = build(_MANIFEST.value, _NAME.value, _DATA_DIR.value, opts)
+    builder, kept, rejected, notes = build(_MANIFEST.value, _NAME.value, _DATA_DIR.value, opts)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(f"Kept {sum(kept.values())} rows ({', '.join(f'{s} {n}' for s, n in kept.items())}) in "
+  print(f"Kept {sum(kept.values())} rows in "
         f"{os.path.join(os.path.expanduser(_DATA_DIR.value), _NAME.value)}; rejected "
-        f"{len(rejected)}.")
+        f"{len(rejected)}. By split (a group: the rows of one image, else audio file, or "
+        "'group' value):")
+  print("\n".join(split_report(builder.info.metadata["splits"])))
   for r in rejected[:20]:
     print(f"  line {r['line']}: {r['reason']}")
   if rejected:

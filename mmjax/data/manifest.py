@@ -1,8 +1,9 @@
 """Reading a manifest of mmjax.data.build: JSONL or CSV rows, their columns (one per modality
-of the registry, label, split) and values typed and checked as text, line by line. A problem
-with one row is an ops.BadExample for that row; one with the file's structure a UserError
-naming the line."""
+of the registry, label, split, group) and values typed and checked as text, line by line, and
+the split of each row's group. A problem with one row is an ops.BadExample for that row; one
+with the file's structure a UserError naming the line."""
 import csv
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from mmjax.errors import UserError
 # "\ud800" gives the rest of the surrogate range.
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+SPLITS = ("train", "validation", "test")
 
 
 class ManifestRow(NamedTuple):
@@ -32,9 +34,9 @@ def _not_utf8(path, line, text):
 
 
 def columns():
-  """The manifest's columns: one per modality (mmjax.modalities, registered ones too), label
-  and split."""
-  return set(modality_lib.names()) | {"label", "split"}
+  """The manifest's columns: one per modality (mmjax.modalities, registered ones too), label,
+  split and group."""
+  return set(modality_lib.names()) | {"label", "split", "group"}
 
 
 def _unknown_columns(path, line, names):
@@ -118,14 +120,14 @@ def _json_type(value):
 def typed(row):
   """{column: str} of a ManifestRow's non-empty values; BadExample for a row that is not an
   object, has more CSV fields than the header, or holds a value that is not a string (an
-  integer label becomes one) or not valid text."""
+  integer label or group becomes one) or not valid text."""
   if not isinstance(row.value, dict):
     raise ops.BadExample(f"a JSON {_json_type(row.value)}, not an object")
   if None in row.value:
     raise ops.BadExample(f"{len(row.value[None])} more field(s) than the header")
   out = {}
   for column, value in row.value.items():
-    if column == "label" and isinstance(value, int) and not isinstance(value, bool):
+    if column in ("label", "group") and isinstance(value, int) and not isinstance(value, bool):
       value = str(value)
     if value is None or value == "":
       continue  # As if absent.
@@ -147,5 +149,54 @@ def typed(row):
         raise ops.BadExample(f"'label' {value!r} holds a line break")
       if not value:
         continue
+    if column == "split" and value not in SPLITS:
+      raise ops.BadExample(f"split {value!r} is not one of {list(SPLITS)}")
     out[column] = value
   return out
+
+
+def group_of(row, root):
+  """What the row's group is named by, e.g. "image 'img/1.png'": its 'group' column, else the
+  first file it names in the modalities' order (the image, else the audio), relative to the
+  manifest's folder `root` (`row` holds real paths: './a.png' and 'a.png' are one file);
+  None for a row without a file (text alone)."""
+  if "group" in row:
+    return f"group {row['group']!r}"
+  for m in modality_lib.ordered(set(row) & set(modality_lib.names())):
+    if modality_lib.get(m).reads_file:
+      return f"{m} {os.path.relpath(row[m], root)!r}"
+  return None
+
+
+def _drawn(group, opts):
+  """The split drawn for `group` from (seed, group): the same wherever its rows are, and the
+  same in the next build of the manifest with rows added or removed."""
+  digest = hashlib.sha256(f"{opts.seed}\0{group}".encode("utf-8", "surrogateescape")).digest()
+  u = int.from_bytes(digest[:8], "little") / 2**64
+  return ("test" if u < opts.test_fraction else
+          "validation" if u < opts.test_fraction + opts.val_fraction else "train")
+
+
+def assign_splits(rows, root, opts):
+  """Splits by group, so that no image (or audio file, or 'group' value) is in two splits,
+  which would leak test examples into training (a caption of a test image seen in training).
+
+  rows: [(row number, line, row with real paths)], in the manifest's order. A group's split
+  is the 'split' column of its first row that has one, else drawn from (seed, group). Returns
+  ({row number: (split, group)}, [(row number, reason)] for rows whose 'split' column
+  contradicts an earlier row of their group)."""
+  groups = {number: group_of(row, root) or f"row {number}" for number, _, row in rows}
+  chosen = {}  # Group -> (split, line of the row that chose it).
+  for number, line, row in rows:
+    if "split" in row:
+      chosen.setdefault(groups[number], (row["split"], line))
+  assigned, conflicts = {}, []
+  for number, _, row in rows:
+    group = groups[number]
+    split, line = chosen.get(group) or (_drawn(group, opts), None)
+    if row.get("split", split) != split:
+      conflicts.append((number, f"split {row['split']!r}, but line {line} puts {group} in "
+                                f"{split!r}; rows of one group share a split"))
+    else:
+      assigned[number] = (split, group)
+  return assigned, conflicts
