@@ -2,9 +2,9 @@ r"""What an asynchronous checkpoint costs the train step, at a config's checkpoi
 
   python scripts/bench_checkpoint.py --config=configs/pretrain_digits.py --saves=4
 
-Builds the real train step and data iterator (as bench_step.py does), then --saves times:
---steps steps with no checkpoint (this save's baseline), one Orbax save of the train state and
-the loader position exactly as the trainer makes it (mmjax/train/checkpoint.py; asynchronous),
+Builds the real train step (as bench_step.py does), then --saves times: --steps steps with no
+checkpoint (this save's baseline), one Orbax save of the train state exactly as the trainer
+makes it (mmjax/train/checkpoint.py; asynchronous),
 timing the call (the blocking part: device to host), then --steps more steps while the write
 runs in the background. A save's cost is its blocking time plus what the steps after it took
 beyond the steps before it (so slow drift of the machine cancels); its share of the step time
@@ -32,16 +32,11 @@ def main():
   args = p.parse_args()
 
   import jax  # pylint: disable=g-import-not-at-top
-  from mmjax.data import loader  # pylint: disable=g-import-not-at-top
   from mmjax.parallel import sharding  # pylint: disable=g-import-not-at-top
   from mmjax.train import checkpoint  # pylint: disable=g-import-not-at-top
   config = bench_step._load_config(bench_step.REPO, args.config)  # pylint: disable=protected-access
   bench_step._apply_overrides(config, args.set)  # pylint: disable=protected-access
   step_fn, state, batch, mesh, rules = bench_step.build_step(config)
-  info = loader.prepare(config.data)
-  data_iter = iter(loader.train_loader(config.data, info, global_batch_size=config.batch_size,
-                                       seed=config.seed))
-  next(data_iter)
 
   def steps(n):
     nonlocal state
@@ -61,7 +56,7 @@ def main():
     for i in range(args.saves):
       before = steps(args.steps)  # This save's baseline: the steps just before it.
       start = time.perf_counter()
-      checkpoint.save(mngr, i + 1, state, data_iter, force=True)
+      checkpoint.save(mngr, i + 1, state, force=True)
       blocking = time.perf_counter() - start
       after = steps(args.steps)
       mngr.wait_until_finished()

@@ -8,8 +8,10 @@ One straight 8-step run (checkpoints every 3 steps) is the reference for all of 
   run ends, and trains on the same examples in the same order, none twice. Its metrics before
   the kill equal the straight run's bit for bit too (same config and seed, same metrics).
 - SIGTERM (a preemption notice) at a step picked at random (seeded by MMJAX_TEST_SEED, default
-  0, and printed): exit 0, a checkpoint at that step, and a resume that ends identical to the
-  straight run.
+  0, and printed) to a run reading with 2 data worker processes: exit 0, a checkpoint at that
+  step, and a resume with no worker process that ends identical to the straight run, on the
+  same examples, with no checkpoint set aside. (A resume on another number of processes is in
+  test_train.py.)
 - The step-3 checkpoint of the straight run (mesh data=8) resumed on data=2 x fsdp=4 (FSDP
   rules) and on 1 device: the losses continue within float tolerance.
 """
@@ -31,6 +33,7 @@ import pytest
 
 from mmjax.errors import UserError
 from mmjax.parallel import sharding
+from mmjax.train import checkpoint
 from mmjax.train import trainer
 from mmjax.train import workdir as workdir_lib
 
@@ -57,10 +60,10 @@ def _config(runlocal_config):
   return config
 
 
-def _main(workdir, data_dir, *, script="main.py", env=None):
+def _main(workdir, data_dir, *, script="main.py", env=None, flags=()):
   return subprocess.Popen(
       [sys.executable, script, "--config=configs/pretrain_digits.py:runlocal",
-       f"--workdir={workdir}", f"--config.data.dir={data_dir}", *FLAGS],
+       f"--workdir={workdir}", f"--config.data.dir={data_dir}", *FLAGS, *flags],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       env=env)
 
@@ -166,6 +169,7 @@ def test_sigkill_during_async_save_and_damaged_checkpoints_resume_from_last_good
   assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
   quarantine = os.path.join(workdir, "checkpoints", "quarantine")
   assert sorted(os.listdir(quarantine)) == [str(STEPS), "99"]
+  assert not [c for c in _checkpoints(workdir) if "tmp" in c]  # The killed save's is removed.
   assert _logged_steps(workdir)[len(before_kill):] == list(range(EVERY + 1, STEPS + 1))
   _assert_same_state(_state(straight, STEPS), _state(workdir, STEPS))
   assert _train_metrics(workdir) == _train_metrics(straight)
@@ -182,7 +186,7 @@ def test_sigterm_saves_exits_0_and_resumes_identically(
   seed = int(os.environ.get("MMJAX_TEST_SEED", "0"))
   notice_after = random.Random(seed).randint(1, STEPS - 3)
   print(f"SIGTERM after step {notice_after} (MMJAX_TEST_SEED={seed})")
-  proc = _main(workdir, data_dir)
+  proc = _main(workdir, data_dir, flags=["--config.data.num_workers=2"])
   _wait_for(proc, lambda: notice_after in _logged_steps(workdir), f"step {notice_after}")
   proc.send_signal(signal.SIGTERM)
   output, _ = proc.communicate(timeout=300)
@@ -192,9 +196,13 @@ def test_sigterm_saves_exits_0_and_resumes_identically(
   assert notice_after <= stop < STEPS and str(stop) in _checkpoints(workdir)
   assert f"Preempted (SIGTERM): saved a checkpoint at step {stop}" in output
 
+  # Resumed with no worker process (data.num_workers may change on resume): the examples are
+  # those of the straight run, and no checkpoint is taken for damaged.
   trainer.train_and_evaluate(_config(runlocal_config), workdir)
+  assert not os.path.exists(os.path.join(workdir, "checkpoints", "quarantine"))
   _assert_same_state(_state(straight, STEPS), _state(workdir, STEPS))
   assert _losses(workdir) == _losses(straight)
+  assert _examples_trained_on(workdir) == _examples_trained_on(straight)
 
 
 def _from_first_checkpoint(straight, workdir):
@@ -300,6 +308,43 @@ def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(runlocal_config,
   os.makedirs(tmp_path / "checkpoints" / "7")
   (tmp_path / "checkpoints" / "7" / "state").write_text("junk")
   for _ in range(2):  # And the same command again does not start afresh either.
-    with pytest.raises(UserError, match=r"No checkpoint in .* restores: steps \['7'\]"):
+    with pytest.raises(UserError, match=r"No checkpoint in .* restores, so nothing was moved"
+                       r"(.|\n)*step 7: "):
       trainer.train_and_evaluate(_config(runlocal_config), str(tmp_path))
-  assert os.listdir(tmp_path / "checkpoints") == ["quarantine"]
+  # No older step restores, so nothing shows that step 7 alone is damaged: it stays.
+  assert os.listdir(tmp_path / "checkpoints") == ["7"]
+  # One set aside by an earlier launch, and nothing left: not a fresh start either.
+  os.makedirs(tmp_path / "checkpoints" / "quarantine")
+  os.rename(tmp_path / "checkpoints" / "7", tmp_path / "checkpoints" / "quarantine" / "7")
+  with pytest.raises(UserError, match=r"No checkpoint in .* restores: steps \['7'\]"):
+    trainer.train_and_evaluate(_config(runlocal_config), str(tmp_path))
+
+
+def test_a_full_disk_stops_with_one_message_naming_the_last_saved_step(
+    runlocal_config, tmp_path, monkeypatch):
+  """A disk that fills up after step 3's save: step 6 is refused before anything is written,
+  in one message naming the folder and step 3; step 3 stays whole, the lock is released."""
+  real = shutil.disk_usage
+  def disk_usage(path):
+    usage = real(path)
+    full = os.path.isdir(tmp_path / "checkpoints" / str(EVERY))
+    return usage._replace(free=1 << 20) if full else usage
+  monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+  with pytest.raises(UserError) as full:
+    trainer.train_and_evaluate(_config(runlocal_config), str(tmp_path))
+  message = str(full.value)
+  assert f"No room to save step {2 * EVERY} in {tmp_path / 'checkpoints'}" in message, message
+  assert f"The last saved step is {EVERY}" in message, message
+  assert _checkpoints(str(tmp_path)) == [str(EVERY)]
+  assert not os.path.exists(tmp_path / workdir_lib.LOCK_FILE)
+
+
+def test_a_killed_saves_temporary_folder_is_removed_at_the_next_start(tmp_path):
+  # What a save killed half way leaves (the issue's OOM kill left 6.9 GB of it at step 5).
+  killed = tmp_path / "checkpoints" / "5.orbax-checkpoint-tmp" / "state"
+  killed.mkdir(parents=True)
+  (killed / "d").write_bytes(b"\0" * 1024)
+  mngr = checkpoint.manager(str(tmp_path), keep=3, every=1)
+  mngr.wait_until_finished()
+  mngr.close()
+  assert os.listdir(tmp_path / "checkpoints") == []

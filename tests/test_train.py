@@ -5,11 +5,13 @@ import itertools
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -263,3 +265,24 @@ def test_two_processes_match_one_process(two_process_run, trained):
   assert sorted(two_evals) == sorted(one_evals)
   for name, value in one_evals.items():
     np.testing.assert_allclose(two_evals[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_two_process_checkpoint_resumes_in_one_process(two_process_run, trained, runlocal_config,
+                                                       tmp_path):
+  """The two processes' step-12 checkpoint, resumed by this one process to step 16, trains on
+  the batches `trained`'s own resume trained on: the data position follows from the step, not
+  from a per-process iterator state (which tied a resume to the saving run's process count),
+  and no checkpoint is set aside."""
+  workdir = str(tmp_path / "run")
+  shutil.copytree(two_process_run, workdir)
+  config = runlocal_config.copy_and_resolve_references()
+  config.update(FIRST_LAUNCH)
+  config.total_steps = RESUMED_STEPS
+  config.evals = ml_collections.ConfigDict()  # Compared below by the losses alone.
+  trainer.train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, "checkpoints", "quarantine"))
+  resumed = dict(_losses(metrics_lib.read_jsonl(workdir)))
+  reference = dict(_losses(trained[2]))
+  later = list(range(STEPS + 1, RESUMED_STEPS + 1))
+  np.testing.assert_allclose([resumed[s] for s in later], [reference[s] for s in later],
+                             rtol=1e-5)

@@ -37,6 +37,8 @@ from mmjax.data.prepare import mixture_components  # pylint: disable=unused-impo
 from mmjax.data.prepare import prepare  # pylint: disable=unused-import
 from mmjax.data.sampling import labelled_subset  # pylint: disable=unused-import
 from mmjax.data.sampling import split_batches  # pylint: disable=unused-import
+from mmjax.data.sampling import batches_from  # pylint: disable=unused-import
+from mmjax.data.sampling import train_batches  # pylint: disable=unused-import
 from mmjax.data.sampling import train_loader  # pylint: disable=unused-import
 from mmjax.data.sources import data_source  # pylint: disable=unused-import
 

@@ -56,15 +56,28 @@ class _ProcessRows(grain.MapDataset):
 
 
 def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
-                 process_count=None):
-  """An endless, shuffled stream of this process's share of every global batch.
+                 process_count=None, start_batch=0):
+  """An endless, shuffled stream of this process's share of every global batch, from global
+  batch `start_batch` on.
 
   The global stream (shuffle order, epochs and augmentation) depends only on `seed`: global
   batch t is stream elements [t*B, (t+1)*B), and process p reads, decodes and preprocesses only
-  its rows [p*B/P, (p+1)*B/P) of it. So every process count and every mesh sees the same global
-  batches, and a run can resume on a different number of hosts. `iter(loader)` is a grain
-  DatasetIterator whose get_state()/set_state() resume it exactly.
+  its rows [p*B/P, (p+1)*B/P) of it. So every process count, worker count and mesh sees the
+  same global batches, and a run resumes at step t by starting at batch t: the position is a
+  function of the step, never a saved per-process iterator state (which would tie a resume to
+  the process and worker counts of the run that saved it).
   """
+  return batches_from(train_batches(data_cfg, info, global_batch_size=global_batch_size,
+                                    seed=seed, process_index=process_index,
+                                    process_count=process_count), data_cfg, start_batch)
+
+
+def train_batches(data_cfg, info, *, global_batch_size, seed, process_index=None,
+                  process_count=None):
+  """This process's batches of the training stream as an indexable grain MapDataset (batch t
+  at index t; nothing is read until indexed). Checks what can be checked without reading:
+  UserError for a seed grain cannot take, a batch the processes do not divide, a split
+  smaller than a batch, a labelled subset of a split without labels."""
   process_index, process_count = _shard(process_index, process_count)
   if not 0 <= seed < 2**32:
     raise UserError(f"seed={seed}: grain's shuffle needs a seed in [0, 2**32).")
@@ -94,7 +107,15 @@ def train_loader(data_cfg, info, *, global_batch_size, seed, process_index=None,
   ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(
       streams, [w for _, w in components])
   ds = _ProcessRows(ds, global_batch_size, process_index, process_count)
-  ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+  return ds.batch(global_batch_size // process_count, drop_remainder=True)
+
+
+def batches_from(batches, data_cfg, start_batch=0):
+  """An iterable of `batches` (train_batches) from index `start_batch` on, read ahead by one
+  thread, or by data.num_workers processes."""
+  if start_batch < 0:
+    raise ValueError(f"start_batch={start_batch} must be >= 0")
+  ds = batches[start_batch:] if start_batch else batches
   # grain's default 16 reader threads fight over the GIL for records that take microseconds to
   # read (1.5x slower here); data.num_workers processes are the way to scale up.
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=64))
