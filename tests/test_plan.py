@@ -1,5 +1,7 @@
 """The ahead-of-time planner: FSDP's per-device state is 1/8 of data parallel's on 8 devices,
 XLA's numbers are there, and the matmul FLOP count agrees with XLA's where XLA's is exact."""
+import types
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -87,6 +89,123 @@ def test_step_flops_match_the_analytic_count_of_a_scanned_encoder():
   forward = depth * (2 * b * n * (4 * d * d + 2 * d * m) + 4 * b * n * n * d)
   analytic = 3 * forward / DEVICES
   assert abs(mfu.step_flops_per_device(step, params, x) / analytic - 1) < 0.02
+
+
+def test_step_flops_count_the_work_an_axis_repeats(monkeypatch):
+  """MFU counts each device's work as it runs: with the batch split over 'data' only on a
+  data 2 x fsdp 4 mesh (rules.batch='data', parameters replicated), the four fsdp devices of a
+  data group each compute their group's half of the batch, so a device does half the step's
+  matmuls, not an eighth; split over both axes, an eighth. Where the compiled program cannot be
+  read, the traced count split over the 8 devices."""
+  b, d, m, n = 16, 32, 64, 8
+  mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+  def loss(w1, w2, x):
+    return jnp.square(jnp.tanh(x @ w1) @ w2).sum()
+
+  step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  # Forward x @ w1 and h @ w2; backward: h's gradient, w2's, w1's (x's is never needed).
+  total = 2 * (2 * b * d * m) + 3 * (2 * b * m * n)
+  weights = [jax.device_put(jnp.ones(shape), jax.NamedSharding(mesh, jax.P()))
+             for shape in ((d, m), (m, n))]
+  for axes, share in (("data", 2), (("data", "fsdp"), 8)):
+    x = jax.device_put(jnp.ones((b, d)), jax.NamedSharding(mesh, jax.P(axes)))
+    assert mfu.step_flops_per_device(step, *weights, x) == total / share, axes
+  monkeypatch.setattr(mfu, "compiled_matmul_flops", lambda text: 0)  # Unreadable matmuls.
+  x = jax.device_put(jnp.ones((b, d)), jax.NamedSharding(mesh, jax.P("data")))
+  assert mfu.step_flops_per_device(step, *weights, x) == total / 8
+
+
+def test_compiled_matmul_flops_read_each_backends_matmuls():
+  """One device's program as XLA prints it: a dot fused in a scanned loop's body (3 trips), a
+  cuBLAS gemm call (GPU; its result first in a tuple), a convolution (TPU writes matmuls as
+  some), the costlier branch of a conditional; reductions and loop conditions add nothing."""
+  hlo = """HloModule jit_step, entry_computation_layout={(f32[4,8]{1,0})->f32[4,16]{1,0}}
+
+%fused_dot (p0: f32[4,8], p1: f32[8,8]) -> f32[4,8] {
+  %p0 = f32[4,8]{1,0} parameter(0)
+  %p1 = f32[8,8]{1,0} parameter(1)
+  ROOT %dot.1 = f32[4,8]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%body (loop: (s32[], f32[4,8])) -> (s32[], f32[4,8]) {
+  %loop = (s32[], f32[4,8]{1,0}) parameter(0)
+  %x = f32[4,8]{1,0} get-tuple-element(%loop), index=1
+  %w = f32[8,8]{1,0} constant({...})
+  %f = f32[4,8]{1,0} fusion(%x, %w), kind=kOutput, calls=%fused_dot
+  %i = s32[] get-tuple-element(%loop), index=0
+  ROOT %t = (s32[], f32[4,8]{1,0}) tuple(%i, %f)
+}
+
+%cond (loop.1: (s32[], f32[4,8])) -> pred[] {
+  %loop.1 = (s32[], f32[4,8]{1,0}) parameter(0)
+  %j = s32[] get-tuple-element(%loop.1), index=0
+  %c = s32[] constant(3)
+  ROOT %lt = pred[] compare(%j, %c), direction=LT
+}
+
+%small (a.1: f32[4,8]) -> f32[4,2] {
+  %a.1 = f32[4,8]{1,0} parameter(0)
+  %k.1 = f32[8,2]{1,0} constant({...})
+  ROOT %dot.2 = f32[4,2]{1,0} dot(%a.1, %k.1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%large (a.2: f32[4,8]) -> f32[4,2] {
+  %a.2 = f32[4,8]{1,0} parameter(0)
+  %k.2 = f32[8,64]{1,0} constant({...})
+  %dot.3 = f32[4,64]{1,0} dot(%a.2, %k.2), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  ROOT %s = f32[4,2]{1,0} slice(%dot.3), slice={[0:4], [0:2]}
+}
+
+%add (x.1: f32[], y.1: f32[]) -> f32[] {
+  %x.1 = f32[] parameter(0)
+  %y.1 = f32[] parameter(1)
+  ROOT %sum = f32[] add(%x.1, %y.1)
+}
+
+ENTRY %main (arg: f32[4,8]) -> f32[4,16] {
+  %arg = f32[4,8]{1,0} parameter(0)
+  %zero = s32[] constant(0)
+  %init = (s32[], f32[4,8]{1,0}) tuple(%zero, %arg)
+  %loop.2 = (s32[], f32[4,8]{1,0}) while(%init), condition=%cond, body=%body, backend_config=TRIPS
+  %h = f32[4,8]{1,0} get-tuple-element(%loop.2), index=1
+  %w.2 = f32[8,16]{1,0} constant({...})
+  %gemm = (f32[4,16]{1,0}, s8[1024]{0}) custom-call(%h, %w.2), custom_call_target="__cublas$gemm", backend_config=GEMM
+  %kernel = f32[8,16]{1,0} constant({...})
+  %conv = f32[4,16]{1,0} convolution(%h, %kernel), dim_labels=bf_io->bf
+  %p = pred[] constant(true)
+  %branch = f32[4,2]{1,0} conditional(%p, %h, %h), true_computation=%small, false_computation=%large
+  %r = f32[] reduce(%h, %zero), dimensions={0,1}, to_apply=%add
+  ROOT %out = f32[4,16]{1,0} get-tuple-element(%gemm), index=0
+}
+""".replace("TRIPS", '{"known_trip_count":{"n":"3"}}').replace(
+      "GEMM", '{"gemm_backend_config":{"dot_dimension_numbers":{"lhs_contracting_dimensions":'
+      '["1"],"rhs_contracting_dimensions":["0"],"lhs_batch_dimensions":[],'
+      '"rhs_batch_dimensions":[]}}}')
+  loop, gemm, conv = 3 * 2 * 4 * 8 * 8, 2 * 4 * 16 * 8, 2 * 4 * 16 * 8
+  larger_branch = 2 * 4 * 64 * 8
+  assert mfu.compiled_matmul_flops(hlo) == loop + gemm + conv + larger_branch
+
+
+@pytest.mark.parametrize("kind,dtype,tflops,variant", [
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.4, "H100 SXM5"),
+    ("NVIDIA H100 PCIe", "bfloat16", 756.5, "H100 PCIe"),
+    ("NVIDIA H100 PCIe", "float32", 378.0, "H100 PCIe"),
+    ("NVIDIA H100 NVL", "bfloat16", 835.5, "H100 NVL"),
+    ("NVIDIA H200", "float32", 494.7, "H200 SXM"),
+    ("TPU v5 lite", "bfloat16", 197.0, "TPU v5e"),
+    ("NVIDIA H100 94GB HBM2e", "bfloat16", None, None),  # Not listed: no MFU, not a guess.
+])
+def test_peak_by_exact_device_kind(kind, dtype, tflops, variant):
+  """The H100 PCIe and NVL have lower peaks than the SXM part whose name they contain: the
+  table is matched exactly, and the log line says which peak was used."""
+  peak, source = mfu.peak_flops_per_device(dtype, types.SimpleNamespace(platform="gpu",
+                                                                         device_kind=kind))
+  if tflops is None:
+    assert peak is None and repr(kind) in source and "MFU is not reported" in source
+  else:
+    assert peak == tflops * 1e12
+    assert f"dense {dtype} peak of the {variant}" in source and f"{tflops:g} TFLOP/s" in source
 
 
 def test_useful_flops_of_a_padded_batch_are_the_executed_flops_without_its_padding(
