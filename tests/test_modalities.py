@@ -6,14 +6,18 @@ pairs of depth with each of the other three) and runs retrieval on it."""
 import types
 
 import einops
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 from PIL import Image
 from scipy.io import wavfile
 
+import numpy_metrics
+from mmjax import models
 from mmjax import modalities
 from mmjax import objectives
 from mmjax.data import build
@@ -125,6 +129,23 @@ def manifest(tmp_path_factory):
   return str(root / "pairs.jsonl")
 
 
+def _test_embeddings(config, info, step_dir):
+  """({modality: f32[N, E]}, labels int[N]) of the whole test split, by the model restored
+  from the checkpoint in `step_dir` with orbax alone, in one batch."""
+  graphdef, params = nnx.split(nnx.eval_shape(
+      lambda: models.make(config.model, info, rngs=nnx.Rngs(0))), nnx.Param)
+  saved = ocp.StandardCheckpointer().restore(str(step_dir / "state"))["params"]
+  # Saved nnx variables are {"value": array}.
+  unwrap = lambda t: (t["value"] if set(t) == {"value"} else {k: unwrap(v) for k, v in t.items()}
+                      ) if isinstance(t, dict) else t
+  nnx.replace_by_pure_dict(params, unwrap(saved))
+  split = next(loader.split_batches(config.data, info, "test", info.split_sizes["test"]))
+  assert split["valid"].all()
+  batch = {k: split[k] for k in modalities.batch_keys(info.modalities)}
+  z = jax.device_get(jax.jit(lambda p, b: nnx.merge(graphdef, p).embed(b))(params, batch))
+  return z, split["label"]
+
+
 @pytest.mark.slow  # End-to-end training.
 def test_a_fourth_modality_trains_and_retrieves(depth_registered, manifest, runlocal_config,
                                                  tmp_path):
@@ -149,9 +170,14 @@ def test_a_fourth_modality_trains_and_retrieves(depth_registered, manifest, runl
   assert info.shapes["depth"] == (SIZE, SIZE, 1)
 
   metrics = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  # R@1 of every pair with depth, recomputed in NumPy from the restored model's embeddings of
+  # the test split (as tests/test_train.py does).
+  z, labels = _test_embeddings(config, info, tmp_path / "run" / "checkpoints" / "3")
   for other in ("image", "text", "audio"):
     for a, b in ((other, "depth"), ("depth", other)):
-      assert 0.0 <= metrics[f"eval/retrieval/{a}_to_{b}/r@1"] <= 1.0
+      name = f"eval/retrieval/{a}_to_{b}/r@1"
+      numpy_metrics.check_recall(metrics[name], z[a] @ z[b].T,
+                                 labels[:, None] == labels[None, :], 1, what=name)
   import json  # pylint: disable=g-import-not-at-top
   with open(tmp_path / "run" / "metrics.jsonl") as f:
     logged = [json.loads(line) for line in f]
