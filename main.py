@@ -112,11 +112,31 @@ def _fail(message):
   sys.exit(2)
 
 
+def _expand_path_flags(argv):
+  """argv with '~' and $VARIABLES expanded in the --config file and --workdir, which the shell
+  leaves as they are after `=` (the config's own path fields expand in the trainer)."""
+  from mmjax.train import validate  # pylint: disable=g-import-not-at-top
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    for name in ("--config", "--workdir"):
+      if arg.startswith(name + "="):
+        at, value = i, arg[len(name) + 1:]
+      elif arg == name and i + 1 < len(argv):
+        at, value = i + 1, argv[i + 1]
+      else:
+        continue
+      path, colon, config_arg = value.partition(":") if name == "--config" else (value, "", "")
+      expanded = validate.expand_path(path, name) + colon + config_arg
+      argv[at] = f"{name}={expanded}" if at == i else expanded
+  return argv
+
+
 def _parse_flags(argv):
   """absl's parser, but every problem with the flags (an unknown config key, a value of the
   wrong type, a missing config file or --workdir) is one line on stderr and exit code 2
   rather than a traceback or absl's usage dump."""
   try:
+    argv = _expand_path_flags(argv)
     rest = flags.FLAGS(argv)
   except UserError as e:  # From a config file's get_config(arg).
     _fail(e)
@@ -176,4 +196,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except KeyboardInterrupt:
+    # In set-up, or a second Ctrl-C in training (the first saves and stops: preemption.py).
+    # Checkpoints already saved are complete: the same command resumes from the last one.
+    print("Interrupted (Ctrl-C) before the next checkpoint; run the same command to resume "
+          "from the last one.", file=sys.stderr)
+    sys.exit(130)

@@ -105,6 +105,9 @@ def test_the_compile_detectors_see_a_compile():
     ("model.audio.patch_freq", 0, "config.model.audio.patch_freq=0: must be a positive integer"),
     ("evals.retrieval.type", "retrival", "config.evals.retrieval.type='retrival' names no "
      r"evaluator: use one of \['classification', 'reconstruction', 'retrieval', 'zero_shot'\]"),
+    # Else found only at the first evaluation, after training.
+    ("evals.retrieval.batch_size", 0,
+     "config.evals.retrieval.batch_size=0 is out of range: expected a positive integer"),
 ])
 def test_out_of_range_values(tmp_path, key, value, message):
   config = pretrain_digits.get_config("runlocal")
@@ -126,6 +129,9 @@ def _set(config, key, value):
      "['test', 'train', 'validation']"),
     ({"evals.zero_shot.split": "test+valid[:10]"}, "config.evals.zero_shot.split="
      "'test+valid[:10]': dataset 'mmjax_digits' has no split 'valid'"),
+    ({"data.train_split": "trian"},  # Was TFDS's traceback (ValueError: Unknown split).
+     "data.train_split='trian': dataset 'mmjax_digits' has no split 'trian'; it has "
+     "['test', 'train', 'validation']"),
     ({"model.image.patch_size": 3},
      "config.model.image.patch_size=3 does not divide the image size 8x8"),
     # 0.05 s at 8 kHz: 400 samples, less than one 512-sample window.

@@ -103,6 +103,11 @@ def prepare(data_cfg):
       num_classes=label.num_classes if label else 0,
       class_names=tuple(label.names) if label else (),
       split_sizes=sources.split_sizes(data_cfg, builder), **fields)
+  unknown = [s for s in (p.split("[")[0].strip() for p in data_cfg.train_split.split("+"))
+             if s not in info.split_sizes]
+  if unknown:  # Else TFDS's traceback from the first read of it, just below.
+    raise UserError(f"data.train_split={data_cfg.train_split!r}: dataset {info.name!r} has no "
+                    f"split {unknown[0]!r}; it has {sorted(info.split_sizes)}.")
   info = dataclasses.replace(info, shapes=_output_shapes(data_cfg, info))
   return _with_mixture(data_cfg, info) if data_cfg.mixture else info
 

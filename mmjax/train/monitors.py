@@ -64,12 +64,19 @@ class NonFiniteGuard:
 
 class ExampleLog:
   """WORKDIR/example_ids.jsonl: each step's global batch as split indices (config.
-  record_example_ids), to audit the data order, e.g. across a resume."""
+  record_example_ids), to audit the data order, e.g. across a resume.
 
-  def __init__(self, workdir, enabled):
+  A run resumed at `start_step` trains the steps after it again, so their records from the
+  launch that stopped (killed, or Ctrl-C'd before this one saved) are dropped when the log
+  opens: each step appears once, with the examples the final model saw."""
+
+  def __init__(self, workdir, enabled, start_step):
     self._file = None
+    path = os.path.join(workdir, "example_ids.jsonl")
+    if jax.process_index() == 0 and os.path.exists(path):
+      _keep_steps_up_to(path, start_step)
     if enabled and jax.process_index() == 0:
-      self._file = open(os.path.join(workdir, "example_ids.jsonl"), "a", encoding="utf-8")
+      self._file = open(path, "a", encoding="utf-8")
     self._enabled = enabled
 
   def write(self, step, index):
@@ -84,6 +91,23 @@ class ExampleLog:
   def close(self):
     if self._file:
       self._file.close()
+
+
+def _keep_steps_up_to(path, last_step):
+  """Rewrites the JSON-lines log at `path` (atomically) with one record per step up to
+  `last_step`, the latest of each; a line cut short by a kill is dropped."""
+  kept = {}
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        step = json.loads(line)["step"]
+      except (ValueError, TypeError, KeyError):
+        continue
+      if step <= last_step:
+        kept[step] = line if line.endswith("\n") else line + "\n"
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.writelines(kept[step] for step in sorted(kept))
+  os.replace(path + ".tmp", path)
 
 
 class SpeedLog:

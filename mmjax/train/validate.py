@@ -4,8 +4,10 @@ Each failure is one UserError naming the key, the bad value and what would be ac
 Unknown keys never get this far: configs are locked, so `--config.modle.size=S` already fails
 when the flags are parsed.
 """
+import copy
 import os
 import pkgutil
+import re
 import tempfile
 
 import jax
@@ -20,6 +22,49 @@ from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import memory
 
 NONFINITE_POLICIES = ("stop", "skip")  # config.on_nonfinite (mmjax.train.monitors.NonFiniteGuard).
+# Config fields that name a file or folder: '~' and $VARIABLES in them are expanded where the
+# config enters (expand_paths), as a shell would; the shell does not in `--workdir=~/x`.
+PATH_KEYS = ("data.dir", "data.vocab_file", "init_from")
+
+
+def expand_path(path, what):
+  """`path` with '~' and $VARIABLES expanded (empty stays empty). An unset variable is an
+  error naming it: left as it is, it would become a folder named '$SCRATCH'."""
+  if not path:
+    return path
+  expanded = os.path.expanduser(os.path.expandvars(str(path)))
+  unset = re.search(r"\$\{?(\w+)", expanded)
+  if unset:
+    raise UserError(f"{what}={path!r}: the environment variable ${unset.group(1)} is not set.")
+  return expanded
+
+
+def expand_paths(config, workdir=None):
+  """(config, workdir) with '~' and $VARIABLES expanded in the workdir and in the config's
+  PATH_KEYS, so that `--workdir=~/x` is never a folder named '~' in the current directory and
+  a resume compares the paths it will use. `config` (a ConfigDict, or a recorded config's
+  dict) is copied if a path in it changes."""
+  workdir = expand_path(workdir, "--workdir")
+  changed = {}
+  for key in PATH_KEYS:
+    value = _dotted(config, key)
+    if isinstance(value, str) and (new := expand_path(value, f"config.{key}")) != value:
+      changed[key] = new
+  if changed:
+    config = (config.copy_and_resolve_references() if hasattr(config, "copy_and_resolve_references")
+              else copy.deepcopy(config))
+    for key, value in changed.items():
+      parent, _, leaf = key.rpartition(".")
+      (_dotted(config, parent) if parent else config)[leaf] = value
+  return config, workdir
+
+
+def _dotted(config, key):
+  """config['a']['b'] for key 'a.b', or None where a part is missing."""
+  node = config
+  for part in key.split("."):
+    node = node.get(part) if hasattr(node, "get") else None
+  return node
 
 
 def _check(ok, key, value, expected):
@@ -102,14 +147,18 @@ def check_parallel(config, mesh):
 
 
 def _check_evaluator_types(config):
-  """Each config.evals entry's type names an evaluator module (mmjax/evaluate/<type>.py):
-  checked before the dataset is built, which can take minutes on first use."""
+  """Each config.evals entry's type names an evaluator module (mmjax/evaluate/<type>.py), and
+  its sizes are positive: checked before the dataset is built, which can take minutes on
+  first use, and long before the first evaluation."""
   known = sorted(m.name for m in pkgutil.iter_modules(evaluate.__path__))
   for name, cfg in config.get("evals", {}).items():
     kind = cfg.get("type")
     if kind not in known:
       raise UserError(f"config.evals.{name}.type={kind!r} names no evaluator: use one of "
                       f"{known} (mmjax/evaluate/<type>.py).")
+    for key in ("batch_size", "num_images"):  # Else only found at the first evaluation.
+      if key in cfg:
+        _check(cfg[key] > 0, f"evals.{name}.{key}", cfg[key], "a positive integer")
 
 
 def _split_names(split):

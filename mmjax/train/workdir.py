@@ -2,19 +2,26 @@
 
   with workdir.lock(path):               # refuses a second run; takes over a dead run's lock
     workdir.check_resume(path, config)   # a resume must keep the run's config
-    workdir.record_launch(path, config)  # appends to WORKDIR/config.jsonl
+    ...                                  # set up, restore or initialize
+    workdir.record_launch(path, config)  # appends to WORKDIR/config.jsonl, once training starts
 
-WORKDIR/config.json is the config of the run's first launch and is never rewritten; every
-launch (the first and each resume) appends its resolved config to WORKDIR/config.jsonl with the
-time, host, commit and the keys it changed. Only process 0 touches these files.
+WORKDIR/config.json is the config of the launch that started the run's checkpoints and is not
+rewritten once there are any; every launch that gets as far as training (the first and each
+resume) appends its resolved config to WORKDIR/config.jsonl with the time, host, commit and the
+keys it changed. A launch that fails before (a bad batch size, a refused restore) records
+nothing, so a resume is compared with the last launch that trained. Only process 0 touches
+these files.
 """
 import contextlib
 import datetime
+import errno
+import fcntl
 import json
 import os
 import socket
 import threading
 import time
+import uuid
 
 import jax
 import numpy as np
@@ -23,8 +30,10 @@ from jax.experimental import multihost_utils
 
 from mmjax import provenance
 from mmjax.errors import UserError
+from mmjax.train import validate
 
 LOCK_FILE = "lock.json"
+TAKEOVER_FILE = "lock.takeover"  # flock()ed while a launch takes over a dead run's lock.
 HISTORY_FILE = "config.jsonl"
 FIRST_CONFIG_FILE = "config.json"
 HEARTBEAT_SECONDS = 30.0  # The running process touches its lock this often...
@@ -77,7 +86,11 @@ def _holder(path, owner):
     return None if age > STALE_SECONDS else "an unreadable lock file"
   here = owner.get("host") == socket.gethostname()
   if here and owner.get("pid") == os.getpid():
-    return None  # Ours (a previous call in this process that did not release it).
+    # Ours only if a lock of this process still holds it; else it was left by a dead process
+    # whose pid this one reuses (a restarted container numbers its processes alike).
+    if owner.get("token") in _HELD:
+      return f"this process (pid {os.getpid()}), which is running in it already"
+    return None
   if here and not _pid_alive(owner.get("pid", -1)):
     return None
   age = time.time() - os.path.getmtime(path)
@@ -87,36 +100,101 @@ def _holder(path, owner):
           f"{owner.get('started')}, lock touched {age:.0f} s ago)")
 
 
+_HELD = set()  # The tokens of the locks this process holds.
+
+
+def _in_use(path, holder):
+  return UserError(
+      f"{os.path.dirname(path)} is in use by {holder}: two runs in one workdir would "
+      f"overwrite each other's checkpoints. Stop that run, or use another --workdir. (If that "
+      f"process is gone, delete {path}.)")
+
+
+@contextlib.contextmanager
+def _takeover_guard(directory):
+  """Holds an exclusive flock on WORKDIR/lock.takeover, so that judging a dead run's lock,
+  removing it and creating ours is one step for launches that race for it. A launch that
+  finds the guard held is refused at once: the other one is taking over, and would hold the
+  lock a moment later anyway. Where the filesystem has no flock, the takeover goes on
+  unguarded (not atomic), with a warning."""
+  path = os.path.join(directory, TAKEOVER_FILE)
+  fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)  # Never removed: that would race too.
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise UserError(f"{directory}: another launch is taking over its lock at this moment; "
+                      "two runs in one workdir would overwrite each other's checkpoints. "
+                      "Start one run per workdir.") from None
+    except OSError as e:
+      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        raise
+      logging.warning("%s: no flock on this filesystem (%s), so two launches at the same "
+                      "moment could both take over a dead run's lock.", directory, e.strerror)
+    yield
+  finally:
+    os.close(fd)  # Releases the flock.
+
+
 class _Lock:
-  """WORKDIR/lock.json: {host, pid, started}, created exclusively, touched every
-  HEARTBEAT_SECONDS by a daemon thread, removed on release."""
+  """WORKDIR/lock.json: {host, pid, started, token}, created exclusively, touched every
+  HEARTBEAT_SECONDS by a daemon thread, removed on release.
+
+  Taking over a dead run's lock (judge it stale, remove it, create ours) runs under an
+  exclusive flock on WORKDIR/lock.takeover (_takeover_guard): of launches that find the same
+  stale lock at once, exactly one takes it over and the others are refused. Without the
+  guard, one could remove the lock another had just created and both would run. flock is
+  atomic on local filesystems and, as Linux emulates it with NFS byte-range locks, across the
+  hosts of an NFS mount (NFSv4, or v3 with lockd); not with NFS's `nolock` mount option,
+  where each host sees only its own locks. Where a filesystem has no flock at all (some FUSE
+  mounts, Lustre without `-o flock`), the takeover goes on without the guard and says so.
+  Creating lock.json itself relies on O_EXCL, which NFS v3 and later make atomic.
+  """
 
   def __init__(self, directory):
     self.path = os.path.join(directory, LOCK_FILE)
     self._stop = threading.Event()
     self._thread = None
+    self._token = uuid.uuid4().hex
+
+  def _create(self):
+    return os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+
+  def _take_over(self):
+    """Ours in place of a dead run's lock: a file descriptor, or None if a live launch created
+    the lock meanwhile (the caller looks again). Raises UserError if the lock is held."""
+    holder = _holder(self.path, _read_lock(self.path))
+    if holder is not None:  # Live: no need for the guard to say so.
+      raise _in_use(self.path, holder)
+    with _takeover_guard(os.path.dirname(self.path)):
+      # Judged again under the guard: another launch may have taken it over since.
+      owner = _read_lock(self.path)
+      holder = _holder(self.path, owner)
+      if holder is not None:
+        raise _in_use(self.path, holder)
+      if owner is not None:
+        logging.warning("Taking over the lock of a run that is no longer running (process "
+                        "%s on %s, started %s).", owner.get("pid"), owner.get("host"),
+                        owner.get("started"))
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(self.path)
+      try:
+        return self._create()
+      except FileExistsError:  # A launch that found no lock at all: it holds it now.
+        return None
 
   def acquire(self):
     record = {"host": socket.gethostname(), "pid": os.getpid(),
-              "started": datetime.datetime.now().isoformat(timespec="seconds")}
+              "started": datetime.datetime.now().isoformat(timespec="seconds"),
+              "token": self._token}
     for _ in range(3):
       try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = self._create()
       except FileExistsError:
-        owner = _read_lock(self.path)
-        holder = _holder(self.path, owner)
-        if holder is not None:
-          raise UserError(
-              f"{os.path.dirname(self.path)} is in use by {holder}: two runs in one workdir "
-              "would overwrite each other's checkpoints. Stop that run, or use another "
-              f"--workdir. (If that process is gone, delete {self.path}.)") from None
-        if owner is not None and owner.get("pid") != os.getpid():
-          logging.warning("Taking over the lock of a run that is no longer running (process "
-                          "%s on %s, started %s).", owner.get("pid"), owner.get("host"),
-                          owner.get("started"))
-        with contextlib.suppress(FileNotFoundError):
-          os.remove(self.path)
+        fd = self._take_over()
+      if fd is None:
         continue
+      _HELD.add(self._token)
       with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(record, f)
       self._thread = threading.Thread(target=self._beat, daemon=True, name="mmjax-workdir-lock")
@@ -133,7 +211,8 @@ class _Lock:
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
-      if (_read_lock(self.path) or {}).get("pid") == os.getpid():
+      _HELD.discard(self._token)
+      if (_read_lock(self.path) or {}).get("token") == self._token:
         with contextlib.suppress(FileNotFoundError):
           os.remove(self.path)
 
@@ -219,10 +298,10 @@ def _overrides(config):
 
 
 def check_resume(directory, config):
-  """A resume (the workdir has checkpoints) must keep the config of the run's last launch,
-  except the RESUMABLE keys and those config.resume_overrides lists. Returns the changed keys
-  {key: (old, new)} it allows; raises UserError listing the others (process 0 decides, from its
-  view of the workdir; every process raises)."""
+  """A resume (the workdir has checkpoints) must keep the config of the run's last launch
+  that trained (record_launch), except the RESUMABLE keys and those config.resume_overrides
+  lists. Returns the changed keys {key: (old, new)} it allows; raises UserError listing the
+  others (process 0 decides, from its view of the workdir; every process raises)."""
   changed, error = {}, None
   if jax.process_index() == 0:
     try:
@@ -237,7 +316,12 @@ def _check_resume(directory, config):
   launches = history(directory)
   if not launches or not has_checkpoints(directory):
     return {}
-  changed = changes(launches[-1]["config"], config)
+  last = launches[-1]["config"]
+  try:  # Its paths as this launch's are (validate.expand_paths): '~/data' is the same folder.
+    last = validate.expand_paths(last)[0]
+  except UserError:  # A variable unset now: compared as recorded.
+    pass
+  changed = changes(last, config)
   refused = {k: v for k, v in changed.items()
              if not _matches(k, RESUMABLE) and not _matches(k, _overrides(config))}
   if refused:
@@ -254,14 +338,19 @@ def _check_resume(directory, config):
 
 
 def record_launch(directory, config, changed=None):
-  """Appends this launch to WORKDIR/config.jsonl; writes config.json if it is the first."""
+  """Appends this launch to WORKDIR/config.jsonl. Call it as the launch starts training (set
+  up, state restored or initialized): one that fails before trained nothing, and must not
+  become the launch a resume is compared with. Writes config.json while the run has no
+  checkpoint: until then, a new launch starts the run afresh (one that failed before its
+  first save left nothing to resume)."""
   if jax.process_index() != 0:
     return
   resolved = json.loads(config.to_json_best_effort())
   first_config = os.path.join(directory, FIRST_CONFIG_FILE)
-  if not os.path.exists(first_config):
-    with open(first_config, "w", encoding="utf-8") as f:
+  if not os.path.exists(first_config) or not has_checkpoints(directory):
+    with open(first_config + ".tmp", "w", encoding="utf-8") as f:
       json.dump(resolved, f, indent=2)
+    os.replace(first_config + ".tmp", first_config)  # Never half written.
   record = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": socket.gethostname(), "pid": os.getpid(), "commit": provenance.commit(),
             "changed": {k: list(v) for k, v in (changed or {}).items()}, "config": resolved}
