@@ -55,6 +55,7 @@ def train_and_evaluate(config, workdir, *, requested_evals=()):
   the dataset are switched off with a notice, unless named in `requested_evals` (the ones the
   command line set): then that is an error.
   """
+  config, workdir = validate.expand_paths(config, workdir)  # '~' and $VARS, before any use.
   validate.check_config(config)
   validate.check_workdir(workdir)
   with workdir_lib.lock(workdir):
@@ -68,7 +69,7 @@ class Run:
   config: typing.Any
   workdir: str
   info: loader.DatasetInfo
-  data_iter: typing.Any
+  batches: typing.Any  # This process's training batches, indexed by step - 1 (MapDataset).
   graphdef: typing.Any
   tx: typing.Any  # The optax optimizer.
   loop: typing.Any  # JitLoop or PmapLoop.
@@ -88,23 +89,26 @@ class Run:
     return results
 
   def save(self, step, state, force=False):
-    checkpoint.save(self.mngr, step, self.loop.global_state(state), self.data_iter, force=force)
+    checkpoint.save(self.mngr, step, self.loop.global_state(state), force=force)
 
   def close(self):
-    self.mngr.wait_until_finished()
+    checkpoint.wait(self.mngr)
     self.mngr.close()
     self.writer.close()
 
 
 def _train_and_evaluate(config, workdir, changed, requested_evals):
-  run, abstract_state, state_shardings = setup(config, workdir, changed, requested_evals)
+  run, abstract_state, state_shardings = setup(config, workdir, requested_evals)
   state = restore_or_initialize(run, abstract_state, state_shardings)
+  # Recorded only now that it trains: a launch that failed in set-up or restore must not
+  # become the one a resume is compared with.
+  workdir_lib.record_launch(workdir, config, changed)
   start_step = int(state["step"])
   state, eval_metrics, preempted = train(run, run.loop.place(state), start_step)
   if preempted is not None:
     run.close()
-    logging.warning("Preempted (SIGTERM): saved a checkpoint at step %d. Run the same command "
-                    "to resume.", preempted)
+    logging.warning("%s: saved a checkpoint at step %d. Run the same command to resume.",
+                    *preempted)
     return {}
   if not eval_metrics and start_step >= config.total_steps:
     logging.info("Already trained to step %d; evaluating only.", start_step)
@@ -114,7 +118,7 @@ def _train_and_evaluate(config, workdir, changed, requested_evals):
   return eval_metrics
 
 
-def setup(config, workdir, changed=None, requested_evals=()):
+def setup(config, workdir, requested_evals=()):
   """Mesh, data, evaluators, the model and optimizer as shapes, the loop and the checkpoint
   manager: everything checked and nothing compiled or allocated. Returns (Run, abstract
   state, state shardings)."""
@@ -131,9 +135,8 @@ def setup(config, workdir, changed=None, requested_evals=()):
     barrier()
   validate.check_modalities(config, info)
   evaluators = evaluate.build(config, info, mesh, requested=requested_evals)
-  workdir_lib.record_launch(workdir, config, changed)
-  data_iter = iter(loader.train_loader(config.data, info, global_batch_size=config.batch_size,
-                                       seed=config.seed))
+  batches = loader.train_batches(config.data, info, global_batch_size=config.batch_size,
+                                 seed=config.seed)
 
   # Model and optimizer as shapes: nothing is allocated until it has a sharding. Optimizer
   # state follows the parameters (its moments carry the same logical names); pmap keeps whole
@@ -154,17 +157,17 @@ def setup(config, workdir, changed=None, requested_evals=()):
   else:
     loop = JitLoop(config, info, mesh, rules, tx, lr_schedule, graphdef, state_shardings)
   mngr = checkpoint.manager(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
-  run = Run(config=config, workdir=workdir, info=info, data_iter=data_iter, graphdef=graphdef,
+  run = Run(config=config, workdir=workdir, info=info, batches=batches, graphdef=graphdef,
             tx=tx, loop=loop, mngr=mngr, evaluators=evaluators,
             writer=metrics_lib.MetricWriter(workdir))
   return run, abstract_state, state_shardings
 
 
 def restore_or_initialize(run, abstract_state, state_shardings):
-  """The latest checkpoint's state (and data position), else a fresh state, with
-  config.init_from's weights if it names a run. Global arrays in their shardings."""
+  """The latest checkpoint's state, else a fresh state, with config.init_from's weights if it
+  names a run. Global arrays in their shardings."""
   config, target = run.config, checkpoint.abstract_with_shardings(abstract_state, state_shardings)
-  state = checkpoint.restore_latest(run.mngr, target, run.data_iter)
+  state = checkpoint.restore_latest(run.mngr, target)
   if state is not None:
     logging.info("Resumed from %s at step %d.", run.mngr.directory, int(state["step"]))
     return state
@@ -185,18 +188,20 @@ def restore_or_initialize(run, abstract_state, state_shardings):
 def train(run, state, start_step):
   """Steps from start_step + 1 to config.total_steps: logs, checkpoints, evaluates, and stops
   early at a preemption notice (after saving). Returns (state, the last eval's metrics, the
-  step it was preempted at or None)."""
+  (why, step) it stopped at on a preemption notice or Ctrl-C, or None)."""
   config, loop = run.config, run.loop
   eval_metrics, in_flight, saved, preempted = {}, None, None, None
   progress = tqdm.tqdm(total=config.total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)
   guard = NonFiniteGuard(config.on_nonfinite, run.mngr.latest_step)
-  example_log = ExampleLog(run.workdir, config.record_example_ids)
+  # Step s trains on batch s - 1 of the stream: the position follows from the step alone.
+  data_iter = iter(loader.batches_from(run.batches, config.data, start_step))
+  example_log = ExampleLog(run.workdir, config.record_example_ids, start_step)
   speed, profile = SpeedLog(config, start_step), Profile(config, run.workdir)
   try:
-    with preemption.Watcher() as watcher:  # SIGTERM: save at the next step and stop.
+    with preemption.Watcher() as watcher:  # SIGTERM, Ctrl-C: save at the next step, stop.
       for step in range(start_step + 1, config.total_steps + 1):
-        host_batch = next(run.data_iter)
+        host_batch = next(data_iter)
         example_log.write(step, host_batch["index"])
         batch = loop.batch(with_rows(host_batch, config.batch_size))
         with loop.context():
@@ -238,15 +243,16 @@ def train(run, state, start_step):
         if step < config.total_steps and watcher.reached(step):
           if saved != step:
             run.save(step, state, force=True)
-          preempted = step
+          preempted = (watcher.reason, step)
           break
   finally:
     # However the loop ends (done, preempted, an error): saves already started complete, so
     # no finished checkpoint is lost and none is left half written.
     profile.stop()
     progress.close()
+    data_iter.close()  # Its reader threads or worker processes.
     example_log.close()
-    run.mngr.wait_until_finished()
+    checkpoint.wait(run.mngr)
   return state, eval_metrics, preempted
 
 
