@@ -24,3 +24,16 @@ def check_recall(reported, sims_qc, hit_qc, k, *, eps=1e-6, what="", max_in_doub
       (f" to {highest} (near-ties)" if highest > lowest else ""))
   assert (maybe_hit & ~surely_hit).mean() <= max_in_doubt, (
       f"{what}: {(maybe_hit & ~surely_hit).sum()} of {len(hit_qc)} queries are near-ties")
+
+
+def image_caption_retrieval(z_image_ne, z_text_ne, image_ids):
+  """The standard image-caption retrieval protocol (COCO Karpathy test: 5k images, 25k
+  captions) from N rows of (image, caption), an image on as many rows as it has captions,
+  rows of one image sharing its image_id: {direction: (sims_qc, hit_qc)} for check_recall.
+  text_to_image: each caption against the distinct images, a hit being its own;
+  image_to_text: each distinct image against every caption, a hit being any of its own."""
+  ids, first = np.unique(image_ids, return_index=True)
+  images_me = np.asarray(z_image_ne)[first]
+  own_nm = np.asarray(image_ids)[:, None] == ids[None, :]  # Caption n belongs to image m.
+  return {"text_to_image": (np.asarray(z_text_ne) @ images_me.T, own_nm),
+          "image_to_text": (images_me @ np.asarray(z_text_ne).T, own_nm.T)}

@@ -18,6 +18,12 @@ from mmjax.train import metrics as metrics_lib
 from mmjax.train import trainer
 
 
+def _coco_captions(i):
+  """Example i's captions: 5 to 7, as in COCO; images 0 and 1 share their first."""
+  return [b"a photo" if j == 0 and i < 2 else f"a photo number {i} of kind {j}".encode()
+          for j in range(5 + i % 3)]
+
+
 def _coco_examples(builder, split, **kwargs):
   """coco_captions examples in its builder's feature structure. (mock_data's own random
   coco examples fail to encode: its nested 'captions' sequence gets unequal lengths.)"""
@@ -29,24 +35,43 @@ def _coco_examples(builder, split, **kwargs):
   def example(i):
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (20 + i, 30, 3), np.uint8)).save(buf, format="PNG")
+    captions = _coco_captions(i)
     return {"image": buf.getvalue(), "image/id": i, "image/filename": f"{i}.png",
-            "captions": {"id": np.arange(5), "text": [f"a photo number {i} of kind {j}".encode()
-                                                       for j in range(5)]},
-            "objects": {}}
+            "captions": {"id": np.arange(len(captions)), "text": captions}, "objects": {}}
   assert "captions" in builder.info.features  # The real builder's features.
   return [example(i) for i in range(24)]
 
 
+def test_every_caption_is_a_row_of_its_own_at_evaluation():
+  """coco_captions' stored examples read for evaluation: a row per caption, labelled with its
+  example (each image its own class: a caption's hits are its own image), whose image_id it
+  shares; a stored label wins; an example without captions keeps one row, for the adapter to
+  report. Datasets with one text per example are read as stored."""
+  source = [{"image": b"0", "captions": {"id": np.arange(2), "text": np.array([b"a", b"b"])}},
+            {"image": b"1", "captions": {"id": np.arange(0), "text": np.array([], object)}},
+            {"image": b"2", "label": 7, "captions": {"id": np.arange(3),
+                                                     "text": np.array([b"c", b"d", b"e"])}}]
+  rows = standard.every_caption("coco_captions", source)
+  assert len(rows) == 6
+  got = [(r["image"], r["label"], r["image_id"], list(r["captions"]["text"]),
+          list(r["captions"]["id"])) for r in (rows[i] for i in range(6))]
+  assert got == [(b"0", 0, 0, [b"a"], [0]), (b"0", 0, 0, [b"b"], [1]), (b"1", 1, 1, [], []),
+                 (b"2", 7, 2, [b"c"], [0]), (b"2", 7, 2, [b"d"], [1]),
+                 (b"2", 7, 2, [b"e"], [2])]
+  assert source[0]["captions"]["text"].tolist() == [b"a", b"b"]  # The stored ones untouched.
+  assert standard.every_caption("librispeech", source) is source
+
+
 def _record_evaluators(monkeypatch):
   """Records, without a second forward pass or compile, what the evaluators computed their
-  metrics from: the retrieval embeddings ((embeddings, labels, has) of each `embed_split`)
-  and the reconstruction forward's outputs ((columns, mse) of each call of its jitted
-  `_forward`, which `run` sets on first use)."""
+  metrics from: the retrieval rows (retrieval.Rows of each `embed_rows`) and the
+  reconstruction forward's outputs ((columns, mse) of each call of its jitted `_forward`,
+  which `run` sets on first use)."""
   recorded = {"retrieval": [], "reconstruction": []}
-  embed_split = retrieval.Evaluator.embed_split
+  embed_rows = retrieval.Evaluator.embed_rows
 
-  def record_embed_split(self, model):
-    recorded["retrieval"].append(embed_split(self, model))
+  def record_embed_rows(self, model):
+    recorded["retrieval"].append(embed_rows(self, model))
     return recorded["retrieval"][-1]
 
   def set_forward(self, forward):
@@ -55,7 +80,7 @@ def _record_evaluators(monkeypatch):
       return recorded["reconstruction"][-1]
     self.__dict__["recorded_forward"] = None if forward is None else record
 
-  monkeypatch.setattr(retrieval.Evaluator, "embed_split", record_embed_split)
+  monkeypatch.setattr(retrieval.Evaluator, "embed_rows", record_embed_rows)
   monkeypatch.setattr(reconstruction.Evaluator, "_forward", property(
       lambda self: self.__dict__["recorded_forward"], set_forward), raising=False)
   return recorded
@@ -76,8 +101,20 @@ def test_short_run_on_mock_data(dataset, tmp_path, monkeypatch):
     info = loader.prepare(config.data)
   known = standard.DATASETS[dataset]
   # The reported metrics, recomputed in NumPy from what the last evaluation computed them from.
-  if len(known.modalities) == 2:
-    z, labels, has = recorded["retrieval"][-1]
+  if dataset == "coco_captions":  # Every caption of every image (standard protocol).
+    z, _, has, image_ids = recorded["retrieval"][-1]
+    assert all(h.all() for h in has.values())
+    captions = [_coco_captions(i) for i in range(info.split_sizes[known.eval_split])]
+    np.testing.assert_array_equal(image_ids, [i for i, c in enumerate(captions) for _ in c])
+    # Image 0's and image 1's first caption are one text: one embedding.
+    np.testing.assert_array_equal(z["text"][0], z["text"][len(captions[0])])
+    reference = numpy_metrics.image_caption_retrieval(z["image"], z["text"], image_ids)
+    for direction, (sims, hits) in reference.items():
+      for k in retrieval.KS:
+        name = f"eval/retrieval/{direction}/r@{k}"
+        numpy_metrics.check_recall(metrics[name], sims, hits, k, eps=0.0, what=name)
+  elif len(known.modalities) == 2:
+    z, labels, has, _ = recorded["retrieval"][-1]
     assert len(labels) == info.split_sizes[known.eval_split]  # The whole split, once.
     assert {k.split("/")[2] for k in metrics if k.startswith("eval/retrieval/")} == {
         f"{a}_to_{b}" for a, b in itertools.permutations(known.modalities)}

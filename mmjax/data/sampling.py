@@ -10,6 +10,7 @@ import numpy as np
 from mmjax.data import ops
 from mmjax.data import pipeline
 from mmjax.data import prepare
+from mmjax.data import standard
 from mmjax.errors import UserError
 
 
@@ -124,18 +125,21 @@ def batches_from(batches, data_cfg, start_batch=0):
   return ds
 
 
-def split_batches(data_cfg, info, split, batch_size):
+def split_batches(data_cfg, info, split, batch_size, *, every_caption=False):
   """Yields all of `split` once, in stored order, in batches of exactly batch_size.
 
   No augmentation. The last batch is filled up by repeating its first row, with
   valid bool[B] False on the filler rows. Bad examples raise UserError or, with
-  data.on_bad_example='skip', are left out.
+  data.on_bad_example='skip', are left out. every_caption: a row per caption where a
+  dataset stores several per example (retrieval's protocol; mmjax.data.standard).
   """
   if split not in info.split_sizes:
     raise UserError(f"{info.name} has no split {split!r}; it has {sorted(info.split_sizes)}.")
   if batch_size <= 0:
     raise UserError(f"The evaluation batch_size must be positive, got {batch_size}.")
   reader = pipeline.Reader(data_cfg, info, split, train=False, modalities=info.eval_modalities)
+  if every_caption:
+    reader.source = standard.every_caption(data_cfg.name, reader.source)
 
   def examples():
     for index in range(len(reader)):

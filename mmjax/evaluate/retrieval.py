@@ -1,10 +1,16 @@
 """Zero-shot cross-modal retrieval: every modality against every other, R@1 and R@5, among the
 examples that have both.
 
-A query's hit is a candidate of the same class (for the built-in dataset: the same digit), so
-chance R@1 is 1 / num_classes.
+A query's hit is a candidate of the same class (for the built-in dataset: the same digit; for
+a dataset without labels each stored example is its own class, so a hit is its own pair), so
+chance R@1 is 1 / num_classes. A dataset that stores several captions per image (coco_captions)
+is read as a row per caption (mmjax.data.standard.every_caption) and scored by the standard
+protocol (COCO Karpathy test: 5,000 images, ~25,000 captions): each image is one item however
+many rows hold it, text->image ranks each caption against the images, and image->text ranks
+every caption for each image, a hit when any of its captions is within k.
 """
 import itertools
+import typing
 
 import jax
 import numpy as np
@@ -17,6 +23,15 @@ from mmjax.parallel import distributed
 from mmjax.parallel import mesh as mesh_lib
 
 KS = (1, 5)
+IMAGE = "image"  # The modality whose items the batch key image_id names.
+
+
+class Rows(typing.NamedTuple):
+  """An evaluated split, N rows (a row per caption where images have several)."""
+  embeddings: dict  # {modality: f32[N, E]}.
+  labels: np.ndarray  # int[N]: a hit is a candidate with the query's label.
+  has: dict  # {modality: bool[N]}: the rows whose example has that modality.
+  image_ids: np.ndarray  # int[N]: rows with one image_id hold one image.
 
 
 def recall_at_k(queries_ne, candidates_me, query_labels, candidate_labels, ks=KS):
@@ -25,6 +40,31 @@ def recall_at_k(queries_ne, candidates_me, query_labels, candidate_labels, ks=KS
   order = np.argsort(-sims, axis=1, kind="stable")[:, :max(ks)]
   hits = candidate_labels[order] == query_labels[:, None]
   return {k: float(hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+def items(modality, rows, image_ids):
+  """Indices of the rows (bool[N]) that hold distinct items of `modality`: every row, but for
+  images only the first row of each image_id (an image with five captions is one candidate,
+  not five copies that would crowd the others out of the top k)."""
+  index = np.flatnonzero(rows)
+  if modality != IMAGE:
+    return index
+  _, first = np.unique(image_ids[index], return_index=True)
+  return index[np.sort(first)]
+
+
+def scores(rows, ks=KS):
+  """{(a, b): {k: R@k}} of every direction between the modalities of `rows` (Rows), among the
+  rows whose example has both: each item of a queries the items of b (see `items`)."""
+  out = {}
+  for a, b in itertools.permutations(rows.embeddings, 2):
+    both = rows.has[a] & rows.has[b]
+    if not both.any():
+      continue
+    q, c = items(a, both, rows.image_ids), items(b, both, rows.image_ids)
+    out[(a, b)] = recall_at_k(rows.embeddings[a][q], rows.embeddings[b][c], rows.labels[q],
+                              rows.labels[c], ks)
+  return out
 
 
 class Evaluator:
@@ -36,10 +76,10 @@ class Evaluator:
     self._batch_axes, self._batch_size = mesh_lib.eval_batch(cfg.batch_size, mesh,
                                                                 config.parallel.rules)
 
-  def embed_split(self, model):
-    """Returns ({modality: f32[N,E]}, labels int32[N], {modality: bool[N]}) for the evaluator's
-    split: embeddings of the modalities the split's dataset has, and which examples have each
-    (all of them, but for a dataset of mixed examples)."""
+  def embed_rows(self, model):
+    """Rows of the evaluator's split, every caption included: embeddings of the modalities the
+    split's dataset has, and which rows have each (all of them, but for a dataset of mixed
+    examples)."""
     graphdef, state = nnx.split(model)
     if self._embed is None:  # One compile per run: the graphdef does not change.
       self._embed = jax.jit(lambda s, b: nnx.merge(graphdef, s).embed(b),
@@ -48,11 +88,12 @@ class Evaluator:
     # are left out of the batches, so the model does not embed their zeros.
     own = self.info.evaluated()
     absent = set(modality_lib.batch_keys([m for m in self.info.modalities if m not in own]))
-    chunks, labels, has = [], [], []
+    chunks, labels, has, image_ids = [], [], [], []
     for batch in loader.split_batches(self.data_cfg, self.info, self.cfg.split,
-                                      self._batch_size):
+                                      self._batch_size, every_caption=True):
       valid = batch.pop("valid")
       labels.append(batch.pop("label")[valid])
+      image_ids.append(batch["image_id"][valid])
       has.append({m: batch.get(presence_key(m), valid)[valid] for m in own})
       batch = {k: v for k, v in batch.items() if k not in absent}
       # Every process reads the whole split; the embeddings come back replicated, so complete
@@ -61,20 +102,22 @@ class Evaluator:
       z = jax.device_get(self._embed(state, batch))
       chunks.append({m: np.asarray(v)[valid] for m, v in z.items()})
     join = lambda parts: {m: np.concatenate([p[m] for p in parts]) for m in parts[0]}
-    return join(chunks), np.concatenate(labels), join(has)
+    return Rows(join(chunks), np.concatenate(labels), join(has), np.concatenate(image_ids))
+
+  def embed_split(self, model):
+    """({modality: f32[N,E]}, labels int32[N], {modality: bool[N]}) of the split's rows (see
+    embed_rows), the flags marking each distinct item once (an image on several rows: its
+    first), for evaluators that score items of one modality (zero_shot)."""
+    rows = self.embed_rows(model)
+    has = {m: np.isin(np.arange(len(rows.labels)), items(m, h, rows.image_ids))
+           for m, h in rows.has.items()}
+    return rows.embeddings, rows.labels, has
 
   def run(self, model, step, writer):
     del step, writer
-    embeddings, labels, has = self.embed_split(model)
-    metrics = {}
-    for a, b in itertools.permutations(embeddings, 2):
-      rows = has[a] & has[b]  # Examples with both sides.
-      if not rows.any():
-        continue
-      for k, r in recall_at_k(embeddings[a][rows], embeddings[b][rows], labels[rows],
-                              labels[rows]).items():
-        metrics[f"eval/{self.name}/{a}_to_{b}/r@{k}"] = r
-    return metrics
+    return {f"eval/{self.name}/{a}_to_{b}/r@{k}": r
+            for (a, b), recall in scores(self.embed_rows(model)).items()
+            for k, r in recall.items()}
 
 
 def table(metrics, name="retrieval"):
