@@ -264,11 +264,14 @@ def test_memory_refuses_a_model_that_does_not_fit(huge, monkeypatch):
   assert not compiled
   message = str(raised.value)
   # H's 632M encoder parameters and the rest, float32, replicated on each of 8 devices; AdamW's
-  # two moments; 16 rows per device of activations.
-  assert re.match(r"config.model.size='H' with config.batch_size=128 needs about 13.\d GiB per "
+  # two moments; 16 rows per device of activations; the update's copy; on CPU, a save's host
+  # copy (twice 7.3 GiB) and XLA's runtime, shared by the 8 devices (tests/test_memory.py).
+  assert re.match(r"config.model.size='H' with config.batch_size=128 needs about 17.\d GiB per "
                   r"device \(parameters 2.4 GiB \+ optimizer state 4.9 GiB \+ gradients 2.4 GiB "
-                  r"\+ activations 3.\d GiB \(a rough estimate\)\), but a device has 8.0 GiB "
-                  r"\(a test's 8 GiB\)\. To fit: ", message), message
+                  r"\+ activations 3.\d GiB \(a rough estimate\) \+ optimizer update 2.4 GiB "
+                  r"\+ checkpoint host copy 1.8 GiB \+ XLA runtime and evaluation 0.2 GiB\); "
+                  r"with a margin of 10% .*: 8.0 GiB \(a test's 8 GiB\)\. To fit: ",
+                  message), message
   for knob in ("strategy=fsdp", "--config.model.remat=full", "--config.batch_size",
                "--config.model.dtype=bfloat16", "To run anyway: --config.check_memory=False."):
     assert knob in message
@@ -303,12 +306,13 @@ def test_memory_estimate_scales_with_the_knobs(huge):
 
 
 def test_memory_check_passes_the_tiny_config(runlocal_config):
-  """With this machine's real memory: the demo's runlocal run needs a few MiB."""
+  """With this machine's real memory: the demo's runlocal run needs a few MiB beside XLA's
+  runtime."""
   config = runlocal_config.copy_and_resolve_references()
   info = loader.prepare(config.data)
   mesh, abstract_state, shardings = _planned(config, info)
   numbers = memory.estimate(config, info, mesh, abstract_state, shardings)
-  assert 0 < numbers["total"] < 64 * 2**20
+  assert 0 < numbers["total"] - numbers["runtime"] < 64 * 2**20
   validate.check_memory(config, info, mesh, abstract_state, shardings)
 
 

@@ -3,22 +3,31 @@ memory a device has.
 
   numbers = memory.estimate(config, info, mesh, abstract_state, state_shardings)
   limit, where = memory.device_bytes()
+  memory.refuses(numbers, limit)  # estimate x (1 + MARGIN) > limit
 
-Nothing is compiled: parameters and optimizer state are exact, from the abstract state's
-shapes and their shardings (the bytes of each device's shards, as mmjax.parallel.plan counts
-them); gradients are the parameters' bytes again (twice with gradient accumulation: the
-micro-batch's and the running sum). Activations are an analytic estimate from the batch rows per
-device, the tokens of each encoder and decoder pass, width, depth, heads and remat: what each
-Transformer block keeps for the backward pass (_block_bytes), summed over blocks, plus one
-block's worth recomputed or in flight, plus the output heads' float32 predictions.
+Nothing is compiled. Parts, per device:
+- params, opt_state: exact, from the abstract state's shapes and their shardings (the bytes of
+  each device's shards, as mmjax.parallel.plan counts them).
+- grads: the parameters' bytes again (twice with gradient accumulation: the micro-batch's and
+  the running sum).
+- activations: an analytic estimate from the batch rows per device, the tokens of each encoder
+  and decoder pass, width, depth, heads and remat: what each Transformer block keeps for the
+  backward pass (_block_bytes), summed over blocks, plus one block's worth recomputed or in
+  flight, plus the output heads' float32 predictions.
+- update: the optimizer update's transient copy, the parameters' bytes once more.
+- checkpoint (CPU devices only): an asynchronous save's host copy of the state, live while the
+  next steps run. On a GPU or TPU it is in host RAM, not device memory, and not counted.
+- runtime (CPU devices only): XLA's compiler and runtime, the evaluators and the input
+  pipeline, a measured constant per process (RUNTIME_BYTES).
 
-How rough: it counts what the backward pass must keep, not XLA's temporaries, fusion
-intermediates or buffer reuse, nor the input batch or the contrastive logits. Against the XLA
-CPU compiler's peaks in docs/scaling.md (8 devices, 224x224 images, batch 32 per device;
-that compiler computes those bfloat16 rows in float32, so against this estimate in float32)
-the total is about 0.6x of the peak without remat (S, B) and 0.7-0.95x with
-remat='full' (L, H); TPU and GPU compilers keep less than the CPU one. So a refusal means the
-run will not fit, while a pass does not promise that it will: `python scripts/plan.py`
+How good: docs/memory.md (scripts/memory_check.py) measures real runs' peak RSS on one CPU
+device at sizes tiny to B. There, the estimate is 0.9-1.4x the measured peak (high at tiny,
+where the runtime allowance dominates); the parts that grow with the model are exact (state,
+update, checkpoint) or within about 10% of XLA's temporaries (gradients and activations, S at
+batch 4 and 16, scan_layers=False). Without the update, checkpoint and runtime, the estimate
+was 0.05-0.3x: the size-H run of issue 22 passed at "13.1 GiB" and was OOM-killed at 24 GB
+RSS. Not covered: scan_layers=True, whose XLA CPU temporaries are about 5x the parameters more
+(S), and accelerator compilers, which keep less than the CPU one. `python scripts/plan.py`
 compiles the step and reads XLA's own numbers.
 """
 import math
@@ -36,6 +45,15 @@ from mmjax.parallel import sharding
 from mmjax.train import step as step_lib
 
 GIB = 2**30
+# XLA's compiler and runtime, the evaluators and the input pipeline, per process, on CPU (where
+# they share the devices' RAM): the measured peak less every other part came to 1.3-1.7 GiB
+# from size tiny to B on one CPU device (docs/memory.md), about flat in the model's size.
+RUNTIME_BYTES = int(1.75 * GIB)
+# The check refuses when the estimate plus this fraction exceeds the memory. The measured
+# points (docs/memory.md) are tiny to B; a larger model's compile and activations (the rough
+# part) can exceed them, and a pass must mean the run fits, so an estimate within 10% of the
+# memory is refused too (config.check_memory=False runs it anyway).
+MARGIN = 0.1
 
 
 def shard_bytes(abstract_tree, shardings):
@@ -165,15 +183,40 @@ def activation_bytes(config, info, mesh):
   return int(rows * (kept + in_flight + outputs))
 
 
+def _on_host(mesh):
+  """True when the mesh's devices are this host's CPUs: device memory is host RAM, so the
+  checkpoint's host copy and XLA's compiler and runtime count against it."""
+  return mesh.devices.flat[0].platform == "cpu"
+
+
 def estimate(config, info, mesh, abstract_state, state_shardings):
-  """{'params', 'opt_state', 'grads', 'activations', 'total'}: bytes per device of one train
-  step of `config` on `mesh` (abstract_state and state_shardings as the trainer makes them)."""
+  """{'params', 'opt_state', 'grads', 'activations', 'update', 'checkpoint', 'runtime',
+  'total'}: bytes per device of a training run of `config` on `mesh` (abstract_state and
+  state_shardings as the trainer makes them). See the module docstring for each part."""
   params = shard_bytes(abstract_state["params"], state_shardings["params"])
   numbers = {
       "params": params,
       "opt_state": shard_bytes(abstract_state["opt_state"], state_shardings["opt_state"]),
       "grads": params * (2 if config.parallel.grad_accum_steps > 1 else 1),
       "activations": activation_bytes(config, info, mesh),
+      # The new parameters and moments are made next to the old ones, which apply_if_finite
+      # keeps until it has chosen (XLA CPU: 0.9-1.2x the parameters in docs/memory.md).
+      "update": params,
+      "checkpoint": 0,
+      "runtime": 0,
   }
+  if _on_host(mesh):
+    # An asynchronous save copies the state to host RAM (each process its shards, one replica)
+    # and the next steps run while it is written: twice the state's bytes at the peak, measured
+    # (1.8-1.9x at S and B, docs/memory.md), shared by the mesh's devices.
+    state = sum(x.size * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract_state))
+    numbers["checkpoint"] = 2 * state // mesh.size
+    local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    numbers["runtime"] = RUNTIME_BYTES // max(local, 1)
   numbers["total"] = sum(numbers.values())
   return numbers
+
+
+def refuses(numbers, limit):
+  """True when the estimate plus MARGIN does not fit in `limit` bytes (see MARGIN)."""
+  return numbers["total"] * (1 + MARGIN) > limit

@@ -193,23 +193,28 @@ def _gib(n):
 
 
 def check_memory(config, info, mesh, abstract_state, state_shardings):
-  """Refuses a run whose estimated memory per device (mmjax.train.memory: exact for parameters
-  and optimizer state, rough for activations) exceeds what one device has, naming the
-  estimate, the memory and the settings that would help; config.check_memory=False runs it
-  anyway. Call it with the trainer's abstract state and its shardings, before anything is
-  allocated or compiled."""
+  """Refuses a run whose estimated memory per device (mmjax.train.memory: exact for the state,
+  its update and its checkpoint copy, rough for activations, measured for XLA's runtime), plus
+  memory.MARGIN, exceeds what one device has, naming the estimate, the memory and the
+  settings that would help; config.check_memory=False runs it anyway. Call it with the
+  trainer's abstract state and its shardings, before anything is allocated or compiled."""
   numbers = memory.estimate(config, info, mesh, abstract_state, state_shardings)
   limit, where = memory.device_bytes()
   parts = (f"parameters {_gib(numbers['params'])} + optimizer state "
            f"{_gib(numbers['opt_state'])} + gradients {_gib(numbers['grads'])} + activations "
-           f"{_gib(numbers['activations'])} (a rough estimate)")
+           f"{_gib(numbers['activations'])} (a rough estimate) + optimizer update "
+           f"{_gib(numbers['update'])}")
+  if numbers["checkpoint"] or numbers["runtime"]:  # CPU devices: host RAM.
+    parts += (f" + checkpoint host copy {_gib(numbers['checkpoint'])} + XLA runtime and "
+              f"evaluation {_gib(numbers['runtime'])}")
   logging.info("Memory per device: about %s (%s); a device has %s (%s).",
                _gib(numbers["total"]), parts, _gib(limit), where)
-  if numbers["total"] <= limit:
+  if not memory.refuses(numbers, limit):
     return
   what = (f"config.model.size={config.model.size!r} with config.batch_size={config.batch_size} "
-          f"needs about {_gib(numbers['total'])} per device ({parts}), but a device has "
-          f"{_gib(limit)} ({where})")
+          f"needs about {_gib(numbers['total'])} per device ({parts}); with a margin of "
+          f"{memory.MARGIN:.0%} for the estimate's error (docs/memory.md), that is more than a "
+          f"device has: {_gib(limit)} ({where})")
   if not config.get("check_memory", True):
     logging.warning("%s; running anyway (config.check_memory=False).", what)
     return
