@@ -5,14 +5,18 @@ r"""Sweeps: an ablation is a sweep file, and reproducing it is one command.
   python -m mmjax.sweep --sweep=configs/ablations/*.py --check     # validate, train nothing
   python -m mmjax.sweep compare WORKDIR --reference=FILE     # a run against its reference curve
   python -m mmjax.sweep reference WORKDIR --out=FILE --steps=5,10 --rtol=5e-4 --atol=0.02
+  python -m mmjax.sweep stage-done WORKDIR --total-steps=N [--mark]  # the SLURM script's check
 
 A sweep file (configs/ablations/<name>.py) defines `get_sweep()` returning a `Sweep`: the base
 config, the points (config overrides), the seeds, the downstream stages run from each point's
 pretraining (fine-tuning or a linear probe through `init_from`) and the metrics of its table.
 Each point x seed gets WORKDIR/<point>/seed<k>/, with one `main.py` workdir per stage
 ('pretrain', then each downstream stage), a `done` marker per finished stage and `result.json`
-when all are done. A second invocation skips finished points and resumes interrupted ones (each
-stage resumes from its own checkpoints). WORKDIR gets `results.jsonl` (one record per point x
+(written atomically) when all are done. A stage is done only when its latest checkpoint is its
+config's total_steps: main.py exits 0 when preempted (SIGTERM), and the runner then stops,
+naming the step it stopped at. A second invocation skips finished points and resumes
+interrupted ones (each stage resumes from its own checkpoints). A point's metrics are those its
+stages logged at their final step. WORKDIR gets `results.jsonl` (one record per point x
 seed: overrides, seed, commit, seconds, metrics), `results.md` (mean ± std over seeds) and
 `results.png` (each metric against the swept value, one line per series, std error bars),
 rewritten after each finished point. With --report=PREFIX the same go to PREFIX.md, .png and
@@ -28,7 +32,8 @@ from mmjax.sweep.cli import main  # pylint: disable=unused-import
 from mmjax.sweep.reference import compare, reference_record  # pylint: disable=unused-import
 from mmjax.sweep.report import collect, markdown, plot, summary  # pylint: disable=unused-import
 from mmjax.sweep.runner import (  # pylint: disable=unused-import
-    Task, adopt_reported, command, finish, last_value, run_local, slurm_script, tasks)
+    Task, adopt_reported, check_marked, command, finish, last_value, mark_done, run_local,
+    slurm_script, stage_done, tasks, trained_to, value_at)
 from mmjax.sweep.spec import (  # pylint: disable=unused-import
     LABEL, PRETRAIN, REPO, Downstream, Sweep, check, load_config, load_sweep, point_name, product,
-    stage_configs)
+    stage_config, stage_configs)

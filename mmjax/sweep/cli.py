@@ -12,7 +12,8 @@ import sys
 from mmjax.errors import UserError
 from mmjax.sweep.reference import compare, reference_record
 from mmjax.sweep.report import collect
-from mmjax.sweep.runner import adopt_reported, run_local, slurm_script, tasks
+from mmjax.sweep.runner import (adopt_reported, check_marked, mark_done, run_local, slurm_script,
+                                stage_done, tasks)
 from mmjax.sweep.spec import REPO, check, load_sweep
 
 
@@ -37,6 +38,8 @@ def main(argv=None):
     return _compare_main(argv[1:])
   if argv and argv[0] == "reference":
     return _reference_main(argv[1:])
+  if argv and argv[0] == "stage-done":
+    return _stage_done_main(argv[1:])
   import mmjax.sweep  # pylint: disable=g-import-not-at-top  (its docstring is the manual)
   p = argparse.ArgumentParser(prog="python -m mmjax.sweep",
                               description=mmjax.sweep.__doc__.split("\n")[0])
@@ -79,6 +82,7 @@ def main(argv=None):
     check(sweep, path, args.runlocal, extra)
     os.makedirs(args.workdir, exist_ok=True)
     all_tasks = tasks(sweep, args.workdir, args.runlocal, extra)
+    check_marked(all_tasks)
     # The command that runs the sweep (a --collect run reports what that command made).
     command_line = "python -m mmjax.sweep " + " ".join(
         shlex.quote(a) for a in argv if a != "--collect")
@@ -133,6 +137,24 @@ def _compare_main(argv):
   bad = sum(not ok for *_, ok in rows)
   print(f"{len(rows) - bad} of {len(rows)} match {path}.")
   return 1 if bad else 0
+
+
+def _stage_done_main(argv):
+  """What the SLURM script asks of each stage: is it done (exit 0) or not (1); with --mark,
+  after its main.py exited 0, mark it done, or say where it stopped (exit 1)."""
+  p = argparse.ArgumentParser(prog="python -m mmjax.sweep stage-done")
+  p.add_argument("workdir", help="the stage's main.py workdir")
+  p.add_argument("--total-steps", type=int, required=True, help="the step it trains to")
+  p.add_argument("--mark", action="store_true", help="mark it done if it trained that far")
+  args = p.parse_args(argv)
+  if not args.mark:
+    return 0 if stage_done(args.workdir, args.total_steps) else 1
+  try:
+    mark_done(args.workdir, args.total_steps)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
 
 
 def _reference_main(argv):

@@ -5,20 +5,20 @@ import math
 import os
 import statistics
 
-from mmjax.sweep.runner import finish
+from mmjax.sweep.runner import RESULT, finish, stage_done
 from mmjax.sweep.spec import point_name
 
 
 def collect(sweep, all_tasks, workdir, report=None, header=""):
   """result.json of finished tasks -> results.jsonl, results.md, results.png."""
   for task in all_tasks:
-    if not task.done and all(os.path.exists(os.path.join(task.folder, s, "done"))
+    if not task.done and all(stage_done(os.path.join(task.folder, s), task.total_steps[s])
                              for s in task.stages):
       finish(sweep, task)
   records = []
   for task in all_tasks:
     if task.done:
-      with open(os.path.join(task.folder, "result.json"), encoding="utf-8") as f:
+      with open(os.path.join(task.folder, RESULT), encoding="utf-8") as f:
         records.append(json.load(f))
   with open(os.path.join(workdir, "results.jsonl"), "w", encoding="utf-8") as f:
     for r in records:

@@ -1,6 +1,12 @@
 """Running a sweep: its point x seed tasks and their main.py commands, running them locally
 stage by stage (skipping what is done, so a second invocation resumes), a SLURM array script
-of the same commands, each task's result.json, and adopting a committed report's points."""
+of the same commands, each task's result.json, and adopting a committed report's points.
+
+A stage is done when its workdir trained to the stage's total_steps: its latest complete
+checkpoint (the one a resume, or the next stage's init_from, starts from) is that step. Its exit
+status alone does not say so: main.py exits 0 when a SIGTERM (a preemption) stops it early.
+Both launchers mark a stage done (WORKDIR/<stage>/done) by that rule alone (`mark_done`), and
+a task's metrics are the values its stages logged at their final step."""
 import dataclasses
 import itertools
 import json
@@ -14,7 +20,13 @@ import time
 
 from mmjax import provenance
 from mmjax.errors import UserError
-from mmjax.sweep.spec import PRETRAIN, REPO, point_name, stage_configs
+from mmjax.sweep.spec import PRETRAIN, REPO, point_name, stage_config, stage_configs
+
+DONE = "done"  # WORKDIR/<point>/seed<k>/<stage>/done: the stage trained to its total_steps.
+RESULT = "result.json"  # WORKDIR/<point>/seed<k>/result.json: the task's record.
+# The train state's item in a checkpoint step directory: mmjax.train.init_from.STATE_ITEM, which
+# is not imported here because it loads JAX, and the SLURM script asks `stage-done` per stage.
+STATE_ITEM = "state"
 
 
 def _flag_value(value):
@@ -31,17 +43,46 @@ def command(spec, workdir, overrides, runlocal=False):
                                      for k, v in overrides.items()]
 
 
+def _write_json(path, record):
+  """Writes `record` to `path` atomically (a temporary file, then os.replace): a reader, or a
+  runner killed meanwhile, sees the whole file or none."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(record, f, indent=1)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):  # It failed half-way (a full disk): leave nothing behind.
+      os.remove(tmp)
+
+
+def _read_json(path):
+  """The JSON in `path`, or None if it is missing or unreadable."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 @dataclasses.dataclass
 class Task:
-  """One point x seed: its stages' commands, in order."""
+  """One point x seed: its stages' commands, in order, and the step each stage trains to."""
   overrides: dict
   seed: int
   folder: str
   stages: dict  # {stage: command}
+  total_steps: dict  # {stage: the config's total_steps}
 
   @property
   def done(self):
-    return os.path.exists(os.path.join(self.folder, "result.json"))
+    """Whether result.json holds this task's record (written whole, by finish or
+    adopt_reported; a half-written one from an older runner is not done)."""
+    record = _read_json(os.path.join(self.folder, RESULT))
+    return (isinstance(record, dict) and record.get("point") == point_name(self.overrides)
+            and record.get("seed") == self.seed and isinstance(record.get("metrics"), dict))
 
 
 def tasks(sweep, workdir, runlocal=False, extra=None):
@@ -50,14 +91,71 @@ def tasks(sweep, workdir, runlocal=False, extra=None):
     for seed in sweep.seeds:
       folder = os.path.join(os.path.abspath(workdir),
                             re.sub(r"[^\w.=,+-]", "_", point_name(overrides)), f"seed{seed}")
-      stages = {}
+      stages, total_steps = {}, {}
       for stage, (spec, stage_overrides) in stage_configs(
           sweep, overrides, seed, extra).items():
         if stage != PRETRAIN:
           stage_overrides = {**stage_overrides, "init_from": os.path.join(folder, PRETRAIN)}
         stages[stage] = command(spec, os.path.join(folder, stage), stage_overrides, runlocal)
-      out.append(Task(overrides, seed, folder, stages))
+        total_steps[stage] = stage_config(spec, stage_overrides, runlocal, folder).total_steps
+      out.append(Task(overrides, seed, folder, stages, total_steps))
   return out
+
+
+def trained_to(workdir):
+  """The step of WORKDIR's latest complete checkpoint, or None: the step a resume, and a
+  downstream stage's init_from, start from (the rule of mmjax.train.init_from.step_dir). Orbax
+  writes a step under a temporary name and renames it to the bare number once complete."""
+  root = os.path.join(workdir, "checkpoints")
+  names = os.listdir(root) if os.path.isdir(root) else ()
+  return max((int(d) for d in names
+              if d.isdigit() and os.path.isdir(os.path.join(root, d, STATE_ITEM))), default=None)
+
+
+def stage_done(workdir, total_steps):
+  """Whether the stage in `workdir` is marked done and trained to `total_steps` (a marker an
+  older runner left on a preempted stage does not count)."""
+  return os.path.exists(os.path.join(workdir, DONE)) and trained_to(workdir) == total_steps
+
+
+def mark_done(workdir, total_steps):
+  """Marks the stage in `workdir` done after its main.py exited 0, if it trained to
+  `total_steps`; else UserError (a preempted run also exits 0)."""
+  step = trained_to(workdir)
+  if step != total_steps:
+    where = "no checkpoint" if step is None else f"step {step}"
+    raise UserError(f"sweep: {workdir} stopped at {where} of {total_steps} (preempted?), so it "
+                    "is not done; run the same command again to resume it.")
+  open(os.path.join(workdir, DONE), "w", encoding="utf-8").close()
+
+
+def check_marked(all_tasks):
+  """UserError if a stage is marked done short of its total_steps: an older runner counted a
+  preempted stage as done (or the sweep's total_steps changed since), so the task's result, and
+  any later stage started from that stage's checkpoint, come from a partial run."""
+  for task in all_tasks:
+    for stage in task.stages:
+      workdir = os.path.join(task.folder, stage)
+      if os.path.exists(os.path.join(workdir, DONE)) and not stage_done(
+          workdir, task.total_steps[stage]):
+        raise UserError(
+            f"sweep: {workdir} is marked done, but trained to step {trained_to(workdir)}, not "
+            f"its total_steps {task.total_steps[stage]}; its result and later stages come "
+            f"from that partial run. Move {task.folder} away to run it again.")
+
+
+def value_at(workdir, key, step):
+  """`key`'s value logged at step `step` in WORKDIR/metrics.jsonl, or None. The last such
+  record: a relaunch after the final checkpoint evaluates (and logs) that step again."""
+  value = None
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        record = json.loads(line)
+        if record.get("step") == step and key in record:
+          value = record[key]
+  return value
 
 
 def last_value(workdir, key):
@@ -74,18 +172,19 @@ def last_value(workdir, key):
 
 
 def finish(sweep, task, seconds=None):
-  """Writes the task's result.json from its stages' metrics (all stages must be done)."""
+  """Writes the task's result.json (atomically) from the metrics its stages logged at their
+  final step (all stages must be done)."""
   metrics = {}
   for metric in (*sweep.metrics, *itertools.chain(*sweep.mean_of.values())):
     stage, _, key = metric.partition("/")
-    metrics[metric] = last_value(os.path.join(task.folder, stage), key)
+    metrics[metric] = value_at(os.path.join(task.folder, stage), key, task.total_steps[stage])
   missing = [m for m, v in metrics.items() if v is None]
   if missing:
-    raise UserError(f"{task.folder}: finished, but its metrics.jsonl lack {missing}.")
+    raise UserError(f"{task.folder}: its stages trained to {task.total_steps} steps, but their "
+                    f"metrics.jsonl lack {missing} at that step.")
   record = dict(point=point_name(task.overrides), overrides=task.overrides, seed=task.seed,
                 commit=provenance.commit(), seconds=seconds, metrics=metrics)
-  with open(os.path.join(task.folder, "result.json"), "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=1)
+  _write_json(os.path.join(task.folder, RESULT), record)
 
 
 def run_local(sweep, all_tasks, log=print, on_done=lambda: None):
@@ -100,8 +199,8 @@ def run_local(sweep, all_tasks, log=print, on_done=lambda: None):
     start = time.time()
     os.makedirs(task.folder, exist_ok=True)
     for stage, cmd in task.stages.items():
-      marker = os.path.join(task.folder, stage, "done")
-      if os.path.exists(marker):
+      workdir = os.path.join(task.folder, stage)
+      if stage_done(workdir, task.total_steps[stage]):
         continue
       log(f"sweep: run {len(all_tasks) - len(todo) + i + 1}/{len(all_tasks)}: "
           f"{point_name(task.overrides)} seed {task.seed}, {stage}{eta}\n  "
@@ -110,7 +209,7 @@ def run_local(sweep, all_tasks, log=print, on_done=lambda: None):
       if result.returncode:
         raise UserError(f"sweep: {stage} of {task.folder} failed (exit {result.returncode}); "
                         "fix it and run the same command again to resume.")
-      open(marker, "w", encoding="utf-8").close()
+      mark_done(workdir, task.total_steps[stage])
     spent.append(time.time() - start)
     finish(sweep, task, seconds=round(spent[-1], 1))
     on_done()
@@ -122,7 +221,8 @@ def _duration(seconds):
 
 def slurm_script(sweep_path, workdir, all_tasks, args):
   """An sbatch array script: task i runs point x seed i's stages (the same main.py commands),
-  marking each stage done, then collects."""
+  skipping and marking stages done by the local runner's rule (`stage-done`), then collects.
+  Any failure, or a stage that stopped early (exit 0 on a preemption), ends the task there."""
   lines = ["#!/bin/bash", f"#SBATCH --job-name=mmjax-sweep-{os.path.basename(workdir)}",
            f"#SBATCH --array=0-{len(all_tasks) - 1}",
            f"#SBATCH --output={os.path.abspath(workdir)}/slurm-%A_%a.out"]
@@ -132,9 +232,12 @@ def slurm_script(sweep_path, workdir, all_tasks, args):
     lines.append(f"  {i})")
     lines.append(f"    mkdir -p {shlex.quote(task.folder)}")
     for stage, cmd in task.stages.items():
-      marker = shlex.quote(os.path.join(task.folder, stage, "done"))
-      lines.append(f"    [ -e {marker} ] || {{ {' '.join(map(shlex.quote, cmd))} && "
-                   f"touch {marker}; }}")
+      # `check || { main.py; mark; }`: under `set -e` each command in the braces ends the
+      # task if it fails (`a && b` there would not).
+      check = " ".join(map(shlex.quote, [
+          sys.executable, "-m", "mmjax.sweep", "stage-done", os.path.join(task.folder, stage),
+          f"--total-steps={task.total_steps[stage]}"]))
+      lines.append(f"    {check} || {{ {' '.join(map(shlex.quote, cmd))}; {check} --mark; }}")
     lines.append("    ;;")
   lines.append("esac")
   collect = [sys.executable, "-m", "mmjax.sweep", f"--sweep={sweep_path}",
@@ -157,7 +260,6 @@ def adopt_reported(all_tasks, report):
     record = records.get((point_name(task.overrides), task.seed))
     if record is not None and not task.done:
       os.makedirs(task.folder, exist_ok=True)
-      with open(os.path.join(task.folder, "result.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
+      _write_json(os.path.join(task.folder, RESULT), record)
       adopted += 1
   return adopted

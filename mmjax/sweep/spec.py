@@ -24,10 +24,11 @@ class Downstream:
 class Sweep:
   """An ablation. Metrics are '<stage>/<metric key in that stage's metrics.jsonl>', e.g.
   'pretrain/eval/retrieval/text_to_image/r@1' or 'probe/eval/classification/accuracy'; the
-  value is the stage's last. A point is a dict of overrides, plus optionally LABEL ('name'):
-  its name in tables and folders, not an override. `x` is the override (or LABEL) plotted on
-  the x axis; `series`, if set, the override whose values are separate lines. `overrides`
-  apply to every point's pretraining first. `mean_of` adds a column: {name: [metrics]}."""
+  value is the one the stage logged at its final step (its total_steps). A point is a dict of
+  overrides, plus optionally LABEL ('name'): its name in tables and folders, not an override.
+  `x` is the override (or LABEL) plotted on the x axis; `series`, if set, the override whose
+  values are separate lines. `overrides` apply to every point's pretraining first. `mean_of`
+  adds a column: {name: [metrics]}."""
   base: str
   points: list
   metrics: tuple
@@ -97,6 +98,14 @@ def _set(config, key, value, where):
     raise UserError(f"{where}: override {key}={value!r}: {e}") from None
 
 
+def stage_config(spec, overrides, runlocal=False, where=""):
+  """The config a stage's main.py command trains with: `spec`'s, with `overrides` set."""
+  config = load_config(spec, runlocal)
+  for key, value in overrides.items():
+    _set(config, key, value, where)
+  return config
+
+
 def stage_configs(sweep, overrides, seed, extra=None):
   """{stage: (config spec, {key: value} overrides)} of one point x seed."""
   common = dict(extra or {})
@@ -126,9 +135,8 @@ def check(sweep, where, runlocal=False, extra=None):
   for overrides in sweep.points:
     for stage, (spec, stage_overrides) in stage_configs(
         sweep, overrides, sweep.seeds[0], extra).items():
-      config = load_config(spec, runlocal)
-      for key, value in stage_overrides.items():
-        _set(config, key, value, f"{where}, point {point_name(overrides)}, stage {stage}")
+      config = stage_config(spec, stage_overrides, runlocal,
+                            f"{where}, point {point_name(overrides)}, stage {stage}")
       try:
         validate.check_config(config)
       except UserError as e:
