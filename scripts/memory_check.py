@@ -1,7 +1,7 @@
 r"""Is the memory estimate right? Measured peaks of real training runs against it.
 
-  .venv/bin/python scripts/memory_check.py                  # the default points, ~10 minutes
-  .venv/bin/python scripts/memory_check.py --points=tiny:16,S:4 --out=
+  .venv/bin/python scripts/memory_check.py        # B:2, S:4, tiny:16; 5-25 minutes on 2 cores
+  .venv/bin/python scripts/memory_check.py --points=tiny:16 --predict= --out=
 
 Each point (model size : global batch) is a run of its own, one after another, in a fresh
 process on one CPU device: `trainer.train_and_evaluate` of configs/pretrain_digits.py:runlocal
@@ -13,10 +13,11 @@ the estimate with the host RAM still available when it runs, so the measured nee
 RSS less the RSS at that moment. (CPU devices have no `memory_stats()`; on a GPU or TPU, the
 allocator's peak_bytes_in_use would be the number to compare.)
 
-Writes --out (docs/memory.json) and the same table as Markdown next to it (docs/memory.md):
-per point, the estimate's parts, the measured need, its largest phase, and estimate / measured.
-Run one point at a time on a machine with the memory to spare; the largest default point, B at
-batch 4, needs about 5 GiB.
+Then the estimate alone (nothing runs) of --predict's points, L and H at batch 16: H is the
+run of issue 22. Writes --out (docs/memory.json) and the same tables as Markdown next to it
+(docs/memory.md): per point, the estimate's parts, the measured need, the phase of its peak,
+and estimate / measured. Points run one at a time; the largest default one, B at batch 2,
+needs about 6.5 GiB of free RAM.
 """
 import argparse
 import functools
@@ -193,6 +194,27 @@ def markdown(rows, machine, predicted=()):
       e = r["estimate"]
       lines.append(f"| {r['size']} | {r['batch']} | " + " | ".join(gib(e[k]) for k in PARTS)
                    + f" | {gib(e['total'])} | {gib(sum(e[k] for k in PARTS[:4]))} |")
+    for r in predicted:
+      if (r["size"], r["batch"]) == ("H", 16):
+        lines += ["", "H at batch 16 is issue 22's run (`main.py --config=configs/pretrain_"
+                  "digits.py:runlocal --config.model.size=H`): the check passed it at 13.1 GiB "
+                  "with 22.7 GiB available, and it was OOM-killed at 24 GB RSS just after its "
+                  f"first save. It is now {gib(r['estimate']['total'])} GiB, and refused."]
+  lines += ["", "## What the parts are, and the refusal rule", "",
+            "*update*: the optimizer update's transient copy, the parameters' bytes (XLA "
+            "CPU's temporaries less gradients and activations were 0.9-1.2x the parameters at "
+            "S). *checkpoint*: an asynchronous save's host copy of the state, live while the "
+            "next steps run, twice the state's bytes (the steps after a save rose by 1.6-1.8x "
+            "the state at S and B); on a GPU or TPU it is in host RAM and not counted. "
+            "*runtime*: XLA's compiler and runtime, the evaluators and the input pipeline, a "
+            "constant (memory.RUNTIME_BYTES): the measured need less every other part was 1.2-"
+            "1.9 GiB from tiny to B. `validate.check_memory` refuses when the estimate plus "
+            "memory.MARGIN (10%) exceeds the memory: the measured points stop at B, and a larger "
+            "model's compile and activations (the rough part) can exceed what they show.", "",
+            "Not covered: `scan_layers=True` (XLA CPU's temporaries at S were about 5x the "
+            "parameters above the unscanned step's), several devices or processes, and "
+            "accelerators, whose compilers keep less than the CPU one (`scripts/plan.py` "
+            "compiles the step and reads XLA's own numbers)."]
   return "\n".join(lines) + "\n"
 
 

@@ -21,14 +21,15 @@ Nothing is compiled. Parts, per device:
   pipeline, a measured constant per process (RUNTIME_BYTES).
 
 How good: docs/memory.md (scripts/memory_check.py) measures real runs' peak RSS on one CPU
-device at sizes tiny to B. There, the estimate is 0.9-1.4x the measured peak (high at tiny,
-where the runtime allowance dominates); the parts that grow with the model are exact (state,
-update, checkpoint) or within about 10% of XLA's temporaries (gradients and activations, S at
-batch 4 and 16, scan_layers=False). Without the update, checkpoint and runtime, the estimate
-was 0.05-0.3x: the size-H run of issue 22 passed at "13.1 GiB" and was OOM-killed at 24 GB
-RSS. Not covered: scan_layers=True, whose XLA CPU temporaries are about 5x the parameters more
-(S), and accelerator compilers, which keep less than the CPU one. `python scripts/plan.py`
-compiles the step and reads XLA's own numbers.
+device at sizes tiny to B. There, the estimate is 0.96-1.43x the measured peak (high at tiny,
+where the runtime allowance dominates; 1.01 at B). The parts that grow with the model are exact
+(state, update, checkpoint) or within 6% of XLA's temporaries (gradients, activations and
+update against compiled.memory_analysis(), S at batch 4 and 16, scan_layers=False). Without
+the update, checkpoint and runtime, the estimate was 0.05-0.3x: the size-H run of issue 22
+passed at "13.1 GiB" and was OOM-killed at 24 GB RSS. Not covered: scan_layers=True, whose
+XLA CPU temporaries are about 5x the parameters more (S), and accelerator compilers, which
+keep less than the CPU one. `python scripts/plan.py` compiles the step and reads XLA's own
+numbers.
 """
 import math
 import os
@@ -46,7 +47,7 @@ from mmjax.train import step as step_lib
 
 GIB = 2**30
 # XLA's compiler and runtime, the evaluators and the input pipeline, per process, on CPU (where
-# they share the devices' RAM): the measured peak less every other part came to 1.3-1.7 GiB
+# they share the devices' RAM): the measured peak less every other part came to 1.2-1.9 GiB
 # from size tiny to B on one CPU device (docs/memory.md), about flat in the model's size.
 RUNTIME_BYTES = int(1.75 * GIB)
 # The check refuses when the estimate plus this fraction exceeds the memory. The measured
@@ -208,7 +209,7 @@ def estimate(config, info, mesh, abstract_state, state_shardings):
   if _on_host(mesh):
     # An asynchronous save copies the state to host RAM (each process its shards, one replica)
     # and the next steps run while it is written: twice the state's bytes at the peak, measured
-    # (1.8-1.9x at S and B, docs/memory.md), shared by the mesh's devices.
+    # (1.6-1.8x at S and B, docs/memory.md), shared by the mesh's devices.
     state = sum(x.size * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract_state))
     numbers["checkpoint"] = 2 * state // mesh.size
     local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
