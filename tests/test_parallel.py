@@ -1,6 +1,7 @@
 """One training step, many ways of running it: the same losses on every mesh, under pmap and
-with gradient accumulation (with some examples lacking a modality, and a second objective that
-mixes rows); FSDP really splits the parameters."""
+with gradient accumulation (GradCache: dense under jit, the chunked rings under pmap), with
+some examples lacking a modality, InfoNCE and SigLIP (its shared bias) side by side, and a
+third objective that mixes rows; FSDP really splits the parameters."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -9,6 +10,7 @@ import pytest
 
 from mmjax import objectives
 from mmjax.data import loader
+from mmjax.objectives import contrastive as contrastive_lib
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 from mmjax.train import optimizer
@@ -17,7 +19,9 @@ from mmjax.train import trainer
 pytestmark = pytest.mark.slow  # End-to-end training: `-m 'not slow'` skips it.
 
 STEPS = 5
-LOSSES = ("train/loss", "train/loss/batch_centre")  # What run_steps records at each step.
+# What run_steps records at each step.
+LOSSES = ("train/loss", "train/loss/batch_centre", "train/loss/contrastive",
+          "train/loss/siglip")
 
 
 class _BatchCentre:
@@ -51,14 +55,19 @@ class _BatchCentre:
 @pytest.fixture(scope="module")
 def setup(runlocal_config):
   """Image and text only, layers scanned: a third of the compile time of the full model, and
-  every objective kind (masked patches, masked words, contrastive) is still there, with a second
-  row-mixing objective (_BatchCentre) registered for this file's runs."""
+  every objective kind (masked patches, masked words, contrastive) is still there, with two
+  more row-mixing objectives registered for this file's runs: _BatchCentre, and the
+  contrastive objective a second time as 'siglip' (type siglip: its learned bias is a shared
+  input, which accumulation must sum over micro-batches), so one compile checks both losses."""
   objectives.register("batch_centre", _BatchCentre)
+  objectives.register("siglip", contrastive_lib)
   config = runlocal_config.copy_and_resolve_references()
   config.batch_size = 32
   config.model.scan_layers = True
   config.objectives.masked_audio.weight = 0.0
   config.objectives.batch_centre = ml_collections.ConfigDict(dict(weight=0.5))
+  config.objectives.siglip = config.objectives.contrastive.copy_and_resolve_references()
+  config.objectives.siglip.update(type="siglip", weight=0.5)
   info = loader.prepare(config.data)
   it = iter(loader.train_loader(config.data, info, global_batch_size=config.batch_size, seed=0))
   drop = ("audio", "audio_mask")
@@ -70,7 +79,8 @@ def setup(runlocal_config):
     batch["has_text"] = batch["row"] % 4 != 1
     batch["has_image"] = batch["row"] % 5 != 2
   yield config, info, batches
-  objectives.unregister("batch_centre")  # The registry is global: other files never see it.
+  for name in ("batch_centre", "siglip"):  # The registry is global: other files never see them.
+    objectives.unregister(name)
 
 
 def run_steps(config, info, batches, *, mesh=None, devices=None, strategy="data_parallel",
@@ -80,7 +90,7 @@ def run_steps(config, info, batches, *, mesh=None, devices=None, strategy="data_
   batch_rule: config.parallel.rules.batch (None: the strategy's)."""
   config = config.copy_and_resolve_references()
   config.parallel.grad_accum_steps = accum
-  config.objectives.contrastive.impl = contrastive
+  config.objectives.contrastive.impl = config.objectives.siglip.impl = contrastive
   config.parallel.rules = sharding.strategy_rules(strategy)
   if batch_rule is not None:
     config.parallel.rules.batch = batch_rule
@@ -126,20 +136,21 @@ def reference(setup):
     ({"data": 2, "fsdp": 2, "tensor": 2}, "fsdp_tensor", "jit", 1, "dense", None),
     # The batch on data only (fsdp groups hold the same rows): the chunked ring runs over data.
     ({"data": 2, "fsdp": 4}, "fsdp", "jit", 1, "chunked", "data"),
-    ({"data": 8}, "data_parallel", "pmap", 1, "chunked", None),
+    # The chunked rings on the whole batch's embeddings that accumulation gathered (GradCache).
+    ({"data": 8}, "data_parallel", "pmap", 2, "chunked", None),
     ({"data": 1}, "data_parallel", "jit", 4, "dense", None),
 ], ids=["data8", "data4_fsdp2", "data2_fsdp2_tensor2", "data2_fsdp4_chunked_batch_on_data",
-        "pmap8_chunked", "accum4"])
+        "pmap8_chunked_accum2", "accum4"])
 def test_same_losses_as_one_device(setup, reference, mesh, strategy, loop, accum, contrastive,
                                    batch_rule):
   ref_losses, ref_params, _ = reference
-  devices = jax.devices()[:1] if accum > 1 else None
+  devices = jax.devices()[:1] if mesh == {"data": 1} else None
   losses, params, _ = run_steps(*setup, mesh=mesh, devices=devices, strategy=strategy,
                                 loop=loop, accum=accum, contrastive=contrastive,
                                 batch_rule=batch_rule)
   print(f"{loop} {mesh} {strategy} accum={accum} {contrastive} batch={batch_rule}: {losses}")
   assert losses[-1, 0] < losses[0, 0]  # It trains.
-  assert (losses[:, 1] > 0).all()  # The row-mixing objective is there.
+  assert (losses[:, 1:] > 0).all()  # The row-mixing objectives are there.
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
   # Adam turns a rounding-level gradient difference on a near-zero gradient into up to a
   # step of lr (1e-3 here); parameters agree far below that.
