@@ -39,9 +39,10 @@ def poisoned(monkeypatch):
 
   def with_rows(batch, batch_size):
     batch = real(batch, batch_size)
-    if next(calls) == POISONED:
-      batch = batch | {"audio": batch["audio"] * np.where(np.arange(batch["audio"].shape[1]) == 99,
-                                                           np.nan, 1).astype(np.float32)}
+    if next(calls) == POISONED:  # NaN in one real sample of each clip.
+      first_real = np.argmax(batch["audio_mask"], axis=1)[:, None]
+      batch = batch | {"audio": np.where(np.arange(batch["audio"].shape[1]) == first_real,
+                                         np.float32(np.nan), batch["audio"])}
     return batch
 
   monkeypatch.setattr(trainer, "with_rows", with_rows)
