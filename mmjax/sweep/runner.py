@@ -144,31 +144,24 @@ def check_marked(all_tasks):
             f"from that partial run. Move {task.folder} away to run it again.")
 
 
-def value_at(workdir, key, step):
-  """`key`'s value logged at step `step` in WORKDIR/metrics.jsonl, or None. The last such
-  record: a relaunch after the final checkpoint evaluates (and logs) that step again."""
+def value_at(workdir, key, step=None):
+  """`key`'s value logged at step `step` (None: at any step) in WORKDIR/metrics.jsonl, or None.
+  The last such record: a relaunch after the final checkpoint evaluates (and logs) that step
+  again."""
   value = None
   path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       for line in f:
         record = json.loads(line)
-        if record.get("step") == step and key in record:
+        if key in record and step in (None, record.get("step")):
           value = record[key]
   return value
 
 
 def last_value(workdir, key):
   """The last value of `key` in WORKDIR/metrics.jsonl, or None."""
-  value = None
-  path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        record = json.loads(line)
-        if key in record:
-          value = record[key]
-  return value
+  return value_at(workdir, key)
 
 
 def finish(sweep, task, seconds=None):
