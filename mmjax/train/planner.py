@@ -86,9 +86,9 @@ def plan(config, info, mesh):
   Returns a dict: num_params; bytes per device of params and opt_state (exact, from their
   shardings); argument, output, alias (outputs that reuse donated arguments), temp and
   generated_code bytes from `compiled.memory_analysis()`; peak = argument + output - alias +
-  temp (what XLA keeps live at once, at most); flops: matmul FLOPs of one step (the traced
-  program's, `matmul_flops`) / devices, low where a mesh axis replicates work rather than
-  splitting it (a tensor axis the rules leave unused); xla_flops: FLOPs of one device's
+  temp (what XLA keeps live at once, at most); flops: matmul FLOPs of one step on one device,
+  counted in its compiled program (`mfu.compiled_matmul_flops`: work a mesh axis repeats
+  rather than splits counts on every device, as it runs); xla_flops: FLOPs of one device's
   compiled program by XLA's cost analysis, None where the backend reports none (it counts a
   loop body once, so it is far too low with scan_layers); trace_s and compile_s. Raises
   UserError for a config that does not fit the mesh (e.g. a batch size the data axes do not
@@ -124,7 +124,7 @@ def plan(config, info, mesh):
       "alias": int(memory.alias_size_in_bytes),
       "temp": int(memory.temp_size_in_bytes),
       "generated_code": int(memory.generated_code_size_in_bytes),
-      "flops": mfu.matmul_flops(traced.jaxpr) / mesh.size,
+      "flops": mfu.compiled_matmul_flops(compiled.as_text()),
       "xla_flops": _xla_flops(compiled),
       "trace_s": trace_s,
       "compile_s": compile_s,
