@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -146,6 +147,45 @@ def test_a_stage_stopped_early_is_not_done_and_resumes(tmp_path, monkeypatch):
   result = json.loads((pathlib.Path(task.folder) / "result.json").read_text())
   assert result["metrics"] == {"pretrain/eval/retrieval/text_to_image/r@1": total / 100,
                                "probe/train/loss": 1 / total}
+
+
+# Waits for SIGTERM (at most 60 s), then records that it got it and exits 0, as main.py saves
+# and stops.
+WAITING_MAIN = """\
+import os, signal, sys, time
+workdir = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir=")][0]
+os.makedirs(workdir, exist_ok=True)
+got = []
+signal.signal(signal.SIGTERM, lambda *_: got.append(True))
+open(os.path.join(workdir, "running"), "w").close()
+for _ in range(6000):
+  if got:
+    open(os.path.join(workdir, "got_sigterm"), "w").close()
+    break
+  time.sleep(0.01)
+"""
+
+
+def test_a_sigterm_to_the_runner_is_passed_on_to_main_py(tmp_path):
+  """The runner alone gets SIGTERM (a scheduler, `timeout`): it passes it on to the stage's
+  main.py, waits for it to stop, and stops itself, marking nothing done."""
+  sweep, task, _ = _fake_task(tmp_path)
+  (tmp_path / "waiting_main.py").write_text(WAITING_MAIN)
+  workdir = os.path.join(task.folder, "pretrain")
+  task.stages["pretrain"][1] = str(tmp_path / "waiting_main.py")
+
+  def notice():
+    for _ in range(6000):  # A guard against waiting forever (60 s), not a speed check.
+      if os.path.exists(os.path.join(workdir, "running")):
+        os.kill(os.getpid(), signal.SIGTERM)  # To this process: the runner.
+        return
+      time.sleep(0.01)
+
+  threading.Thread(target=notice, daemon=True).start()
+  with pytest.raises(UserError, match="stopped by SIGTERM, passed on to pretrain"):
+    sweep_lib.run_local(sweep, [task], log=lambda _: None)
+  assert os.path.exists(os.path.join(workdir, "got_sigterm"))
+  assert not os.path.exists(os.path.join(workdir, "done")) and not task.done
 
 
 def test_a_stage_an_older_runner_marked_done_early_is_refused(tmp_path, monkeypatch, capsys):

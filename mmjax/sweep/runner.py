@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -198,14 +199,44 @@ def run_local(sweep, all_tasks, log=print, on_done=lambda: None):
       log(f"sweep: run {len(all_tasks) - len(todo) + i + 1}/{len(all_tasks)}: "
           f"{point_name(task.overrides)} seed {task.seed}, {stage}{eta}\n  "
           + " ".join(map(shlex.quote, cmd)))
-      result = subprocess.run(cmd, cwd=REPO, check=False)
-      if result.returncode:
-        raise UserError(f"sweep: {stage} of {task.folder} failed (exit {result.returncode}); "
+      status, stopped_by = _run_stage(cmd)
+      if stopped_by:
+        raise UserError(f"sweep: stopped by {stopped_by}, passed on to {stage} of "
+                        f"{task.folder} (exit {status}: it saves at its next step); run the "
+                        "same command again to resume.")
+      if status:
+        raise UserError(f"sweep: {stage} of {task.folder} failed (exit {status}); "
                         "fix it and run the same command again to resume.")
       mark_done(workdir, task.total_steps[stage])
     spent.append(time.time() - start)
     finish(sweep, task, seconds=round(spent[-1], 1))
     on_done()
+
+
+def _run_stage(cmd):
+  """Runs one stage's main.py -> (exit status, the signal that stopped the runner or None).
+
+  A SIGTERM or Ctrl-C to the runner is passed on to main.py as SIGTERM (save at the next step,
+  exit), and the runner waits for it: main.py is neither killed in the middle of a save (as
+  subprocess.run does on Ctrl-C) nor left running alone in its workdir. (A Ctrl-C at the
+  terminal reaches main.py itself too; the SIGTERM after it changes nothing, and a second
+  Ctrl-C still stops main.py at once.)"""
+  proc = subprocess.Popen(cmd, cwd=REPO)
+  stopped_by = []
+
+  def pass_on(signum, frame):
+    del frame
+    stopped_by.append("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGTERM)
+
+  previous = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    status = proc.wait()
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+  return status, (stopped_by[0] if stopped_by else None)
 
 
 def _duration(seconds):
