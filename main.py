@@ -21,6 +21,7 @@ from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from mmjax.errors import UserError  # noqa: E402
+from mmjax.paths import expand_path  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/pretrain_digits.py[:args].",
@@ -115,7 +116,6 @@ def _fail(message):
 def _expand_path_flags(argv):
   """argv with '~' and $VARIABLES expanded in the --config file and --workdir, which the shell
   leaves as they are after `=` (the config's own path fields expand in the trainer)."""
-  from mmjax.train import validate  # pylint: disable=g-import-not-at-top
   argv = list(argv)
   for i, arg in enumerate(argv):
     for name in ("--config", "--workdir"):
@@ -126,7 +126,7 @@ def _expand_path_flags(argv):
       else:
         continue
       path, colon, config_arg = value.partition(":") if name == "--config" else (value, "", "")
-      expanded = validate.expand_path(path, name) + colon + config_arg
+      expanded = expand_path(path, name) + colon + config_arg
       argv[at] = f"{name}={expanded}" if at == i else expanded
   return argv
 

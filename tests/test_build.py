@@ -177,10 +177,11 @@ def test_a_manifest_that_cannot_be_read_is_one_message_with_its_line(tmp_path, f
 
 def test_the_command_prints_one_line_and_exits_2(tmp_path):
   (tmp_path / "m.jsonl").write_bytes(b'{"text": "a"}\n{"text": "b",}\n')
+  # $VARS in path flags are expanded, as the shell does not after '='.
   run = subprocess.run(
-      [sys.executable, "-m", "mmjax.data.build", f"--manifest={tmp_path / 'm.jsonl'}",
-       "--name=x", f"--data_dir={tmp_path / 'data'}"], cwd=REPO, capture_output=True, text=True,
-      check=False)
+      [sys.executable, "-m", "mmjax.data.build", "--manifest=$MMJAX_TEST_DIR/m.jsonl",
+       "--name=x", "--data_dir=$MMJAX_TEST_DIR/data"], cwd=REPO, capture_output=True, text=True,
+      check=False, env=os.environ | {"MMJAX_TEST_DIR": str(tmp_path)})
   assert run.returncode == 2, run.stderr
   assert run.stderr.splitlines() == [f"error: {tmp_path / 'm.jsonl'}, line 2: not JSON (Expecting "
                                      "property name enclosed in double quotes)."]

@@ -188,6 +188,16 @@ def test_a_sigterm_to_the_runner_is_passed_on_to_main_py(tmp_path):
   assert not os.path.exists(os.path.join(workdir, "done")) and not task.done
 
 
+def test_path_flags_expand_home_and_variables(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("MMJAX_TEST_DIR", str(tmp_path))
+  (tmp_path / "fake_sweep.py").write_text(FAKE_SWEEP)
+  assert sweep_lib.main(["--sweep=$MMJAX_TEST_DIR/fake_sweep.py",
+                         "--workdir=$MMJAX_TEST_DIR/sweep", "--runlocal",
+                         "--launcher=print"]) == 0, capsys.readouterr().err
+  assert f"--workdir={tmp_path / 'sweep'}/" in capsys.readouterr().out
+  assert sorted(os.listdir(tmp_path)) == ["fake_sweep.py", "sweep"]
+
+
 def test_a_stage_an_older_runner_marked_done_early_is_refused(tmp_path, monkeypatch, capsys):
   """A workdir where an older runner marked a preempted stage done and wrote the task's result
   from it: the runner says so rather than report that result or start later stages from it."""

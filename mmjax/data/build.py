@@ -58,6 +58,7 @@ from mmjax import modalities as modality_lib
 from mmjax.data import manifest as manifest_lib
 from mmjax.data import ops
 from mmjax.errors import UserError
+from mmjax.paths import expand_path
 
 SPLITS = manifest_lib.SPLITS
 VERSION = "1.0.0"
@@ -359,19 +360,22 @@ def main(argv):
   tfds.disable_progress_bar()  # Ours counts rows.
   opts = Options(**{f.name: getattr(flags.FLAGS, f.name) for f in dataclasses.fields(Options)})
   try:
-    builder, kept, rejected, notes = build(_MANIFEST.value, _NAME.value, _DATA_DIR.value, opts)
+    # The shell leaves '~' and $VARS after '=' as they are (--data_dir=~/mmjax_data).
+    manifest = expand_path(_MANIFEST.value, "--manifest")
+    data_dir = expand_path(_DATA_DIR.value, "--data_dir")
+    builder, kept, rejected, notes = build(manifest, _NAME.value, data_dir, opts)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(f"Kept {sum(kept.values())} rows in "
-        f"{os.path.join(os.path.expanduser(_DATA_DIR.value), _NAME.value)}; rejected "
+        f"{os.path.join(data_dir, _NAME.value)}; rejected "
         f"{len(rejected)}. By split (a group: the rows of one image, else audio file, or "
         "'group' value):")
   print("\n".join(split_report(builder.info.metadata["splits"])))
   for r in rejected[:20]:
     print(f"  line {r['line']}: {r['reason']}")
   if rejected:
-    print(f"All rejected rows: {os.path.join(os.path.expanduser(_DATA_DIR.value), _NAME.value)}"
+    print(f"All rejected rows: {os.path.join(data_dir, _NAME.value)}"
           "_rejected.jsonl")
   if notes:
     print(f"Kept, but note ({len(notes)}):")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from mmjax.errors import UserError
+from mmjax.paths import expand_path
 from mmjax.sweep.reference import compare, reference_record
 from mmjax.sweep.report import collect
 from mmjax.sweep.runner import (adopt_reported, check_marked, mark_done, run_local, slurm_script,
@@ -61,6 +62,10 @@ def main(argv=None):
                  "them: a later run adopts the points REPORT.jsonl holds)")
   args = p.parse_args(argv)
   try:
+    # The shell leaves '~' and $VARS after '=' as they are (--workdir=~/sweeps).
+    args.workdir = expand_path(args.workdir, "--workdir")
+    args.report = expand_path(args.report, "--report")
+    args.sweep = [expand_path(pattern, "--sweep") for pattern in args.sweep]
     extra = _parse_set(args.set)
     # A pattern the shell left alone (--sweep=configs/ablations/*.py) is expanded here.
     args.sweep = [p for pattern in args.sweep for p in (sorted(glob.glob(pattern)) or [pattern])]

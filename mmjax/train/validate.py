@@ -7,7 +7,6 @@ when the flags are parsed.
 import copy
 import os
 import pkgutil
-import re
 import tempfile
 
 import jax
@@ -17,6 +16,7 @@ from mmjax import evaluate
 from mmjax import modalities as modality_lib
 from mmjax import objectives as objective_lib
 from mmjax.errors import UserError
+from mmjax.paths import expand_path
 from mmjax.models import mmt
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import memory
@@ -25,18 +25,6 @@ NONFINITE_POLICIES = ("stop", "skip")  # config.on_nonfinite (mmjax.train.monito
 # Config fields that name a file or folder: '~' and $VARIABLES in them are expanded where the
 # config enters (expand_paths), as a shell would; the shell does not in `--workdir=~/x`.
 PATH_KEYS = ("data.dir", "data.vocab_file", "init_from")
-
-
-def expand_path(path, what):
-  """`path` with '~' and $VARIABLES expanded (empty stays empty). An unset variable is an
-  error naming it: left as it is, it would become a folder named '$SCRATCH'."""
-  if not path:
-    return path
-  expanded = os.path.expanduser(os.path.expandvars(str(path)))
-  unset = re.search(r"\$\{?(\w+)", expanded)
-  if unset:
-    raise UserError(f"{what}={path!r}: the environment variable ${unset.group(1)} is not set.")
-  return expanded
 
 
 def expand_paths(config, workdir=None):
