@@ -46,8 +46,9 @@ def get_config(arg=None):
   config.on_nonfinite = "stop"  # NaN/Inf loss or gradients: 'stop' (naming them) or 'skip'.
   config.record_example_ids = False  # WORKDIR/example_ids.jsonl: each step's examples.
   # Refuse, before anything is allocated, a run whose estimated memory per device (parameters,
-  # optimizer state, gradients, activations: mmjax/train/memory.py) exceeds a device's; False
-  # runs it anyway (the estimate of activations is rough).
+  # optimizer state, gradients, activations, the update's copy and, on CPU, a save's host copy
+  # and XLA's runtime: mmjax/train/memory.py, docs/memory.md) plus 10 % exceeds a device's;
+  # False runs it anyway (the estimate of activations is rough).
   config.check_memory = True
   # A resume must keep the run's config (mmjax/train/workdir.py lists the keys it may change);
   # 'key1,key2' (or a subtree, 'optimizer') allows these changes on purpose.
