@@ -7,7 +7,8 @@ Prepare the dataset there first, on a machine with internet (README: Standard da
 nothing is downloaded at run time. The objectives follow the dataset's modalities: masked
 modeling of each, and contrastive alignment where there are two (coco_captions: image-text;
 librispeech: speech-transcript). Evaluation: retrieval on the held-out split where there are two
-modalities (an example is its own class: a hit is its own image, any of its captions), MAE reconstructions for images.
+modalities (an example is its own class: a hit is its own image, by any of its captions), MAE
+reconstructions for images.
 
 Arguments (comma separated):
   dataset=NAME    coco_captions, librispeech, speech_commands, cifar10 or imagenet2012
