@@ -321,15 +321,13 @@ def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(runlocal_config,
 
 
 def test_a_full_disk_stops_with_one_message_naming_the_last_saved_step(
-    runlocal_config, tmp_path, monkeypatch):
-  """A disk that fills up after step 3's save: step 6 is refused before anything is written,
-  in one message naming the folder and step 3; step 3 stays whole, the lock is released."""
+    runlocal_config, straight, tmp_path, monkeypatch):
+  """The straight run's step 3 resumed on a disk with 1 MiB free: step 6 is refused before
+  anything is written, in one message naming the folder and step 3; step 3 stays whole, the
+  lock is released."""
+  _copy_run(straight, str(tmp_path), [EVERY])
   real = shutil.disk_usage
-  def disk_usage(path):
-    usage = real(path)
-    full = os.path.isdir(tmp_path / "checkpoints" / str(EVERY))
-    return usage._replace(free=1 << 20) if full else usage
-  monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+  monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1 << 20))
   with pytest.raises(UserError) as full:
     trainer.train_and_evaluate(_config(runlocal_config), str(tmp_path))
   message = str(full.value)
