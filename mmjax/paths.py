@@ -1,4 +1,6 @@
-"""Path flags and config fields as a shell would have expanded them."""
+"""Paths and files: path flags and config fields as a shell would have expanded them, and files
+written whole or not at all."""
+import contextlib
 import os
 import re
 
@@ -16,3 +18,20 @@ def expand_path(path, what):
   if unset:
     raise UserError(f"{what}={path!r}: the environment variable ${unset.group(1)} is not set.")
   return expanded
+
+
+@contextlib.contextmanager
+def atomic_open(path):
+  """A text file to write in place of `path`: renamed over it when the block ends (a reader,
+  or a process killed meanwhile, sees the whole file or the old one), removed if the block
+  fails (a full disk half way leaves nothing behind)."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)

@@ -9,6 +9,7 @@ import numpy as np
 import tokenizers
 from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
 
+from mmjax import paths
 from mmjax.errors import UserError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -57,11 +58,8 @@ def learn_vocab(texts, vocab_size, path):
   vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
   assert [t for t, _ in vocab[:len(SPECIAL_TOKENS)]] == list(SPECIAL_TOKENS), vocab[:5]
   assert [i for _, i in vocab] == list(range(len(vocab))), "vocab ids are not contiguous"
-  # Write then rename, so a reader never sees half a file.
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
+  with paths.atomic_open(path) as f:  # A reader never sees half a file.
     f.writelines(f"{token}\n" for token, _ in vocab)
-  os.replace(tmp, path)
   return len(vocab)
 
 

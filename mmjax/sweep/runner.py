@@ -21,6 +21,7 @@ import time
 
 from mmjax import provenance
 from mmjax.errors import UserError
+from mmjax.paths import atomic_open
 from mmjax.sweep.spec import PRETRAIN, REPO, point_name, stage_config, stage_configs
 
 DONE = "done"  # WORKDIR/<point>/seed<k>/<stage>/done: the stage trained to its total_steps.
@@ -45,18 +46,10 @@ def command(spec, workdir, overrides, runlocal=False):
 
 
 def _write_json(path, record):
-  """Writes `record` to `path` atomically (a temporary file, then os.replace): a reader, or a
-  runner killed meanwhile, sees the whole file or none."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(record, f, indent=1)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):  # It failed half-way (a full disk): leave nothing behind.
-      os.remove(tmp)
+  """Writes `record` to `path` whole or not at all (a runner killed meanwhile, or a full disk,
+  leaves no half file)."""
+  with atomic_open(path) as f:
+    json.dump(record, f, indent=1)
 
 
 def _read_json(path):

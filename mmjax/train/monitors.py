@@ -11,6 +11,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from mmjax import paths
 from mmjax.errors import NonFiniteError
 from mmjax.train import mfu
 from mmjax.train import validate
@@ -105,9 +106,8 @@ def _keep_steps_up_to(path, last_step):
         continue
       if step <= last_step:
         kept[step] = line if line.endswith("\n") else line + "\n"
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
+  with paths.atomic_open(path) as f:
     f.writelines(kept[step] for step in sorted(kept))
-  os.replace(path + ".tmp", path)
 
 
 class SpeedLog:

@@ -29,6 +29,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from mmjax import provenance
+from mmjax import paths
 from mmjax.errors import UserError
 from mmjax.train import validate
 
@@ -348,9 +349,8 @@ def record_launch(directory, config, changed=None):
   resolved = json.loads(config.to_json_best_effort())
   first_config = os.path.join(directory, FIRST_CONFIG_FILE)
   if not os.path.exists(first_config) or not has_checkpoints(directory):
-    with open(first_config + ".tmp", "w", encoding="utf-8") as f:
+    with paths.atomic_open(first_config) as f:  # Never half written.
       json.dump(resolved, f, indent=2)
-    os.replace(first_config + ".tmp", first_config)  # Never half written.
   record = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": socket.gethostname(), "pid": os.getpid(), "commit": provenance.commit(),
             "changed": {k: list(v) for k, v in (changed or {}).items()}, "config": resolved}
