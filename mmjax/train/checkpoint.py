@@ -80,7 +80,7 @@ def _last_saved(mngr):
 
 def _raise_if_disk_full(mngr, error):
   text = str(error)
-  if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in text:
+  if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left" in text:
     raise UserError(f"The disk of {mngr.directory} is full (a save failed: "
                     f"{_first_line(error)[:160]}...). {_last_saved(mngr)}") from None
 

@@ -16,9 +16,9 @@ from mmjax import evaluate
 from mmjax import modalities as modality_lib
 from mmjax import objectives as objective_lib
 from mmjax.errors import UserError
-from mmjax.paths import expand_path
 from mmjax.models import mmt
 from mmjax.parallel import mesh as mesh_lib
+from mmjax.paths import expand_path
 from mmjax.train import memory
 
 NONFINITE_POLICIES = ("stop", "skip")  # config.on_nonfinite (mmjax.train.monitors.NonFiniteGuard).
