@@ -1,8 +1,10 @@
-"""Classification accuracy of a fine-tuned classifier (model name 'classifier') on a split."""
+"""Classification accuracy of a fine-tuned classifier (model name 'classifier', or the raw-input
+baseline 'raw': mmjax.models.CLASSIFIERS) on a split."""
 import jax
 import numpy as np
 from flax import nnx
 
+from mmjax import models
 from mmjax.data import loader
 from mmjax.errors import UserError
 from mmjax.parallel import distributed
@@ -13,9 +15,10 @@ class Evaluator:
   """Top-1 accuracy over every example of cfg.split (cfg: split, batch_size)."""
 
   def __init__(self, cfg, *, name, config, info, mesh):
-    if config.model.name != "classifier":
+    if config.model.name not in models.CLASSIFIERS:
       raise UserError(f"config.evals.{name} (classification) needs a classifier model "
-                      f"(config.model.name='classifier'), not {config.model.name!r}.")
+                      f"(config.model.name one of {list(models.CLASSIFIERS)}), not "
+                      f"{config.model.name!r}.")
     self.cfg, self.name, self.data_cfg, self.info, self.mesh = cfg, name, config.data, info, mesh
     self._logits = None
     self._batch_axes, self._batch_size = mesh_lib.eval_batch(cfg.batch_size, mesh,

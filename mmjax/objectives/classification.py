@@ -22,7 +22,7 @@ def loss(outputs, cfg, ctx=None):
   del ctx  # Rows are independent.
   if "classification" not in outputs:
     raise UserError("The classification objective needs a classifier model "
-                    "(config.model.name='classifier').")
+                    "(config.model.name='classifier', or 'raw' for the raw-input baseline).")
   out = outputs["classification"]
   logits = out["logits"].astype(jnp.float32)
   targets = optax.smooth_labels(jax.nn.one_hot(out["labels"], logits.shape[-1]),

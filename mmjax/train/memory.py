@@ -137,6 +137,8 @@ def _passes(config, info):
   """([(tokens, depth, width, heads, mlp), ...] of every Transformer pass one step makes per
   example, [(tokens, output features), ...] of the f32 output heads)."""
   model = config.model
+  if model.name == "raw":  # No Transformer: a linear map of fixed features (mmjax.models.raw).
+    return [], []
   size = sizes.get(model.size)
   grid = {m: math.prod(modality_lib.get(m).token_grid(model, info))
           for m in modality_lib.ordered(info.modalities)}
