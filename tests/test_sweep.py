@@ -1,9 +1,11 @@
-"""Sweeps (mmjax/sweep/): every shipped sweep file is valid without training; bad ones get one
-clear message; SLURM gets an array script; a stage that stopped before its total_steps (main.py
-exits 0 when preempted) is not done, locally or on SLURM, and result.json is written whole or
-not at all; a two-point sweep runs end to end through the runner, a stage SIGTERMed half-way
-resumes, each result is what its run logged at its final step, and the plain runlocal point
-matches the checked-in reference curve."""
+"""Sweeps (mmjax/sweep/): bad sweep files get one clear message (the shipped ones:
+test_ablation_files.py); SLURM gets an array script; a stage that stopped before its
+total_steps (main.py exits 0 when preempted) is not done, locally or on SLURM, result.json is
+written whole or not at all, and a task's seconds add up all its runs; a two-point sweep runs
+end to end through the runner, a stage SIGTERMed half-way resumes, each result is what its run
+logged at its final step, and the plain runlocal point matches the checked-in reference curve.
+Baselines, config hashes and adopting a report: test_sweep_tasks.py; claims:
+test_sweep_claims.py."""
 import argparse
 import json
 import os
@@ -15,28 +17,17 @@ import sys
 import textwrap
 import threading
 import time
+import types
 
 import pytest
 
+from mmjax import provenance
 from mmjax import sweep as sweep_lib
 from mmjax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHIPPED = sorted((REPO / "configs" / "ablations").glob("*.py"))
+WITH_CLAIMS = REPO / "tests" / "sweep_with_claims.py"
 REFERENCE = REPO / "configs" / "reference" / "pretrain_digits_runlocal.json"
-
-
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_shipped_sweep_file_is_valid(path):
-  """Loads; every override key exists; every point's stages pass the config checks; every
-  metric comes from a stage and an evaluator (or objective) that stage runs; the docstring
-  names the paper's result and the command."""
-  sweep = sweep_lib.load_sweep(str(path))
-  sweep_lib.check(sweep, str(path))
-  doc = (sweep_lib.spec._module(str(path), "doc").__doc__ or "")  # pylint: disable=protected-access
-  assert "Reproduces" in doc
-  assert f"--sweep=configs/ablations/{path.name}" in doc
-  assert len(sweep.seeds) >= 2
 
 
 def _write(tmp_path, body):
@@ -67,23 +58,31 @@ def test_bad_sweep_file_gets_one_clear_message(tmp_path, body, message):
 
 
 def test_slurm_writes_an_array_job_with_one_task_per_point_and_seed(tmp_path, capsys):
-  path = "configs/ablations/mae_mask_ratio.py"
-  assert sweep_lib.main([f"--sweep={path}", f"--workdir={tmp_path}", "--launcher=slurm"]) == 0
+  """One array task per point x seed, then per baseline x seed (its downstream stages alone,
+  without init_from, with the baseline's overrides)."""
+  assert sweep_lib.main([f"--sweep={WITH_CLAIMS}", f"--workdir={tmp_path}",
+                         "--launcher=slurm"]) == 0
   script = (tmp_path / "sweep.sbatch").read_text()
-  sweep = sweep_lib.load_sweep(str(REPO / path))
-  n = len(sweep.points) * len(sweep.seeds)
+  sweep = sweep_lib.load_sweep(str(WITH_CLAIMS))
+  entries = sweep_lib.spec.entries(sweep)
+  n = len(entries) * len(sweep.seeds)
   assert f"#SBATCH --array=0-{n - 1}" in script
   branches = re.findall(r"^  (\d+)\)\n(.*?)\n    ;;", script, re.M | re.S)
   assert [int(i) for i, _ in branches] == list(range(n))
   for i, body in branches:
-    point, seed = sweep.points[int(i) // len(sweep.seeds)], sweep.seeds[int(i) % len(sweep.seeds)]
-    commands = re.findall(r"\S*python\S* \S*main.py .*?;", body)
-    assert len(commands) == 1 + len(sweep.downstream), body
+    (_, overrides, baseline), seed = (entries[int(i) // len(sweep.seeds)],
+                                      sweep.seeds[int(i) % len(sweep.seeds)])
+    commands = re.findall(r"\S*python\S* \S*main.py .*?\|\| rc=", body)
+    assert len(commands) == len(sweep.downstream) + (not baseline), body
     assert len(re.findall(r"stage-done \S+ --total-steps=\d+ \|\| \{", body)) == len(commands)
-    ratio = point["objectives.masked_image.mask_ratio"]
-    assert f"--config.objectives.masked_image.mask_ratio={ratio} " in commands[0]
     assert all(f"--config.seed={seed}" in c for c in commands)
-    assert all("--config.init_from=" in c for c in commands[1:])
+    if baseline:
+      assert not any("--config.init_from=" in c for c in commands)
+      assert all(f"--config.{k}={v} " in c for c in commands for k, v in overrides.items())
+    else:
+      ratio = overrides["objectives.masked_image.mask_ratio"]
+      assert f"--config.objectives.masked_image.mask_ratio={ratio} " in commands[0]
+      assert all("--config.init_from=" in c for c in commands[1:])
   assert "--collect" in script
   assert f"{n} array tasks" in capsys.readouterr().out
 
@@ -133,13 +132,18 @@ def _fake_task(tmp_path):
 def test_a_stage_stopped_early_is_not_done_and_resumes(tmp_path, monkeypatch):
   """main.py exits 0 when a SIGTERM stops it at step 6 of 10: the local runner stops there,
   marks nothing done, starts no later stage and writes no result; the next invocation resumes
-  the stage, and the result holds what each stage logged at step 10."""
+  the stage, and the result holds what each stage logged at step 10, and the seconds of all
+  three stage runs (a clock here that moves 5 s per reading)."""
   sweep, task, total = _fake_task(tmp_path)
+  clock = iter(range(0, 10**6, 5))
+  monkeypatch.setattr(sweep_lib.runner, "time", types.SimpleNamespace(time=lambda: next(clock)))
   monkeypatch.setenv("FAKE_STEP", "6")
   with pytest.raises(UserError, match=f"stopped at step 6 of {total}"):
     sweep_lib.run_local(sweep, [task], log=lambda _: None)
   assert not os.path.exists(os.path.join(task.folder, "pretrain", "done"))
   assert not os.path.exists(os.path.join(task.folder, "probe")) and not task.done
+  state = json.loads((pathlib.Path(task.folder) / "task.json").read_text())
+  assert state == {"config_hash": task.config_hash, "seconds": 5, "invocations": 1}
 
   monkeypatch.setenv("FAKE_STEP", str(total))
   sweep_lib.run_local(sweep, [task], log=lambda _: None)
@@ -147,6 +151,8 @@ def test_a_stage_stopped_early_is_not_done_and_resumes(tmp_path, monkeypatch):
   result = json.loads((pathlib.Path(task.folder) / "result.json").read_text())
   assert result["metrics"] == {"pretrain/eval/retrieval/text_to_image/r@1": total / 100,
                                "probe/train/loss": 1 / total}
+  assert result["seconds"] == 15 and result["config_hash"] == task.config_hash
+  assert result["commit"] == provenance.commit() and result["dirty"] in (True, False)
 
 
 # Waits for SIGTERM (at most 60 s), then records that it got it and exits 0, as main.py saves
@@ -259,6 +265,9 @@ def test_slurm_marks_a_stage_done_only_at_its_total_steps(tmp_path):
   out = run(total)
   assert out.returncode == 0, out.stdout + out.stderr
   assert all(os.path.exists(os.path.join(task.folder, s, "done")) for s in task.stages)
+  # Each main.py run timed, the stopped one too.
+  state = json.loads((pathlib.Path(task.folder) / "task.json").read_text())
+  assert state["invocations"] == 3 and state["config_hash"] == task.config_hash
 
 
 TEST_SWEEP = """\
@@ -339,26 +348,3 @@ def test_sweep_runs_resumes_and_reports(tmp_path, data_dir):
   reference = json.loads(REFERENCE.read_text())
   rows = sweep_lib.compare(str(first / "pretrain"), reference)
   assert rows and all(ok for *_, ok in rows), [r for r in rows if not r[-1]]
-
-
-def test_committed_report_marks_its_points_done(tmp_path):
-  """A sweep committed half-way (REPORT.jsonl) resumes elsewhere: the points it holds are done,
-  the table covers them, and only the others are left to run."""
-  sweep = sweep_lib.load_sweep(str(REPO / "configs" / "ablations" / "audio_mask_ratio.py"))
-  report = str(tmp_path / "docs" / "audio_mask_ratio")
-  first = sweep_lib.tasks(sweep, tmp_path / "a")
-  metric = sweep.metrics[0]
-  records = [dict(point=sweep_lib.point_name(t.overrides), overrides=t.overrides, seed=t.seed,
-                  commit="c", seconds=1.0, metrics={metric: 0.5 + 0.1 * i})
-             for i, t in enumerate(first[:3])]
-  os.makedirs(os.path.dirname(report))
-  with open(report + ".jsonl", "w", encoding="utf-8") as f:
-    f.writelines(json.dumps(r) + "\n" for r in records)
-
-  fresh = sweep_lib.tasks(sweep, tmp_path / "b")  # Another machine: an empty workdir.
-  assert sweep_lib.adopt_reported(fresh, report) == 3
-  assert [t.done for t in fresh] == [True] * 3 + [False] * (len(fresh) - 3)
-  assert len(sweep_lib.collect(sweep, fresh, tmp_path / "b", report)) == 3
-  table = open(report + ".md", encoding="utf-8").read()
-  assert "3 of 8 point x seed runs done, at commit `c`" in table
-  assert re.search(r"^\| 0\.5 \| 2 \| 0\.550 ± 0\.071 \|", table, re.M), table

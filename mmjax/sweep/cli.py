@@ -11,10 +11,11 @@ import sys
 
 from mmjax.errors import UserError
 from mmjax.paths import expand_path
+from mmjax.sweep.claims import claims_table, verdicts
 from mmjax.sweep.reference import compare, reference_record
 from mmjax.sweep.report import collect
-from mmjax.sweep.runner import (adopt_reported, check_marked, mark_done, run_local, slurm_script,
-                                stage_done, tasks)
+from mmjax.sweep.runner import (add_seconds, adopt_reported, check_marked, mark_done, run_local,
+                                slurm_script, stage_done, tasks)
 from mmjax.sweep.spec import REPO, check, load_sweep
 
 
@@ -115,7 +116,9 @@ def main(argv=None):
       run_local(sweep, all_tasks, on_done=results)
     records = results()
     print(f"{len(records)} of {len(all_tasks)} runs done: {args.workdir}/results.md, "
-          "results.png, results.jsonl")
+          "results.png, results.jsonl" + (", results.verdicts.json" if sweep.claims else ""))
+    if sweep.claims:
+      print("\n" + claims_table(verdicts(sweep, records)), end="")
     return 0
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -132,8 +135,8 @@ def _compare_main(argv):
   try:
     with open(path, encoding="utf-8") as f:
       reference = json.load(f)
-    rows = compare(args.workdir, reference)
-  except (UserError, OSError) as e:
+    rows = compare(args.workdir, reference, path)
+  except (UserError, OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   for what, want, got, ok in rows:
@@ -151,9 +154,19 @@ def _stage_done_main(argv):
   p.add_argument("workdir", help="the stage's main.py workdir")
   p.add_argument("--total-steps", type=int, required=True, help="the step it trains to")
   p.add_argument("--mark", action="store_true", help="mark it done if it trained that far")
+  p.add_argument("--seconds", type=float, help="with --mark: how long its main.py ran, added to "
+                 "the task's total (TASK_FOLDER/task.json) whatever its exit status")
+  p.add_argument("--status", type=int, default=0, help="with --mark: main.py's exit status")
+  p.add_argument("--config-hash", default="", help="with --mark: the task's config hash")
   args = p.parse_args(argv)
   if not args.mark:
     return 0 if stage_done(args.workdir, args.total_steps) else 1
+  if args.seconds is not None:
+    add_seconds(os.path.dirname(os.path.abspath(args.workdir)), args.seconds,
+                args.config_hash or None)
+  if args.status:
+    print(f"error: {args.workdir}: main.py failed (exit {args.status}).", file=sys.stderr)
+    return 1
   try:
     mark_done(args.workdir, args.total_steps)
   except UserError as e:

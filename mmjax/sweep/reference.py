@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+from mmjax.errors import UserError
 from mmjax.sweep.runner import last_value
 
 
@@ -22,9 +23,14 @@ def reference_record(workdir, steps, metrics, rtol, atol, note=""):
   return record
 
 
-def compare(workdir, reference):
+def compare(workdir, reference, where="the reference"):
   """[(what, reference value, run value, ok)] for every number of `reference` (a dict as
-  written by reference_record, with 'rtol' for train losses and 'atol' for final metrics)."""
+  written by reference_record, with 'rtol' for train losses and 'atol' for final metrics).
+  UserError if it holds no number (nothing to compare would pass anything)."""
+  if not isinstance(reference, dict) or not any(
+      reference.get("train", {}).values()) and not reference.get("final"):
+    raise UserError(f"{where} holds no values (no train losses at any step and no final "
+                    "metrics), so it cannot tell a run that matches from one that does not.")
   rows = []
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     by_step = {}
