@@ -29,10 +29,13 @@ VARIANTS = ("", "runlocal", "ablation", "size=S", "fusion=joint", "contrastive=s
             "audio=waveform", "strategy=fsdp", "strategy=fsdp_tensor",
             "runlocal,fusion=joint,contrastive=siglip,audio=waveform")
 
+# The arguments and their defaults (configs that build on this one parse the same).
+ARGS = dict(runlocal=False, ablation=False, size="tiny", fusion="separate", contrastive="infonce",
+            audio="logmel", strategy="data_parallel")
+
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, runlocal=False, ablation=False, size="tiny", fusion="separate",
-                         contrastive="infonce", audio="logmel", strategy="data_parallel")
+  arg = common.parse_arg(arg, **ARGS)
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.total_steps = 800

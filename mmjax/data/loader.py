@@ -60,6 +60,9 @@ def default_config():
       min_audio_seconds=0.1,  # Shorter waveforms are bad examples.
       on_bad_example="error",  # 'error': stop, naming the example; 'skip': skip and count.
       num_workers=0,  # grain worker processes; 0 reads and preprocesses in the main process.
+      # The stored ClassLabel feature that is the label (classification, labels_per_class,
+      # zero-shot), e.g. one of mmjax_scenes' attributes: "shape", "colour", "count".
+      label_key="label",
       labels_per_class=0,  # >0: train on that many examples of each class only (few-shot).
       # Preprocessing as op strings (mmjax/data/ops.py), e.g. "decode|resize(32)|...";
       # '' is the standard recipe for the dataset (pipeline.default_pp).

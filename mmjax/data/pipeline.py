@@ -38,6 +38,16 @@ def make(data_cfg, info, modalities, *, train):
   return ops.build(spec, context, where=where), keys
 
 
+def stored(source, index, label_key="label"):
+  """Example `index` of `source`, flattened, with the keys every pipeline starts from: label
+  (the stored feature data.label_key; without one, the index: each example its own class)
+  and image_id (the index where none is stored)."""
+  example = {"label": index, "image_id": index} | sources.flatten(source[index])
+  if label_key != "label":
+    example["label"] = example[label_key]
+  return example
+
+
 def finish(example, keys, shapes, where):
   """The batch keys of a preprocessed example, each checked against `shapes` (a key the
   pipeline does not make is the config's fault; another shape is the example's)."""
@@ -64,6 +74,7 @@ class Reader:
     self._data_cfg = data_cfg
     self.source = sources.raw_source(data_cfg, split)
     self.name, self.split, self.policy = data_cfg.name, split, data_cfg.on_bad_example
+    self.label_key = data_cfg.label_key
     own = modalities or info.modalities
     self._pipeline, self._keys = make(data_cfg, info, own, train=train)
     self._where = self._pipeline.where
@@ -91,7 +102,7 @@ class Reader:
   def __call__(self, index, rng=None):
     try:
       # Without labels (or image ids), an example is its own class.
-      example = {"label": index, "image_id": index} | sources.flatten(self.source[index])
+      example = stored(self.source, index, self.label_key)
     except Exception as e:  # A record the dataset's own decoders cannot read.
       raise ops.BadExample(f"the stored record does not decode ({type(e).__name__}: "
                            f"{e})") from None

@@ -97,7 +97,11 @@ def prepare(data_cfg):
     shapes |= modality_lib.get(m).stored_shapes(data_cfg, features)
     fields |= modality_lib.get(m).describe(data_cfg, dataset)
   # Without labels, each example is its own class: retrieval then finds the exact pair.
-  label = features["label"] if "label" in features else None
+  label = features[data_cfg.label_key] if data_cfg.label_key in features else None
+  if data_cfg.label_key != "label" and not hasattr(label, "num_classes"):
+    raise UserError(f"data.label_key={data_cfg.label_key!r}: {data_cfg.name} has no class-label "
+                    f"feature of that name; its class labels are "
+                    f"{sorted(k for k, f in features.items() if hasattr(f, 'num_classes'))}.")
   info = info_lib.DatasetInfo(
       name=data_cfg.name, modalities=found, shapes=shapes,
       num_classes=label.num_classes if label else 0,
@@ -180,7 +184,7 @@ def _output_shapes(data_cfg, info):
   pipes = {train: pipeline.make(data_cfg, info, info.modalities, train=train)
            for train in (True, False)}
   for index in range(min(len(source), pipeline.MAX_BAD_IN_A_ROW)):
-    example = {"label": index, "image_id": index} | sources.flatten(source[index])
+    example = pipeline.stored(source, index, data_cfg.label_key)
     try:
       out = {train: pipeline.finish(pipe(example, np.random.default_rng(0)), keys, None,
                                     pipe.where)

@@ -17,10 +17,11 @@ from mmjax.errors import UserError
 def labelled_subset(reader, per_class, seed):
   """Sorted indices of `per_class` examples of each class of the reader's split, drawn at random
   from `seed` (the same draw for every process). A class with fewer examples gives them all."""
-  if "label" not in reader.source[0]:
+  key = reader.label_key
+  if key not in reader.source[0]:
     raise UserError(f"data.labels_per_class={per_class}: {reader.name} {reader.split} has no "
-                    "class labels.")
-  labels = np.array([int(reader.source[i]["label"]) for i in range(len(reader))])
+                    f"class labels ({key!r}).")
+  labels = np.array([int(reader.source[i][key]) for i in range(len(reader))])
   rng = np.random.default_rng(seed)
   chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
   return np.sort(np.concatenate(chosen)).tolist()

@@ -1,9 +1,10 @@
 """Zero-shot cross-modal retrieval: every modality against every other, R@1 and R@5, among the
 examples that have both.
 
-A query's hit is a candidate of the same class (for the built-in dataset: the same digit; for
-a dataset without labels each stored example is its own class, so a hit is its own pair), so
-chance R@1 is 1 / num_classes. A dataset that stores several captions per image (coco_captions)
+A query's hit is, by cfg.hit, a candidate of the same class ('class', the default: for
+mmjax_digits the same digit, so chance R@1 is 1 / num_classes; a dataset without labels has
+each stored example as its own class) or the query's own pair ('pair': the item with its
+image_id, instance-level retrieval as in mmjax_scenes' ablations). A dataset that stores several captions per image (coco_captions)
 is read as a row per caption (mmjax.data.standard.every_caption) and scored by the standard
 protocol (COCO Karpathy test: 5,000 images, ~25,000 captions): each image is one item however
 many rows hold it, text->image ranks each caption against the images, and image->text ranks
@@ -18,11 +19,13 @@ from flax import nnx
 
 from mmjax import modalities as modality_lib
 from mmjax.data import loader
+from mmjax.errors import UserError
 from mmjax.modalities import presence_key
 from mmjax.parallel import distributed
 from mmjax.parallel import mesh as mesh_lib
 
 KS = (1, 5)
+HITS = ("class", "pair")
 IMAGE = "image"  # The modality whose items the batch key image_id names.
 
 
@@ -75,6 +78,9 @@ class Evaluator:
     self._embed = None
     self._batch_axes, self._batch_size = mesh_lib.eval_batch(cfg.batch_size, mesh,
                                                                 config.parallel.rules)
+    self.hit = cfg.get("hit", "class")
+    if self.hit not in HITS:
+      raise UserError(f"config.evals.{name}.hit={self.hit!r}: use one of {list(HITS)}.")
 
   def embed_rows(self, model):
     """Rows of the evaluator's split, every caption included: embeddings of the modalities the
@@ -115,8 +121,11 @@ class Evaluator:
 
   def run(self, model, step, writer):
     del step, writer
+    rows = self.embed_rows(model)
+    if self.hit == "pair":  # Rows of one image_id hold one example's items.
+      rows = rows._replace(labels=rows.image_ids)
     return {f"eval/{self.name}/{a}_to_{b}/r@{k}": r
-            for (a, b), recall in scores(self.embed_rows(model)).items()
+            for (a, b), recall in scores(rows).items()
             for k, r in recall.items()}
 
 

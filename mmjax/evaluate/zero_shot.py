@@ -2,15 +2,18 @@
 mean text embedding of its name put into prompt templates; an image or a sound is assigned the
 class whose text embedding is nearest (cosine). No training on labels.
 
-cfg: split, batch_size, templates (strings with one '{}' for the class name), class_names
-(default: the dataset's label names), inputs (modalities to classify; default: every non-text
+cfg: split, batch_size, templates (strings with one '{}' for the class name), attribute (a
+stored class-label feature to classify, e.g. mmjax_scenes' 'shape'; default: data.label_key),
+class_names (default: that feature's names), inputs (modalities to classify; default: every non-text
 modality of the dataset). The prompts are text: this evaluator needs the text modality.
 """
 import jax
+import ml_collections
 import numpy as np
 from flax import nnx
 
 from mmjax import modalities as modality_lib
+from mmjax.data import sources
 from mmjax.errors import NotApplicable
 from mmjax.errors import UserError
 from mmjax.evaluate import retrieval
@@ -26,7 +29,13 @@ class Evaluator:
   def __init__(self, cfg, *, name, config, info, mesh):
     self.cfg, self.name, self.info, self.mesh = cfg, name, info, mesh
     own = info.evaluated()
-    self.class_names = tuple(cfg.get("class_names") or info.class_names)
+    class_names = info.class_names
+    attribute = cfg.get("attribute", "")
+    if attribute and attribute != config.data.label_key:  # Read that feature as the label.
+      config = ml_collections.ConfigDict(config.to_dict())
+      config.data.label_key = attribute
+      class_names = self._feature_names(config.data, f"config.evals.{name}.attribute")
+    self.class_names = tuple(cfg.get("class_names") or class_names)
     self.inputs = tuple(cfg.get("inputs") or [m for m in own if m != PROMPTS])
     where = f"config.evals.{name} (zero_shot)"
     if PROMPTS not in info.modalities:
@@ -45,6 +54,18 @@ class Evaluator:
     self._split = retrieval.Evaluator(cfg, name=name, config=config, info=info, mesh=mesh)
     prompts = [t.format(c) for c in self.class_names for t in cfg.templates]
     self._prompts = modality_lib.get(PROMPTS).encode(info, prompts)
+
+  @staticmethod
+  def _feature_names(data_cfg, where):
+    """The class names of the stored class-label feature data_cfg.label_key."""
+    _, builder = sources.builder(data_cfg)
+    features = builder.info.features
+    feature = features[data_cfg.label_key] if data_cfg.label_key in features else None
+    if not hasattr(feature, "names"):
+      labels = sorted(k for k, f in builder.info.features.items() if hasattr(f, "names"))
+      raise UserError(f"{where}={data_cfg.label_key!r}: {data_cfg.name} has no class-label "
+                      f"feature of that name; it has {labels}.")
+    return tuple(feature.names)
 
   def class_embeddings(self, model):
     """f32[classes, E]: the normalized mean embedding of each class's prompts."""

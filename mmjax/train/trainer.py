@@ -261,8 +261,10 @@ def report(config, workdir, eval_metrics, step):
   if jax.process_index() != 0:
     return
   if any(k.startswith("eval/retrieval/") for k in eval_metrics):
+    hit = ("the paired item itself" if config.evals.retrieval.get("hit") == "pair"
+           else "an item of the same class")
     print(f"\nZero-shot retrieval on the {config.evals.retrieval.split} split, step {step} "
-          "(a hit is an item of the same class):")
+          f"(a hit is {hit}):")
     print(retrieval.table(eval_metrics))
   accuracies = {k: v for k, v in eval_metrics.items() if k.endswith("accuracy")}
   if accuracies:
