@@ -84,6 +84,21 @@ RETRIEVAL_DIRECTIONS = ("image_to_text", "text_to_image", "audio_to_text", "text
                         "image_to_audio", "audio_to_image")
 
 
-def retrieval_r1(stage="pretrain"):
-  """Sweep metric names of R@1 in every direction, from `stage`'s metrics."""
-  return tuple(f"{stage}/eval/retrieval/{d}/r@1" for d in RETRIEVAL_DIRECTIONS)
+def retrieval_r(k, stage="pretrain"):
+  """Sweep metric names of R@k in every direction, from `stage`'s metrics."""
+  return tuple(f"{stage}/eval/retrieval/{d}/r@{k}" for d in RETRIEVAL_DIRECTIONS)
+
+
+# -- The ablations' benchmark (configs/ablations/): mmjax_scenes at the ablation scale. -------
+ABLATION_BASE = "configs/pretrain_scenes.py:ablation"
+# Every ablation table's baselines, measured by each downstream stage's own protocol: the same
+# encoder at random initialization (no init_from), and a linear classifier on the raw input.
+BASELINES = {"random_init": {}, "raw_input": {"model.name": "raw"}}
+ABLATION_SEEDS = (0, 1, 2)
+
+
+def downstream(attribute="shape", task="image", mode="probe", labels=0):
+  """A sweep's downstream stage: configs/finetune_scenes.py with these arguments."""
+  from mmjax.sweep import Downstream  # pylint: disable=g-import-not-at-top
+  return Downstream(f"configs/finetune_scenes.py:attribute={attribute},task={task},mode={mode},"
+                    f"labels={labels}")

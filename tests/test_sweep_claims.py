@@ -121,6 +121,18 @@ def test_a_claim_whose_points_do_not_beat_the_baselines_is_untestable():
   assert _one(sweep, _records(values)).verdict == "untestable"
 
 
+def test_a_claim_against_a_baseline_is_that_comparison():
+  """'a beats raw input' is judged by its own paired difference, not found untestable for not
+  beating the baselines: it is that test."""
+  values = {"a": A, "baseline:raw": [0.69, 0.75, 0.70], "baseline:scratch": [0.1, 0.1, 0.1]}
+  sweep = _sweep(["a"], [Claim("x", ACC, "a", "baseline:raw")], baselines=("raw", "scratch"))
+  got = _one(sweep, _records(values))
+  n, mean, se = _expected([A], [values["baseline:raw"]])
+  assert got.verdict == ("reproduced" if mean > 2 * se else "opposite" if mean < -2 * se
+                         else "inconclusive") and got.verdict != "untestable"
+  assert got.mean == pytest.approx(mean) and got.n == n
+
+
 def test_baselines_do_not_judge_a_pretraining_metric():
   """Baselines have no pretraining: a claim on a pretraining metric is judged on its own."""
   values = {"a": A, "b": B}

@@ -1,27 +1,47 @@
-r"""AudioMAE's mask ratio, with audio alone.
+r"""AudioMAE's mask ratio, with audio alone, judged by fine-tuning.
 
-Reproduces: Huang et al. 2022, "Masked Autoencoders that Listen" (AudioMAE), the mask-ratio
-ablation (AudioSet-20K): 0.8 is best, higher than images' 0.75, and 0.5 or 0.9 are worse.
+Paper: Huang et al. 2022, "Masked Autoencoders that Listen", §4.4 and Fig. 4a (ViT-B, 128-bin
+log-mel spectrograms in 16 x 16 patches, AudioSet-2M, 32 epochs). Protocol: masked
+spectrogram modeling alone; evaluated by end-to-end fine-tuning (the decoder removed, average
+pooling and a linear layer), AS-2M mAP. "A high pre-training masking ratio (80% in our case) is
+optimal ... random masking improves steadily up to 80%." The per-ratio values are in the
+figure only (its axis spans 44.5-47.5 mAP); the default reaches 47.3 mAP on AS-2M.
 
-Here: masked audio modeling alone (log-mel patches; the other objectives off) on the built-in
-spoken digits at the ablation scale, audio mask ratio 0.5 / 0.7 / 0.8 / 0.9, then a linear
-probe on audio (configs/finetune_digits.py:task=audio,mode=probe), 2 seeds.
+Here: masked audio modeling alone (log-mel patches of 8 frames x 8 mel bands; contrastive,
+masked image and text off) at the ablation scale of configs/pretrain_scenes.py, audio mask
+ratio 0.5 / 0.7 / 0.8 / 0.9; then full fine-tuning on every training clip to classify the
+main object's shape from the speech describing the scene (layer-wise lr decay 0.75), test
+split (voices training never hears). Baselines: the same fine-tune from a random encoder, and
+a linear classifier on the log-mel spectrogram.
 
   python -m mmjax.sweep --sweep=configs/ablations/audio_mask_ratio.py \
       --workdir=workdirs/ablations/audio_mask_ratio --report=docs/ablations/audio_mask_ratio
 """
-from mmjax.sweep import Downstream, Sweep, product
+from configs import common
+from mmjax.sweep import LABEL, Claim, Sweep
 
-AUDIO_ONLY = {"objectives.contrastive.weight": 0.0, "objectives.masked_text.weight": 0.0,
-              "objectives.masked_image.weight": 0.0}
+AUDIO_ONLY = {"objectives.contrastive.weight": 0.0, "objectives.masked_image.weight": 0.0,
+              "objectives.masked_text.weight": 0.0}
+FINETUNE = "finetune/eval/classification/accuracy"
+RATIOS = (0.5, 0.7, 0.8, 0.9)
 
 
 def get_sweep():
   return Sweep(
-      base="configs/pretrain_digits.py:ablation",
+      base=common.ABLATION_BASE,
       overrides=AUDIO_ONLY,
-      points=product(objectives__masked_audio__mask_ratio=(0.5, 0.7, 0.8, 0.9)),
+      points=[{LABEL: f"mask {r}", "objectives.masked_audio.mask_ratio": r} for r in RATIOS],
       x="objectives.masked_audio.mask_ratio",
-      seeds=(0, 1),
-      downstream={"probe": Downstream("configs/finetune_digits.py:task=audio,mode=probe")},
-      metrics=("probe/eval/classification/accuracy",))
+      seeds=common.ABLATION_SEEDS,
+      downstream={"finetune": common.downstream("shape", task="audio", mode="full")},
+      baselines=common.BASELINES,
+      metrics=(FINETUNE,),
+      claims=(
+          Claim("fine-tuning is better after 80 % masking than after 50 %", FINETUNE,
+                greater="mask 0.8", than="mask 0.5",
+                paper="§4.4, Fig. 4a: 80 % optimal, rising steadily up to it (plot only; "
+                      "47.3 mAP at 80 %)"),
+          Claim("fine-tuning is better after 80 % masking than after 90 %", FINETUNE,
+                greater="mask 0.8", than="mask 0.9",
+                paper="§4.4, Fig. 4a: 80 % optimal (90 %: plot only)"),
+      ))

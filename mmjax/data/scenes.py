@@ -1,11 +1,12 @@
 """`mmjax_scenes`: rendered scenes of coloured shapes, each with a caption from a grammar and a
 different spoken description (espeak-ng), built offline from a seed. The ablations' benchmark.
 
-A scene holds 2 to 4 objects on a noisy grey background, each in its own cell of a 3 x 3 grid:
-one main object (large or medium) and small distractors. Every object has a shape (4), a
-colour (6) and a size. The scene's labels are the main object's shape, colour, size and
-position (its cell, 9) and the number of objects (3): five attributes, each a ClassLabel, any
-of which a probe or fine-tune reads as its label (data.label_key).
+A scene holds 2 to 4 objects on a noisy grey background, anywhere that they do not overlap:
+one main object (large or medium) and small distractors, each of a size drawn around its
+class. Every object has a shape (4) and a colour (6). The scene's labels are the main object's
+shape, colour, size and position (the cell of a 3 x 3 grid its centre is in, 9) and the number
+of objects (3): five attributes, each a ClassLabel, any of which a probe or fine-tune reads as
+its label (data.label_key). Positions are continuous, so no pixel template fits a shape.
 
 The caption and the speech each describe a random subset of the attributes: the main object
 with some of its colour / size / shape, and some of its position, its relation to one
@@ -16,12 +17,14 @@ speech draws its own subset, so audio<->text pairs carry more than a class.
 Splits test generalisation, not memory:
   train / validation   scenes whose objects avoid the HELD_OUT (shape, colour) pairs;
                        captions from TRAIN_FRAMES; training voices (mmjax.data.digits' pools);
-  test                 scenes whose main object IS a held-out pair; captions from TEST_FRAMES,
-                       which training never reads; voices training never hears.
+  test                 new scenes, every other one (even indices) with a held-out pair as its
+                       main object; captions from TEST_FRAMES, which training never reads;
+                       voices training never hears.
 Sizes: 8,000 / 1,000 / 1,000 scenes (data.max_images > 0 builds a smaller slice, its own
 config). Every draw depends only on the seed and the scene's index.
 """
 import io
+import typing
 
 from etils import epath
 import numpy as np
@@ -46,7 +49,7 @@ HELD_OUT = (("circle", "red"), ("square", "green"), ("triangle", "blue"), ("cros
 
 IMAGE_SIZE = 32
 _SUPERSAMPLE = 4  # Drawn at 128 px, then downsampled: antialiased edges.
-_RADIUS = {"large": 6.0, "medium": 4.6, "small": 3.2}  # In output pixels.
+_RADIUS = {"large": 6.0, "medium": 4.5, "small": 3.0}  # In output pixels, drawn +-10 %.
 SPLIT_SIZES = {"train": 8000, "validation": 1000, "test": 1000}
 _SEED = 2357
 MIN_CAPTION_WORDS = 8
@@ -65,30 +68,50 @@ _SIZE_WORDS = {"large": ("large", "big"), "medium": ("medium sized", "mid sized"
 _NOUNS = ("object", "shape", "thing")
 
 
-class Scene:
-  """Objects as (shape, colour, size, cell); objects[0] is the main one."""
+class Obj(typing.NamedTuple):
+  shape: str
+  colour: str
+  size: str
+  x: float  # Centre, in output pixels.
+  y: float
+  radius: float
 
-  def __init__(self, objects, background):
-    self.objects, self.background = objects, background
+  @property
+  def cell(self):
+    """The index into POSITIONS of the 3 x 3 cell the centre is in."""
+    third = IMAGE_SIZE / 3
+    return min(int(self.y // third), 2) * 3 + min(int(self.x // third), 2)
+
+
+class Scene(typing.NamedTuple):
+  objects: list  # Obj; objects[0] is the main one.
+  background: int
 
   @property
   def labels(self):
-    shape, colour, size, cell = self.objects[0]
-    return {"shape": SHAPES.index(shape), "colour": list(COLOURS).index(colour),
-            "size": SIZES.index(size), "position": cell, "count": len(self.objects) - 2}
+    main = self.objects[0]
+    return {"shape": SHAPES.index(main.shape), "colour": list(COLOURS).index(main.colour),
+            "size": SIZES.index(main.size), "position": main.cell,
+            "count": len(self.objects) - 2}
 
 
 def make_scene(rng, held_out):
   """A random scene; its main object's (shape, colour) is held out iff `held_out`, and no other
-  object's is."""
+  object's is. Objects are placed at random where they overlap nothing (redrawn until so)."""
   pairs = [(s, c) for s in SHAPES for c in COLOURS]
   seen = [p for p in pairs if p not in HELD_OUT]
   main = HELD_OUT[rng.integers(len(HELD_OUT))] if held_out else seen[rng.integers(len(seen))]
-  cells = rng.permutation(len(POSITIONS))[:rng.integers(2, 5)]
-  objects = [(*main, SIZES[rng.integers(2)], int(cells[0]))]
-  for cell in cells[1:]:
-    objects.append((*seen[rng.integers(len(seen))], "small", int(cell)))
-  return Scene(objects, background=int(rng.integers(30, 90)))
+  kinds = [(*main, SIZES[rng.integers(2)])]
+  kinds += [(*seen[rng.integers(len(seen))], "small") for _ in range(rng.integers(1, 4))]
+  while True:
+    objects = []
+    for shape, colour, size in kinds:
+      r = _RADIUS[size] * rng.uniform(0.9, 1.1)
+      x, y = rng.uniform(r + 0.5, IMAGE_SIZE - r - 0.5, 2)
+      objects.append(Obj(shape, colour, size, float(x), float(y), float(r)))
+    if all(np.hypot(a.x - b.x, a.y - b.y) > a.radius + b.radius + 1
+           for i, a in enumerate(objects) for b in objects[:i]):
+      return Scene(objects, background=int(rng.integers(30, 90)))
 
 
 def render(scene, rng):
@@ -97,11 +120,8 @@ def render(scene, rng):
   s = _SUPERSAMPLE
   canvas = Image.new("RGB", (IMAGE_SIZE * s,) * 2, (scene.background,) * 3)
   draw = ImageDraw.Draw(canvas)
-  cell = IMAGE_SIZE / 3
-  for shape, colour, size, index in reversed(scene.objects):  # The main object on top.
-    row, col = divmod(index, 3)
-    cx, cy = ((np.array([col, row]) + 0.5) * cell + rng.uniform(-1, 1, 2)) * s
-    r = _RADIUS[size] * s
+  for shape, colour, _, x, y, radius in scene.objects:
+    cx, cy, r = x * s, y * s, radius * s
     fill = tuple(int(np.clip(v + rng.integers(-15, 16), 0, 255)) for v in COLOURS[colour])
     if shape == "circle":
       draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
@@ -121,7 +141,7 @@ def render(scene, rng):
 
 def _noun_phrase(obj, rng, p_colour, p_size, p_shape):
   """'a big red circle' / 'a red shape' / 'a circle': some of the object's attributes."""
-  shape, colour, size, _ = obj
+  shape, colour, size = obj[:3]
   words = []
   if rng.random() < p_size:
     words.append(_SIZE_WORDS[size][rng.integers(2)])
@@ -133,11 +153,11 @@ def _noun_phrase(obj, rng, p_colour, p_size, p_shape):
 
 
 def _relation(main, other):
-  """How `main` lies relative to `other`: 'above', 'to the left of', ..."""
-  (mr, mc), (orow, oc) = divmod(main[3], 3), divmod(other[3], 3)
-  if mc == oc or (mr != orow and (mr + mc + orow + oc) % 2):
-    return "above" if mr < orow else "below"
-  return "to the left of" if mc < oc else "to the right of"
+  """How `main` lies relative to `other`, along the axis where they are further apart."""
+  dx, dy = main.x - other.x, main.y - other.y
+  if abs(dy) > abs(dx):
+    return "above" if dy < 0 else "below"
+  return "to the left of" if dx < 0 else "to the right of"
 
 
 def describe(scene, rng, *, spoken=False):
@@ -158,7 +178,7 @@ def describe(scene, rng, *, spoken=False):
         use[list(use)[rng.integers(3)]] = False
     parts = [np_]
     if use["position"]:
-      position = POSITIONS[main[3]]
+      position = POSITIONS[main.cell]
       parts.append(position if spoken else _POSITION_PHRASES[position])
     if use["relation"]:
       other = others[rng.integers(len(others))]
@@ -190,7 +210,7 @@ def plan(split, n):
   out = []
   for i in range(n):
     rng = np.random.default_rng([_SEED, list(SPLIT_SIZES).index(split), i])
-    scene = make_scene(rng, held_out=test)
+    scene = make_scene(rng, held_out=test and i % 2 == 0)
     out.append((f"{split}_{i}", scene, caption(scene, rng, frames),
                 describe(scene, rng, spoken=True), voices[rng.integers(len(voices))],
                 int(rng.integers(2**31))))

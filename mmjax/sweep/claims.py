@@ -8,7 +8,8 @@ metric at seed s, over the seeds that every named point has. Its n, mean and sta
                 reaches the sweep's ceiling; or the sweep has baselines that measure the
                 metric, and no named point beats every one of them by more than 2 standard
                 errors of the paired (same-seed) difference: the points compared are no better
-                than no pretraining, so their order says nothing about the paper's method;
+                than no pretraining, so their order says nothing about the paper's method (a
+                claim that names a baseline is that comparison itself: no such check);
   reproduced    mean > 2 SE;
   opposite      mean < -2 SE;
   inconclusive  otherwise, and when n < 2 (no standard error).
@@ -88,7 +89,9 @@ def judge(claim, values, baselines=(), ceiling=None):
     at = [f"{p} {m:.3f}" for p, m in top if m >= ceiling]
     if at:
       why = f"at its ceiling ({', '.join(at)} >= {ceiling})"
-  if not why and baselines and not any(
+  # A claim that names a baseline is itself the comparison with it.
+  against_baseline = any(p in baselines or p.startswith(BASELINE) for p in (*greater, *than))
+  if not why and baselines and not against_baseline and not any(
       all(_beyond(*mean_se(paired(values, (p,), (b,)))) for b in baselines)
       for p in (*greater, *than)):
     why = (f"no point of the claim beats every baseline ({', '.join(baselines)}) by more "
