@@ -11,7 +11,7 @@ are in the plot only.
 
 Here: the contrastive objective alone (all three pairs of image, caption and speech; masked
 modeling off) at the ablation scale of configs/pretrain_scenes.py, InfoNCE and SigLIP at batch
-16 / 32 / 64 / 128, each for 19,200 examples (1,200 / 600 / 300 / 150 steps; warmup scaled
+16 / 32 / 64 / 128, each for 32,000 examples (2,000 / 1,000 / 500 / 250 steps; warmup scaled
 alike), judged by instance-level retrieval on the test split (a hit is the paired item
 itself): mean R@5 of the six directions. Baselines do not apply (no downstream stage).
 
@@ -24,7 +24,7 @@ from mmjax.sweep import LABEL, Claim, Sweep
 
 CONTRASTIVE_ONLY = {"objectives.masked_image.weight": 0.0, "objectives.masked_text.weight": 0.0,
                     "objectives.masked_audio.weight": 0.0}
-EXAMPLES = 19_200  # The ablation scale's 300 steps of 64.
+EXAMPLES = 32_000  # The ablation scale's 500 steps of 64.
 WARMUP_EXAMPLES = 2_560  # Its 40 warmup steps of 64.
 R5 = "mean R@5"
 

@@ -12,14 +12,14 @@ read here, so joint-against-separate carries no claim: it is measured and report
 Here, at the ablation scale of configs/pretrain_scenes.py:
   separate, joint   all objectives, masked modeling of each modality alone (VATT) or of all in
                     one sequence (M3AE); contrastive embeddings from unmasked passes;
-  CLIP              the contrastive loss alone, on unmasked passes (300 steps);
+  CLIP              the contrastive loss alone, on unmasked passes (500 steps);
   FLIP 50 %         images masked 50 % and the contrastive image embedding taken from the
                     visible patches; caption and speech unmasked. mmjax masks an image only
                     for its masked-image objective, so this is FLIP Table 1f's variant with the
-                    reconstruction loss; at 300 steps (equal examples, FLIP Table 1a) and at
-                    338 steps (equal compute: its train step does 0.887x CLIP's matmul FLOPs per
+                    reconstruction loss; at 500 steps (equal examples, FLIP Table 1a) and at
+                    564 steps (equal compute: its train step does 0.887x CLIP's matmul FLOPs per
                     example, 647.0 against 729.6 MFLOP counted in the compiled step by
-                    mmjax.train.planner.plan, so 300 / 0.887 = 338 steps).
+                    mmjax.train.planner.plan, so 500 / 0.887 = 564 steps).
 Judged on the test split by zero-shot classification of the five scene attributes from images
 (their mean) and instance-level retrieval (mean R@5 of the six directions).
 
@@ -35,7 +35,7 @@ CONTRASTIVE_ONLY = {"objectives.masked_image.weight": 0.0, "objectives.masked_te
 FLIP = {"objectives.masked_image.weight": 1.0, "objectives.masked_image.mask_ratio": 0.5,
         "objectives.masked_text.weight": 0.0, "objectives.masked_audio.weight": 0.0,
         "objectives.contrastive.view": "masked"}
-EQUAL_COMPUTE_STEPS = 338  # 300 x 729.6 / 647.0 MFLOP per example (docstring).
+EQUAL_COMPUTE_STEPS = 564  # 500 x 729.6 / 647.0 MFLOP per example (docstring).
 ZERO_SHOT = "zero-shot mean"
 R5 = "retrieval mean R@5"
 
