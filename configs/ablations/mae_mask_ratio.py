@@ -39,7 +39,7 @@ def get_sweep():
       downstream={"probe": common.downstream("shape"),
                   "finetune10": common.downstream("shape", mode="full", labels=10)},
       baselines=common.BASELINES,
-      metrics=(PROBE, FINETUNE),
+      metrics=(PROBE, FINETUNE, PROBE.replace("/classification/", "/classification_novel/")),
       claims=(
           Claim("the linear probe is better at 75 % masking than at 25 %", PROBE,
                 greater="mask 0.75", than="mask 0.25",

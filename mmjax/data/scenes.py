@@ -17,10 +17,11 @@ speech draws its own subset, so audio<->text pairs carry more than a class.
 Splits test generalisation, not memory:
   train / validation   scenes whose objects avoid the HELD_OUT (shape, colour) pairs;
                        captions from TRAIN_FRAMES; training voices (mmjax.data.digits' pools);
-  test                 new scenes, every other one (even indices) with a held-out pair as its
-                       main object; captions from TEST_FRAMES, which training never reads;
-                       voices training never hears.
-Sizes: 8,000 / 1,000 / 1,000 scenes (data.max_images > 0 builds a smaller slice, its own
+  test                 new scenes of the same pairs; captions from TEST_FRAMES, which training
+                       never reads; voices training never hears;
+  test_novel           as test, but every main object is a held-out pair: a representation
+                       that reads colour in place of shape falls below chance here.
+Sizes: 8,000 / 1,000 / 1,000 / 1,000 scenes (data.max_images > 0 builds a smaller slice, its own
 config). Every draw depends only on the seed and the scene's index.
 """
 import io
@@ -52,7 +53,8 @@ _SUPERSAMPLE = 4  # Drawn at 128 px, then downsampled: antialiased edges.
 # In output pixels, drawn +-10 %: the main object dominates the scene (half its width when
 # large), so its attributes are the scene's most visible ones; distractors stay recognizable.
 _RADIUS = {"large": 8.0, "medium": 6.0, "small": 2.8}
-SPLIT_SIZES = {"train": 8000, "validation": 1000, "test": 1000}
+SPLIT_SIZES = {"train": 8000, "validation": 1000, "test": 1000, "test_novel": 1000}
+HELD_OUT_SPLITS = ("test", "test_novel")  # Test frames and voices.
 _SEED = 2357
 MIN_CAPTION_WORDS = 8
 
@@ -206,13 +208,13 @@ def caption(scene, rng, frames):
 def plan(split, n):
   """[(key, scene, caption, spoken text, voice, image seed)] of a split, index by index."""
   train_voices, test_voices = digits.voice_pools()
-  test = split == "test"
+  test = split in HELD_OUT_SPLITS
   voices = test_voices if test else train_voices
   frames = TEST_FRAMES if test else TRAIN_FRAMES
   out = []
   for i in range(n):
     rng = np.random.default_rng([_SEED, list(SPLIT_SIZES).index(split), i])
-    scene = make_scene(rng, held_out=test and i % 2 == 0)
+    scene = make_scene(rng, held_out=split == "test_novel")
     out.append((f"{split}_{i}", scene, caption(scene, rng, frames),
                 describe(scene, rng, spoken=True), voices[rng.integers(len(voices))],
                 int(rng.integers(2**31))))
@@ -306,8 +308,8 @@ class MmjaxScenes(tfds.core.GeneratorBasedBuilder):
     audio = digits.synthesize_all(
         [(spoken, voice) for p in plans.values() for _, _, _, spoken, voice, _ in p],
         cfg.sample_rate)
-    return {split: self._generate_examples(p, audio, offset)
-            for offset, (split, p) in zip((0, 10**6, 2 * 10**6), plans.items())}
+    return {split: self._generate_examples(p, audio, i * 10**6)
+            for i, (split, p) in enumerate(plans.items())}
 
   def _generate_examples(self, split_plan, audio, offset):
     for i, (key, scene, text, spoken, voice, image_seed) in enumerate(split_plan):
