@@ -33,7 +33,7 @@ def get_sweep():
     for baseline, name in (("raw_input", "the raw pixels"), ("random_init", "a random encoder")):
       claims.append(Claim(text=f"pretraining beats {name} in {what}", metric=metric,
                           greater="default", than=f"baseline:{baseline}",
-                          paper="the precondition of every claim below"))
+                          paper="none: the precondition of the other sweeps' claims"))
   return Sweep(
       base=common.ABLATION_BASE,
       points=[{LABEL: "default"}],
