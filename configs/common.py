@@ -102,3 +102,11 @@ def downstream(attribute="shape", task="image", mode="probe", labels=0):
   from mmjax.sweep import Downstream  # pylint: disable=g-import-not-at-top
   return Downstream(f"configs/finetune_scenes.py:attribute={attribute},task={task},mode={mode},"
                     f"labels={labels}")
+
+
+def shape_transfer():
+  """The downstream stages of the image sweeps (mae_mask_ratio, text_mask_ratio, objectives):
+  a linear probe of the main object's shape and a full fine-tune of it with 10 labelled scenes
+  per shape. The same stages under the same names give their baselines the same configs, so
+  the runner runs each baseline once and the other sweeps take it from the first's report."""
+  return {"probe": downstream("shape"), "finetune10": downstream("shape", mode="full", labels=10)}

@@ -99,6 +99,41 @@ def test_a_committed_report_is_adopted_only_where_the_config_matches(sweep, tmp_
   assert re.search(r"^\| mask25 \| 0\.25 \| 3 \|  \| 0\.600 ± 0\.100 \|$", table, re.M), table
 
 
+def test_a_run_another_report_holds_with_the_same_configs_is_taken_from_there(sweep, tmp_path):
+  """Two sweeps with the same downstream stages share their baselines: a baseline task is
+  found by its config hash in another report beside this one (the same configs, the same
+  seed), recorded under this sweep's name with where it came from; a point whose configs
+  differ (another sweep's mask75 at another seed's hash) is not."""
+  first = sweep_lib.tasks(sweep, tmp_path / "a")
+  base = [t for t in first if t.point == "baseline:random_init"]
+  other = str(tmp_path / "docs" / "other_sweep")
+  os.makedirs(os.path.dirname(other))
+  with open(other + ".jsonl", "w", encoding="utf-8") as f:
+    for t in base:
+      f.write(json.dumps(dict(point=t.point, overrides={}, seed=t.seed, baseline="random_init",
+                              config_hash=t.config_hash, commit="c", seconds=1.0,
+                              metrics={PROBE: 0.25})) + "\n")
+    f.write(json.dumps(dict(point="elsewhere", overrides={}, seed=0, config_hash="f" * 16,
+                            commit="c", seconds=1.0, metrics={PROBE: 0.9})) + "\n")
+  report = str(tmp_path / "docs" / "with_claims")  # Not written yet: a sweep's first run.
+  fresh = sweep_lib.tasks(sweep, tmp_path / "b")
+  said = []
+  assert sweep_lib.adopt_reported(fresh, report, log=said.append) == 3
+  assert [t.point for t in fresh if t.done] == ["baseline:random_init"] * 3
+  assert said[0] == (f"sweep: baseline:random_init seed 0 ran with the same configs in "
+                     f"{other}.jsonl: taken from there.")
+  records = sweep_lib.collect(sweep, fresh, tmp_path / "b", report)
+  assert {r["adopted_from"] for r in records} == {"other_sweep.jsonl"}
+  assert [r["seed"] for r in records] == [0, 1, 2]
+  # The adopted records are this sweep's own now: a second sweep adopting from this one
+  # names the report that ran them.
+  third = sweep_lib.tasks(sweep, tmp_path / "c")
+  os.remove(other + ".jsonl")
+  sweep_lib.adopt_reported(third, str(tmp_path / "docs" / "third"), log=said.append)
+  assert {json.loads((pathlib.Path(t.folder) / "result.json").read_text())["adopted_from"]
+          for t in third if t.done} == {"other_sweep.jsonl"}
+
+
 def test_old_records_without_the_new_fields_still_load(sweep, tmp_path):
   """A report written before config hashes, dirty flags and baselines: the table reads it."""
   first = sweep_lib.tasks(sweep, tmp_path / "a")

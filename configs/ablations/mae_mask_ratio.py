@@ -36,8 +36,7 @@ def get_sweep():
       points=[{LABEL: f"mask {r}", "objectives.masked_image.mask_ratio": r} for r in RATIOS],
       x="objectives.masked_image.mask_ratio",
       seeds=common.ABLATION_SEEDS,
-      downstream={"probe": common.downstream("shape"),
-                  "finetune10": common.downstream("shape", mode="full", labels=10)},
+      downstream=common.shape_transfer(),
       baselines=common.BASELINES,
       metrics=(PROBE, FINETUNE, PROBE.replace("/classification/", "/classification_novel/")),
       claims=(

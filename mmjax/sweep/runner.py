@@ -13,6 +13,7 @@ Each task folder keeps task.json: the hash of the task's resolved stage configs 
 stages ran with another config is refused, not mixed in) and the seconds its stage invocations
 took, all of them (a task resumed after a preemption reports the time of every run)."""
 import dataclasses
+import glob
 import itertools
 import json
 import os
@@ -315,19 +316,34 @@ def slurm_script(sweep_path, workdir, all_tasks, args):
   return "\n".join(lines) + "\n"
 
 
+def _records(path):
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def adopt_reported(all_tasks, report, log=print):
   """Marks the tasks that REPORT.jsonl (a committed report, e.g. from an earlier session on
   another machine) already holds as done, writing their result.json from it: a sweep resumes
   from what was committed even when its workdir is gone. A record is adopted only if its
   config hash is the task's (its point and seed ran with the config the sweep now gives them);
   for one that is not (or has no hash: an older runner), `log` says the task runs again.
+
+  A task that REPORT.jsonl lacks is then looked up by its config hash in the other reports
+  beside it (e.g. docs/ablations/*.jsonl): the same resolved configs are the same run, so the
+  baselines and points that sweeps share run once. Such a record keeps the other report's
+  name in `adopted_from`, and `log` says which tasks came from where.
   Returns how many it adopted."""
   path = report + ".jsonl"
-  if not os.path.exists(path):
-    return 0
-  with open(path, encoding="utf-8") as f:
-    records = {(r["point"], r["seed"]): r for r in map(json.loads, filter(str.strip, f))}
+  records = ({(r["point"], r["seed"]): r for r in _records(path)}
+             if os.path.exists(path) else {})
   adopted = 0
+
+  def adopt(task, record):
+    nonlocal adopted
+    os.makedirs(task.folder, exist_ok=True)
+    _write_json(os.path.join(task.folder, RESULT), record)
+    adopted += 1
+
   for task in all_tasks:
     record = records.get((task.point, task.seed))
     if record is None or task.done:
@@ -337,7 +353,22 @@ def adopt_reported(all_tasks, report, log=print):
              if record.get("config_hash") else "it has no config hash (an older runner)")
       log(f"sweep: {path} holds {task.point} seed {task.seed}, but {why}: running it again.")
       continue
-    os.makedirs(task.folder, exist_ok=True)
-    _write_json(os.path.join(task.folder, RESULT), record)
-    adopted += 1
+    adopt(task, record)
+  folder = os.path.dirname(os.path.abspath(path))
+  others = sorted(glob.glob(os.path.join(folder, "*.jsonl")))
+  by_hash = {}
+  for other in others:
+    if os.path.abspath(other) != os.path.abspath(path):
+      for record in _records(other):
+        if record.get("config_hash"):
+          by_hash.setdefault(record["config_hash"], (other, record))
+  for task in all_tasks:
+    if task.done or task.config_hash not in by_hash:
+      continue
+    other, record = by_hash[task.config_hash]
+    source = record.get("adopted_from") or os.path.basename(other)
+    adopt(task, {**record, "point": task.point, "overrides": task.overrides,
+                 "adopted_from": source})
+    log(f"sweep: {task.point} seed {task.seed} ran with the same configs in {other}: "
+        "taken from there.")
   return adopted
