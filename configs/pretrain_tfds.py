@@ -18,6 +18,7 @@ Arguments (comma separated):
                   The first entry is what the evaluators read; each modality's shapes come
                   from the first entry that has it.
   size=S          model size (tiny, S, B, L, H); default B.
+  steps=N         training steps (default 100,000).
   strategy=fsdp   sharding strategy, as in pretrain_digits.
   runlocal        a few steps of the tiny model on small inputs (tests use it with mock data).
 """
@@ -83,7 +84,7 @@ def parse_mixture(spec):
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset="cifar10", size="B", strategy="data_parallel",
-                         runlocal=False)
+                         steps=100_000, runlocal=False)
   entries = parse_mixture(arg.dataset)
   first = entries[0][0]  # What the evaluators read.
   modalities = modality_lib.ordered(
@@ -93,7 +94,7 @@ def get_config(arg=None):
   for name, _ in entries:
     shapes = dict(SHAPES[name]) | shapes
   config = pretrain_digits.get_config(f"size={arg.size},strategy={arg.strategy}")
-  config.total_steps = 100_000
+  config.total_steps = arg.steps
   config.batch_size = SHAPES[first]["batch"]
   config.log_every, config.eval_every, config.checkpoint_every = 100, 5000, 5000
   config.optimizer.warmup_steps = 5000

@@ -14,11 +14,22 @@ main object's shape from the speech describing the scene (layer-wise lr decay 0.
 split (voices training never hears). Baselines: the same fine-tune from a random encoder, and
 a linear classifier on the log-mel spectrogram.
 
+At pod scale (`--sweep=configs/ablations/audio_mask_ratio.py:pod`, configs/common.py: scale):
+masked audio modeling on Speech Commands (size B, 20,000 steps of 1,024), then fine-tuning on
+it; random-init baseline. 7.6 accelerator-hours for 3 seeds on H100 SXM5 at an assumed 40 %
+MFU, training steps only, by the planner:
+
+  python -m mmjax.sweep --sweep=configs/ablations/audio_mask_ratio.py:pod --workdir=W --cost
+  python -m mmjax.sweep --sweep=configs/ablations/audio_mask_ratio.py:pod --workdir=W \
+      --set=data.dir=/path/to/tensorflow_datasets --launcher=slurm
+
+This machine's scale:
+
   python -m mmjax.sweep --sweep=configs/ablations/audio_mask_ratio.py \
       --workdir=workdirs/ablations/audio_mask_ratio --report=docs/ablations/audio_mask_ratio
 """
 from configs import common
-from mmjax.sweep import LABEL, Claim, Sweep
+from mmjax.sweep import LABEL, Claim, Downstream, Sweep
 
 AUDIO_ONLY = {"objectives.contrastive.weight": 0.0, "objectives.masked_image.weight": 0.0,
               "objectives.masked_text.weight": 0.0}
@@ -26,15 +37,16 @@ FINETUNE = "finetune/eval/classification/accuracy"
 RATIOS = (0.5, 0.7, 0.8, 0.9)
 
 
-def get_sweep():
+def get_sweep(arg=""):
+  scale = common.scale(arg)
   return Sweep(
-      base=common.ABLATION_BASE,
+      base=scale.audio,
       overrides=AUDIO_ONLY,
       points=[{LABEL: f"mask {r}", "objectives.masked_audio.mask_ratio": r} for r in RATIOS],
       x="objectives.masked_audio.mask_ratio",
       seeds=common.ABLATION_SEEDS,
-      downstream={"finetune": common.downstream("shape", task="audio", mode="full")},
-      baselines=common.BASELINES,
+      downstream={"finetune": Downstream(scale.audio_transfer)},
+      baselines=scale.baselines,
       metrics=(FINETUNE,),
       claims=(
           Claim("fine-tuning is better after 80 % masking than after 50 %", FINETUNE,

@@ -16,6 +16,17 @@ probe of the main object's shape (mean-pooled features, LayerNorm, linear; Adam)
 fine-tune of the shape with 10 labelled scenes per shape (layer-wise lr decay 0.75), both on
 the test split. Baselines: the same stages from a random encoder and on raw pixels.
 
+At pod scale (`--sweep=configs/ablations/mae_mask_ratio.py:pod`, configs/common.py: scale): MAE
+on ImageNet alone (size B, 20,000 steps of 4,096), then an ImageNet probe and a fine-tune on 13
+labels per class (the 1 % subset's size); random-init baseline. 143 accelerator-hours for 3
+seeds on H100 SXM5 at an assumed 40 % MFU, training steps only, by the planner:
+
+  python -m mmjax.sweep --sweep=configs/ablations/mae_mask_ratio.py:pod --workdir=W --cost
+  python -m mmjax.sweep --sweep=configs/ablations/mae_mask_ratio.py:pod --workdir=W \
+      --set=data.dir=/path/to/tensorflow_datasets --launcher=slurm
+
+This machine's scale:
+
   python -m mmjax.sweep --sweep=configs/ablations/mae_mask_ratio.py \
       --workdir=workdirs/ablations/mae_mask_ratio --report=docs/ablations/mae_mask_ratio
 """
@@ -29,16 +40,19 @@ FINETUNE = "finetune10/eval/classification/accuracy"
 RATIOS = (0.25, 0.5, 0.75, 0.9)
 
 
-def get_sweep():
+def get_sweep(arg=""):
+  scale = common.scale(arg)
   return Sweep(
-      base=common.ABLATION_BASE,
+      base=scale.image,
       overrides=IMAGE_ONLY,
       points=[{LABEL: f"mask {r}", "objectives.masked_image.mask_ratio": r} for r in RATIOS],
       x="objectives.masked_image.mask_ratio",
       seeds=common.ABLATION_SEEDS,
-      downstream=common.shape_transfer(),
-      baselines=common.BASELINES,
-      metrics=(PROBE, FINETUNE, PROBE.replace("/classification/", "/classification_novel/")),
+      downstream=scale.shape_transfer(),
+      baselines=scale.baselines,
+      # Held-out shape-colour pairs: the scenes' test_novel split (ablation scale only).
+      metrics=(PROBE, FINETUNE) + (() if scale.name else (
+          PROBE.replace("/classification/", "/classification_novel/"),)),
       claims=(
           Claim("the linear probe is better at 75 % masking than at 25 %", PROBE,
                 greater="mask 0.75", than="mask 0.25",

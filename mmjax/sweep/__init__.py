@@ -3,11 +3,14 @@ r"""Sweeps: an ablation is a sweep file, and reproducing it is one command.
   python -m mmjax.sweep --sweep=configs/ablations/mae_mask_ratio.py \
       --workdir=workdirs/ablations/mae_mask_ratio [--launcher=local|print|slurm] [--submit]
   python -m mmjax.sweep --sweep=configs/ablations/*.py --check     # validate, train nothing
+  python -m mmjax.sweep --sweep=configs/ablations/fusion.py:pod --workdir=W --cost  # by the planner
   python -m mmjax.sweep compare WORKDIR --reference=FILE     # a run against its reference curve
   python -m mmjax.sweep reference WORKDIR --out=FILE --steps=5,10 --rtol=5e-4 --atol=0.02
   python -m mmjax.sweep stage-done WORKDIR --total-steps=N [--mark]  # the SLURM script's check
 
-A sweep file (configs/ablations/<name>.py) defines `get_sweep()` returning a `Sweep`: the base
+A sweep file (configs/ablations/<name>.py) defines `get_sweep(arg="")` returning a `Sweep`
+(`--sweep=FILE:arg` passes arg: the shipped ones take their scale, '' for this machine's
+benchmark or 'pod', configs/common.py: scale): the base
 config, the points (config overrides), the seeds, the downstream stages run from each point's
 pretraining (fine-tuning or a linear probe through `init_from`), the metrics of its table, the
 baselines (the downstream stages alone, from random init, with their own overrides: e.g.
@@ -31,12 +34,16 @@ baselines as dashed lines), rewritten after each finished point. With --report=P
 go to PREFIX.md, .png, .verdicts.json and .jsonl (e.g. docs/ablations/<name>); a later
 invocation with the same --report takes the points PREFIX.jsonl already holds as done, so a
 sweep committed half-way resumes on another machine, but only those whose config hash is the
-one the sweep now gives them: any other is run again, and the runner says so.
+one the sweep now gives them: any other is run again, and the runner says so. A task that
+PREFIX.jsonl lacks is then looked up by its config hash in the other reports beside it (the
+same configs are the same run: sweeps with the same downstream stages share their baselines),
+kept with `adopted_from` naming that report. `--cost` prints what each point costs in
+accelerator-hours (mmjax/sweep/cost.py: its step's matmul FLOPs, traced by the planner).
 
 Modules: spec (the Sweep file format, loading and checking), runner (tasks, running and
 resuming them locally or as a SLURM array), claims (verdicts from the seeds), report (results
-tables and plots), reference (reference curves and comparing a run with one), cli (the command
-line; `__main__` runs it).
+tables and plots), reference (reference curves and comparing a run with one), cost
+(accelerator-hours by the planner), cli (the command line; `__main__` runs it).
 """
 # The names sweep files, tests and scripts use, from the modules that define them.
 from mmjax.sweep.claims import (  # pylint: disable=unused-import

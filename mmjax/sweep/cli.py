@@ -45,8 +45,8 @@ def main(argv=None):
   import mmjax.sweep  # pylint: disable=g-import-not-at-top  (its docstring is the manual)
   p = argparse.ArgumentParser(prog="python -m mmjax.sweep",
                               description=mmjax.sweep.__doc__.split("\n")[0])
-  p.add_argument("--sweep", required=True, nargs="+", help="sweep file(s); several only with "
-                 "--check")
+  p.add_argument("--sweep", required=True, nargs="+", help="sweep file(s), each optionally "
+                 "with ':pod' (the pod scale); several only with --check")
   p.add_argument("--workdir", help="where the runs and results go")
   p.add_argument("--launcher", default="local", choices=("local", "print", "slurm"))
   p.add_argument("--submit", action="store_true", help="slurm: sbatch the script")
@@ -59,6 +59,11 @@ def main(argv=None):
   p.add_argument("--points", default="", help="only these point indices, e.g. 0,1")
   p.add_argument("--seeds", default="", help="only these seeds, e.g. 0")
   p.add_argument("--set", default="", help="overrides for every stage, e.g. data.dir=/data")
+  p.add_argument("--cost", action="store_true", help="print what the sweep costs in "
+                 "accelerator-hours by the planner (compiles each stage's step on the CPU)")
+  p.add_argument("--accelerator", default="NVIDIA H100 80GB HBM3",
+                 help="--cost: a device kind of mmjax.train.mfu.PEAK_TFLOPS")
+  p.add_argument("--mfu", type=float, default=0.4, help="--cost: the MFU assumed")
   p.add_argument("--report", default="", help="also write REPORT.md, .png and .jsonl (commit "
                  "them: a later run adopts the points REPORT.jsonl holds)")
   args = p.parse_args(argv)
@@ -68,8 +73,11 @@ def main(argv=None):
     args.report = expand_path(args.report, "--report")
     args.sweep = [expand_path(pattern, "--sweep") for pattern in args.sweep]
     extra = _parse_set(args.set)
-    # A pattern the shell left alone (--sweep=configs/ablations/*.py) is expanded here.
-    args.sweep = [p for pattern in args.sweep for p in (sorted(glob.glob(pattern)) or [pattern])]
+    # A pattern the shell left alone (--sweep=configs/ablations/*.py, or *.py:pod for every
+    # file at the pod scale) is expanded here.
+    args.sweep = [p + colon + arg for pattern in args.sweep
+                  for path, colon, arg in [pattern.partition(":")]
+                  for p in (sorted(glob.glob(path)) or [path])]
     if args.check:
       for path in args.sweep:
         check(load_sweep(path), path, args.runlocal, extra)
@@ -94,6 +102,10 @@ def main(argv=None):
         shlex.quote(a) for a in argv if a != "--collect")
     header = (f"Sweep `{os.path.relpath(os.path.abspath(path), REPO)}`, command "
               f"`{command_line}`.\n\n")
+    if args.cost:
+      from mmjax.sweep.cost import sweep_cost  # pylint: disable=g-import-not-at-top
+      sweep_cost(sweep, all_tasks, extra, args.accelerator, args.mfu)
+      return 0
     if args.launcher == "print":
       for task in all_tasks:
         for cmd in task.stages.values():

@@ -169,10 +169,12 @@ def load_config(spec, runlocal=False):
 
 
 def load_sweep(path):
+  """The Sweep of 'file.py' or 'file.py:arg' (its get_sweep(arg), e.g. ':pod' for the scale)."""
+  path, colon, arg = path.partition(":")
   module = _module(path, "_sweep_file")
   if not hasattr(module, "get_sweep"):
     raise UserError(f"{path}: a sweep file defines get_sweep() returning mmjax.sweep.Sweep.")
-  return module.get_sweep()
+  return module.get_sweep(arg) if colon else module.get_sweep()
 
 
 def _set(config, key, value, where):

@@ -195,9 +195,11 @@ def compiled_matmul_flops(hlo_text):
 
 
 @functools.cache
+@functools.cache
 def measured_cpu_peak():
   """FLOP/s of a jitted f32[2048, 2048] jnp.dot on this machine's first CPU device (best of
-  5 after a warm-up): what XLA's CPU matmul reaches here, all cores working."""
+  5 after a warm-up): what XLA's CPU matmul reaches here, all cores working. Measured once
+  per process."""
   device = jax.devices("cpu")[0]
   x = jax.device_put(jnp.ones((_CPU_DOT, _CPU_DOT), jnp.float32), device)
   dot = jax.jit(jnp.dot)

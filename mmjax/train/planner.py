@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.data import info as info_lib
+from mmjax.models import sizes
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 from mmjax.train import memory as memory_lib
@@ -80,6 +81,34 @@ def _xla_flops(compiled):
   return flops if flops > 0 else None
 
 
+def _trace(config, info, mesh):
+  """(config's train step traced with abstract arrays on `mesh`, the abstract state, its
+  shardings), after the config and mesh checks."""
+  validate.check_config(config)
+  validate.check_parallel(config, mesh)
+  rules = sharding.rules_from_config(config.parallel.rules)
+  tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps,
+                                   depth=sizes.get(config.model.size).depth)
+  graphdef, abstract_state = trainer.abstract_model(config, info, tx)
+  state_shardings = sharding.param_shardings(abstract_state, mesh, rules)
+  abstract_state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      abstract_state, state_shardings)
+  step = trainer.jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings)
+  with sharding.use(mesh, rules):
+    traced = step.trace(abstract_state, abstract_batch(info, config.batch_size, mesh,
+                                                       mesh_lib.batch_axes(config.parallel.rules)))
+  return traced, abstract_state, state_shardings
+
+
+def traced_flops(config, info, mesh):
+  """Matmul FLOPs of one train step of `config` on the global batch, counted in the traced
+  step (mfu.matmul_flops: the work the model asks for, before any device splits it); traced
+  only, never compiled, so seconds even for large models."""
+  traced, _, _ = _trace(config, info, mesh)
+  return float(mfu.matmul_flops(traced.jaxpr))
+
+
 def plan(config, info, mesh):
   """Compiles config's train step for `mesh` and returns its per-device numbers.
 
@@ -94,20 +123,9 @@ def plan(config, info, mesh):
   UserError for a config that does not fit the mesh (e.g. a batch size the data axes do not
   divide).
   """
-  validate.check_config(config)
-  validate.check_parallel(config, mesh)
-  rules = sharding.rules_from_config(config.parallel.rules)
-  tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps)
   start = time.perf_counter()
-  graphdef, abstract_state = trainer.abstract_model(config, info, tx)
-  state_shardings = sharding.param_shardings(abstract_state, mesh, rules)
-  abstract_state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      abstract_state, state_shardings)
-  step = trainer.jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings)
-  with sharding.use(mesh, rules):
-    traced = step.trace(abstract_state, abstract_batch(info, config.batch_size, mesh,
-                                                       mesh_lib.batch_axes(config.parallel.rules)))
+  traced, abstract_state, state_shardings = _trace(config, info, mesh)
+  with sharding.use(mesh, sharding.rules_from_config(config.parallel.rules)):
     lowered = traced.lower()
   trace_s = time.perf_counter() - start
   compiled = lowered.compile()
