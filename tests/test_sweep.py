@@ -1,9 +1,10 @@
 """Sweeps (mmjax/sweep/): bad sweep files get one clear message (the shipped ones:
 test_ablation_files.py); SLURM gets an array script; a stage that stopped before its
 total_steps (main.py exits 0 when preempted) is not done, locally or on SLURM, result.json is
-written whole or not at all, and a task's seconds add up all its runs; a one-point, two-seed sweep runs
-end to end through the runner, a stage SIGTERMed half-way resumes, each result is what its run
-logged at its final step, and the plain runlocal point matches the checked-in reference curve.
+written whole or not at all, and a task's seconds add up all its runs; a one-point, two-seed
+sweep runs end to end through the runner, a stage SIGTERMed half-way resumes, each result is
+what its run logged at its final step, and the plain runlocal point matches the checked-in
+reference curve.
 Baselines, config hashes and adopting a report: test_sweep_tasks.py; claims:
 test_sweep_claims.py."""
 import argparse
