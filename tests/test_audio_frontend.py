@@ -1,16 +1,10 @@
 """The JAX log-mel front-end against librosa (the reference implementation)."""
-import os
+import jax
+import librosa
+import numpy as np
+import pytest
 
-# librosa's numba kernels run as plain Python: JIT-compiling them cost 20 s of the suite for
-# inputs of a few thousand samples, where the interpreter takes milliseconds. Same results.
-os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
-
-import jax  # noqa: E402
-import librosa  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from mmjax.models import audio_frontend  # noqa: E402
+from mmjax.models import audio_frontend
 
 SAMPLE_RATE = 8000
 
@@ -30,6 +24,7 @@ def test_mel_filterbank_matches_librosa(n_fft, n_mels, fmin, fmax):
   np.testing.assert_allclose(ours, ref.T, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # librosa's first call compiles (numba).
 @pytest.mark.parametrize("n_fft,hop", [(256, 128), (200, 80)])
 def test_log_mel_matches_librosa(n_fft, hop):
   wave = _chirp_and_noise()
