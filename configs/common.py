@@ -168,11 +168,6 @@ def scale(arg=""):
   raise UserError(f"Unknown sweep scale {arg!r}: use '' (this machine's benchmark) or 'pod'.")
 
 
-def retrieval_r(k, stage="pretrain"):
-  """Sweep metric names of R@k in every direction, from `stage`'s metrics."""
-  return tuple(f"{stage}/eval/retrieval/{d}/r@{k}" for d in RETRIEVAL_DIRECTIONS)
-
-
 def downstream(attribute="shape", task="image", mode="probe", labels=0):
   """A sweep's downstream stage on the scenes: configs/finetune_scenes.py with these
   arguments."""

@@ -10,7 +10,7 @@ import importlib
 import re
 
 from mmjax.errors import UserError
-from mmjax.sweep.spec import config_hash, stage_config
+from mmjax.sweep.spec import config_hash, stage_config, stage_configs
 
 PLANNED_BATCH = 8  # Examples per compiled step: matmul FLOPs grow linearly with the batch.
 DEFAULT_ACCELERATOR = "NVIDIA H100 80GB HBM3"
@@ -75,7 +75,6 @@ def sweep_cost(sweep, all_tasks, extra=None, accelerator=DEFAULT_ACCELERATOR, mf
                log=print):
   """Prints each point's (and baseline's) stages with their FLOPs and accelerator-hours per
   seed, and the sweep's total over every seed; returns the total accelerator-hours."""
-  from mmjax.sweep.spec import stage_configs  # pylint: disable=g-import-not-at-top
   from mmjax.train import mfu as mfu_lib  # pylint: disable=g-import-not-at-top
   if accelerator not in mfu_lib.PEAK_TFLOPS:
     raise UserError(f"--accelerator={accelerator!r}: use a device kind of "
