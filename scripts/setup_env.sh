@@ -53,6 +53,14 @@ if [ "$(cat .venv/.complete 2>/dev/null)" != "$want" ]; then
   echo "== Creating .venv with the pinned packages of $lock (a few minutes the first time)"
   rm -rf .venv
   "$PYTHON" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r "$lock"
+  # uv (pinned) installs the same pinned set in about 20 s where pip takes about 85 s; pip is
+  # the fallback if uv cannot be installed or fails.
+  if .venv/bin/pip install -q --disable-pip-version-check uv==0.13.10 \
+      && .venv/bin/uv pip install -q --python .venv/bin/python -r "$lock"; then
+    :
+  else
+    echo "== uv failed; installing with pip" >&2
+    .venv/bin/pip install -q --disable-pip-version-check -r "$lock"
+  fi
   echo "$want" > .venv/.complete  # Written last: a broken install is redone next time.
 fi
