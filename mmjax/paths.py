@@ -13,6 +13,10 @@ def expand_path(path, what):
   '$SCRATCH'. The shell does not expand `--workdir=~/x`, so every path flag goes through here."""
   if not path:
     return path
+  # A format prefix ('hf:~/models/minilm', config.init_from) stays in front of the path.
+  prefix = re.match(r"[a-z][a-z0-9_]*:(?!//)", str(path))
+  if prefix:
+    return prefix.group(0) + expand_path(str(path)[prefix.end():], what)
   expanded = os.path.expanduser(os.path.expandvars(str(path)))
   unset = re.search(r"\$\{?(\w+)", expanded)
   if unset:

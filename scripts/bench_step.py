@@ -78,7 +78,7 @@ def build_step(config):
   host = next(iter(loader.train_loader(config.data, info, global_batch_size=config.batch_size,
                                        seed=config.seed)))
   tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps,
-                                   depth=sizes.get(config.model.size).depth)
+                                   depth=sizes.of(config.model).depth)
   graphdef, abstract_state = trainer.abstract_model(config, info, tx)
   shardings = sharding.param_shardings(abstract_state, mesh, rules)
   state = trainer.initial_state(config, info, tx, shardings)

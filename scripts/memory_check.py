@@ -146,7 +146,7 @@ def predict_one(size, batch, *, data_dir):
   config.model.scan_layers = True  # The same shapes and bytes, traced in seconds.
   info = loader.prepare(config.data)
   mesh = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:1])
-  tx, _ = optimizer.make(config.optimizer, config.total_steps, depth=sizes.get(size).depth)
+  tx, _ = optimizer.make(config.optimizer, config.total_steps, depth=sizes.of(config.model).depth)
   _, abstract_state = trainer.abstract_model(config, info, tx)
   shardings = sharding.param_shardings(abstract_state, mesh,
                                        sharding.rules_from_config(config.parallel.rules))

@@ -6,6 +6,8 @@
 #   ./scripts/setup_env.sh                        # CPU (tests, the demo)
 #   ./scripts/setup_env.sh --accelerator=cuda     # + JAX's CUDA 12 plugin (requirements-cuda.lock)
 #   ./scripts/setup_env.sh --accelerator=tpu      # + libtpu (requirements-tpu.lock)
+#   ./scripts/setup_env.sh --interop              # + torch (CPU), transformers and the real
+#                                                 #   checkpoint of the interop tests
 #
 # Each accelerator's lock adds the plugin pinned to the same jax/jaxlib as requirements.lock;
 # switching accelerators rebuilds .venv.
@@ -13,10 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 accelerator=cpu
+interop=0
 for arg in "$@"; do
   case "$arg" in
     --accelerator=*) accelerator="${arg#*=}" ;;
-    *) echo "setup_env.sh: unknown argument '$arg' (use --accelerator=cpu|cuda|tpu)." >&2; exit 2 ;;
+    --interop) interop=1 ;;
+    *) echo "setup_env.sh: unknown argument '$arg' (use --accelerator=cpu|cuda|tpu, --interop)." >&2
+       exit 2 ;;
   esac
 done
 case "$accelerator" in
@@ -63,4 +68,24 @@ if [ "$(cat .venv/.complete 2>/dev/null)" != "$want" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -r "$lock"
   fi
   echo "$want" > .venv/.complete  # Written last: a broken install is redone next time.
+fi
+
+# The interop environment (requirements-interop.lock, on top of the above): the reference
+# libraries of mmjax.interop's parity tests. torch must be its CPU build: pip's own find-links
+# (local wheels, where this machine has them) are handed to uv as well.
+if [ "$interop" = 1 ]; then
+  want=$(cat requirements-interop.lock "${locks[@]}" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat .venv/.interop-complete 2>/dev/null)" != "$want" ]; then
+    echo "== Installing the interop environment (requirements-interop.lock: torch CPU, transformers)"
+    links=()
+    for l in ${PIP_FIND_LINKS:-} $(.venv/bin/pip config get global.find-links 2>/dev/null || true); do
+      links+=(--find-links "$l")
+    done
+    if ! { [ -x .venv/bin/uv ] && .venv/bin/uv pip install -q --python .venv/bin/python --no-deps \
+             "${links[@]}" -r requirements-interop.lock; }; then
+      echo "== uv failed; installing with pip" >&2
+      .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-interop.lock
+    fi
+    echo "$want" > .venv/.interop-complete
+  fi
 fi

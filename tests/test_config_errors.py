@@ -237,7 +237,7 @@ def _planned(config, info):
   mesh = mesh_lib.make_mesh(config.mesh)
   validate.check_parallel(config, mesh)
   tx, _ = optimizer.make(config.optimizer, config.total_steps,
-                         depth=sizes.get(config.model.size).depth)
+                         depth=sizes.of(config.model).depth)
   _, abstract_state = trainer.abstract_model(config, info, tx)
   rules = sharding.rules_from_config(config.parallel.rules)
   return mesh, abstract_state, sharding.param_shardings(abstract_state, mesh, rules)

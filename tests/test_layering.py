@@ -13,7 +13,8 @@ MAX_LINES = 400
 BELOW = {"mmjax.parallel": ("mmjax.train", "mmjax.evaluate"),
          "mmjax.objectives": ("mmjax.train", "mmjax.evaluate"),
          "mmjax.models": ("mmjax.train", "mmjax.evaluate", "mmjax.data"),
-         "mmjax.data": ("mmjax.train", "mmjax.evaluate", "mmjax.models")}
+         "mmjax.data": ("mmjax.train", "mmjax.evaluate", "mmjax.models"),
+         "mmjax.interop": ("mmjax.train", "mmjax.evaluate", "mmjax.data")}
 
 
 def _modules():

@@ -25,7 +25,7 @@ def _planned(config, devices):
   info = loader.prepare(config.data)
   mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
   tx, _ = optimizer.make(config.optimizer, config.total_steps,
-                         depth=sizes.get(config.model.size).depth)
+                         depth=sizes.of(config.model).depth)
   _, abstract_state = trainer.abstract_model(config, info, tx)
   rules = sharding.rules_from_config(config.parallel.rules)
   return info, mesh, abstract_state, sharding.param_shardings(abstract_state, mesh, rules)

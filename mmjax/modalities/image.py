@@ -10,6 +10,7 @@ from mmjax import modalities
 from mmjax.data import ops
 from mmjax.errors import UserError
 from mmjax.models import tokenizers
+from mmjax.models import transformer
 
 
 def read_image(path, size, channels, max_pixels):
@@ -106,7 +107,8 @@ class Image(modalities.Modality):
   def tokenizer(self, model_cfg, info, width, *, dtype, rngs):
     return tokenizers.ImagePatchTokenizer(tuple(info.shapes[self.name]),
                                           model_cfg[self.name].patch_size, width, dtype=dtype,
-                                          rngs=rngs, input_key=self.name)
+                                          rngs=rngs, input_key=self.name,
+                                          eps=model_cfg.get("ln_eps", transformer.LN_EPS))
 
 
 MODALITY = Image()

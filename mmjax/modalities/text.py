@@ -11,6 +11,7 @@ from mmjax.data import ops_text
 from mmjax.data import sources
 from mmjax.data import text_tokenizer
 from mmjax.models import tokenizers
+from mmjax.models import transformer
 
 MIN_LEN = 3  # [CLS], one word piece, [SEP].
 
@@ -104,9 +105,8 @@ class Text(modalities.Modality):
     return info.vocab_size
 
   def tokenizer(self, model_cfg, info, width, *, dtype, rngs):
-    del model_cfg
     return tokenizers.TextTokenizer(info.vocab_size, self.size(info), width, dtype=dtype,
-                                    rngs=rngs)
+                                    rngs=rngs, eps=model_cfg.get("ln_eps", transformer.LN_EPS))
 
 
 MODALITY = Text()

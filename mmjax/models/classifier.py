@@ -17,7 +17,7 @@ from mmjax.errors import UserError
 from mmjax.modalities import presence_key
 from mmjax.models import mmt
 from mmjax.models import sizes
-from mmjax.models.transformer import ZEROS, Encoder, layer_norm, partitioned
+from mmjax.models.transformer import ZEROS, Arch, Encoder, layer_norm, partitioned
 
 
 def check_config(config, info):
@@ -40,15 +40,15 @@ class Classifier(nnx.Module):
 
   def __init__(self, config, info, *, rngs):
     check_config(config, info)
-    size = sizes.get(config.size)
+    size, arch = sizes.of(config), Arch.of(config)
     dtype = jnp.dtype(config.dtype)
     self.inputs = modality_lib.ordered(config.inputs)
     self.fusion = config.fusion
     self.tokenizers = mmt.make_tokenizers(config, self.inputs, info, size.width, dtype=dtype,
                                           rngs=rngs)
     self.encoder = Encoder(size.width, size.depth, size.num_heads, size.mlp_dim, dtype=dtype,
-                           rngs=rngs, scan=config.scan_layers, remat=config.remat)
-    self.head_norm = layer_norm(size.width, dtype=dtype, rngs=rngs)
+                           rngs=rngs, scan=config.scan_layers, remat=config.remat, arch=arch)
+    self.head_norm = layer_norm(size.width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
     # Zero-initialized head (as in MAE / BEiT fine-tuning): training starts from uniform logits.
     self.head = nnx.Linear(size.width, info.num_classes, dtype=dtype,
                            kernel_init=partitioned(ZEROS, "embed", None),

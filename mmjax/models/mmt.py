@@ -9,6 +9,7 @@ each modality alone ('clean'), or from the masked separate pass ('masked', FLIP:
 The forward pass holds no RNG state: the masking key is an argument, so the training step is a
 plain jit over (graphdef, params).
 """
+import dataclasses
 import itertools
 import math
 import typing
@@ -23,8 +24,8 @@ from mmjax.errors import UserError
 from mmjax.modalities import presence_key
 from mmjax.models import posemb
 from mmjax.models import sizes
-from mmjax.models.transformer import (EMBED_INIT, REMAT_POLICIES, Encoder, Stack, layer_norm,
-                                      linear, linear_flops, partitioned)
+from mmjax.models.transformer import (BLOCKS, EMBED_INIT, GELUS, REMAT_POLICIES, Arch, Encoder,
+                                      Stack, layer_norm, linear, linear_flops, partitioned)
 from mmjax.objectives import masking
 
 def default_config():
@@ -40,6 +41,12 @@ def default_config():
       dtype="float32",  # Compute dtype ('bfloat16' on accelerators); parameters stay float32.
       scan_layers=False,  # Scan over stacked blocks: compile time flat in depth.
       remat="none",  # Per block: 'none', 'full' (keep only its input) or 'dots' (matmuls).
+      # Overrides of the size's encoder shape (0: the size's own), e.g. for an imported
+      # checkpoint (mmjax.models.sizes.of).
+      width=0, depth=0, num_heads=0, mlp_dim=0,
+      # Block architecture (mmjax.models.transformer.Arch): 'pre_ln' or 'post_ln' (BERT); the
+      # LayerNorm epsilon (BERT: 1e-12); GELU 'tanh', 'exact' or 'quick' (OpenAI CLIP).
+      block="pre_ln", ln_eps=1e-6, gelu="tanh",
       embed_dim=128,  # Width of the contrastive embeddings.
       logit_scale_init=10.0,  # 1 / temperature.
       logit_bias_init=-10.0,  # SigLIP's bias; unused by InfoNCE.
@@ -92,8 +99,8 @@ class Visible(typing.NamedTuple):
 class Projection(nnx.Module):
   """Pooled encoder output -> LayerNorm -> Linear -> L2-normalized f32[B, E]."""
 
-  def __init__(self, width, embed_dim, *, dtype, rngs):
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
+  def __init__(self, width, embed_dim, *, dtype, rngs, eps=1e-6):
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
     self.proj = linear(width, embed_dim, ("embed", None), dtype=dtype, rngs=rngs)
 
   def __call__(self, pooled_bd):
@@ -107,7 +114,7 @@ class Decoder(nnx.Module):
   head per modality."""
 
   def __init__(self, width, size, modalities, outputs, *, dtype, rngs, scan=False,
-               remat="none"):
+               remat="none", arch=Arch()):
     dw = size.decoder_width
     self.modalities = tuple(modalities)
     self.width = dw
@@ -115,9 +122,11 @@ class Decoder(nnx.Module):
     self.mask_token = nnx.Param(partitioned(EMBED_INIT, "embed")(rngs.params(), (dw,)))
     self.type_embed = nnx.Param(partitioned(EMBED_INIT, None, "embed")(
         rngs.params(), (len(self.modalities), dw)))
+    # Pre-LN blocks with the encoder's epsilon and GELU (MAE's decoder mirrors its encoder).
+    arch = dataclasses.replace(arch, block="pre_ln")
     self.blocks = Stack(dw, size.decoder_depth, size.decoder_heads, 4 * dw, dtype=dtype,
-                        rngs=rngs, scan=scan, remat=remat)
-    self.norm = layer_norm(dw, dtype=dtype, rngs=rngs)
+                        rngs=rngs, scan=scan, remat=remat, arch=arch)
+    self.norm = layer_norm(dw, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
     # outputs: {m: (features, partitioning axis)}.
     self.heads = nnx.Dict({m: linear(dw, outputs[m][0], ("embed", outputs[m][1]), dtype=dtype,
                                      rngs=rngs)
@@ -149,9 +158,20 @@ def check_config(config):
     raise UserError(f"config.model.size={config.size!r} is unknown: choose one of "
                     f"{list(sizes.SIZES)}.")
   for key, allowed in (("fusion", ("separate", "joint")), ("dtype", ("float32", "bfloat16")),
-                       ("remat", tuple(REMAT_POLICIES))):
-    if config[key] not in allowed:
+                       ("remat", tuple(REMAT_POLICIES)), ("block", BLOCKS),
+                       ("gelu", tuple(GELUS))):
+    if config.get(key, allowed[0]) not in allowed:
       raise UserError(f"config.model.{key}={config[key]!r}: use one of {list(allowed)}.")
+  for key in sizes.OVERRIDES:
+    if int(config.get(key, 0) or 0) < 0:
+      raise UserError(f"config.model.{key}={config[key]}: give a positive number, or 0 for "
+                      f"size {config.size!r}'s.")
+  size = sizes.of(config)
+  if size.width % size.num_heads:
+    raise UserError(f"config.model: width {size.width} is not divisible by num_heads "
+                    f"{size.num_heads}.")
+  if not 0 < float(config.get("ln_eps", 1e-6)) < 1:
+    raise UserError(f"config.model.ln_eps={config.ln_eps}: give a small positive number.")
   # Each modality's section; whether its patches fit the inputs is known once the dataset is
   # (Modality.token_grid, from validate.check_modalities).
   for m in modality_lib.names():
@@ -170,20 +190,20 @@ class MultimodalTransformer(nnx.Module):
 
   def __init__(self, config, info, *, rngs):
     check_config(config)
-    size = sizes.get(config.size)
+    size, arch = sizes.of(config), Arch.of(config)
     dtype = jnp.dtype(config.dtype)
     self.modalities = modality_lib.ordered(info.modalities)  # UserError for an unknown one.
     self.fusion = config.fusion
     self.tokenizers = make_tokenizers(config, self.modalities, info, size.width, dtype=dtype,
                                       rngs=rngs)
-    stack = dict(scan=config.scan_layers, remat=config.remat)
+    stack = dict(scan=config.scan_layers, remat=config.remat, arch=arch)
     self.encoder = Encoder(size.width, size.depth, size.num_heads, size.mlp_dim,
                            dtype=dtype, rngs=rngs, **stack)
     outputs = {m: (t.out_dim, t.out_axis) for m, t in self.tokenizers.items()}
     self.decoder = Decoder(size.width, size, self.modalities, outputs, dtype=dtype, rngs=rngs,
                            **stack)
     self.projections = nnx.Dict({
-        m: Projection(size.width, config.embed_dim, dtype=dtype, rngs=rngs)
+        m: Projection(size.width, config.embed_dim, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
         for m in self.modalities})
     # Stored as log so the optimizer works on a scale-free quantity (CLIP).
     self.logit_scale = nnx.Dict({

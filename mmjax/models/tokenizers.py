@@ -16,7 +16,7 @@ from flax import nnx
 from mmjax.errors import UserError
 from mmjax.models import audio_frontend
 from mmjax.models import posemb
-from mmjax.models.transformer import EMBED_INIT, layer_norm, linear, partitioned
+from mmjax.models.transformer import EMBED_INIT, LN_EPS, layer_norm, linear, partitioned
 
 # Epsilon of the per-example spectrogram normalization; keeps silence finite (it becomes 0).
 SPEC_NORM_EPS = 1e-5
@@ -108,7 +108,8 @@ class ImagePatchTokenizer(nnx.Module):
   """
   out_axis = "patch"
 
-  def __init__(self, image_shape, patch_size, width, *, dtype, rngs, input_key="image"):
+  def __init__(self, image_shape, patch_size, width, *, dtype, rngs, input_key="image",
+               eps=LN_EPS):
     channels = image_shape[2]
     self.input_key = input_key
     self.patch_size = patch_size
@@ -117,7 +118,7 @@ class ImagePatchTokenizer(nnx.Module):
     self.width = width
     self.patch_embed = linear(self.patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
     self.type_embed = _type_embed(width, rngs)
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
 
   @staticmethod
   def pixels(images_bhwc):
@@ -156,7 +157,7 @@ class TextTokenizer(nnx.Module):
   input_key = "text_ids"
   out_axis = "vocab"
 
-  def __init__(self, vocab_size, max_len, width, *, dtype, rngs):
+  def __init__(self, vocab_size, max_len, width, *, dtype, rngs, eps=LN_EPS):
     self.max_len = max_len
     self.out_dim = vocab_size  # Masked-LM predicts word pieces.
     self.token_embed = nnx.Embed(vocab_size, width, dtype=dtype,
@@ -165,7 +166,7 @@ class TextTokenizer(nnx.Module):
     self.pos_embed = nnx.Param(partitioned(EMBED_INIT, None, "embed")(
         rngs.params(), (max_len, width)))
     self.type_embed = _type_embed(width, rngs)
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
 
   def __call__(self, batch):
     ids_bl = batch["text_ids"].astype(jnp.int32)
@@ -199,7 +200,7 @@ class AudioTokenizer(nnx.Module):
   input_key = "audio"
   out_axis = "patch"
 
-  def __init__(self, audio_cfg, sample_rate, width, *, dtype, rngs):
+  def __init__(self, audio_cfg, sample_rate, width, *, dtype, rngs, eps=LN_EPS):
     self.frontend = audio_cfg.frontend
     self.sample_rate = sample_rate
     self.width = width
@@ -219,7 +220,7 @@ class AudioTokenizer(nnx.Module):
     self.patch_dim = self.out_dim = patch_dim
     self.patch_embed = linear(patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
     self.type_embed = _type_embed(width, rngs)
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
 
   def _logmel_patches(self, wave_bt, mask_bt, shown_bn):
     """-> (f32[B, N, pt*pf] patches of the normalized log-mel, bool[B, N], grid)."""

@@ -1,4 +1,8 @@
-"""Pre-LN Transformer blocks and the encoder stack shared by every modality.
+"""Transformer blocks and the encoder stack shared by every modality.
+
+Blocks are pre-LN (ViT, CLIP: mmjax's default) or post-LN (BERT), with the LayerNorm epsilon
+and GELU variant of the architecture they reproduce (`Arch`, from config.model), so that public
+checkpoints load exactly (mmjax.interop).
 
 Every parameter carries logical axis names ('embed', 'mlp', 'heads', 'kv', ...) that
 mmjax.parallel maps to mesh axes. Names are metadata only (eager_sharding=False): the trainer
@@ -10,6 +14,9 @@ A Stack of blocks can be scanned (one compiled block whatever the depth: paramet
 a leading 'layers' axis) and rematerialized per block (recomputed in the backward pass instead
 of stored), by the model config's `scan_layers` and `remat`.
 """
+import dataclasses
+import functools
+
 import einops
 import jax
 import jax.numpy as jnp
@@ -28,8 +35,33 @@ def partitioned(init, *names):
   return nnx.with_partitioning(init, names, eager_sharding=False)
 
 
-def layer_norm(width, *, dtype, rngs):
-  return nnx.LayerNorm(width, epsilon=1e-6, dtype=dtype,
+# config.model.gelu: the tanh approximation (mmjax's default, jax.nn.gelu's), the exact erf form
+# (BERT, ViT, SigLIP) and OpenAI CLIP's x * sigmoid(1.702 x).
+GELUS = {"tanh": functools.partial(jax.nn.gelu, approximate=True),
+         "exact": functools.partial(jax.nn.gelu, approximate=False),
+         "quick": lambda x: x * jax.nn.sigmoid(1.702 * x)}
+BLOCKS = ("pre_ln", "post_ln")
+LN_EPS = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+  """How blocks are built: 'pre_ln' (x + f(LN(x)), then a final LayerNorm) or 'post_ln'
+  (LN(x + f(x)), BERT: no final LayerNorm); the LayerNorm epsilon; the GELU (GELUS)."""
+  block: str = "pre_ln"
+  ln_eps: float = LN_EPS
+  gelu: str = "tanh"
+
+  @classmethod
+  def of(cls, model_cfg):
+    """The Arch of a model config (config.model: block, ln_eps, gelu; defaults if absent)."""
+    return cls(block=model_cfg.get("block", "pre_ln"),
+               ln_eps=float(model_cfg.get("ln_eps", LN_EPS)),
+               gelu=model_cfg.get("gelu", "tanh"))
+
+
+def layer_norm(width, *, dtype, rngs, eps=LN_EPS):
+  return nnx.LayerNorm(width, epsilon=eps, dtype=dtype,
                        scale_init=partitioned(ONES, "embed"),
                        bias_init=partitioned(ZEROS, "embed"), rngs=rngs)
 
@@ -71,30 +103,37 @@ class Attention(nnx.Module):
 
 class Mlp(nnx.Module):
 
-  def __init__(self, width, mlp_dim, *, dtype, rngs):
+  def __init__(self, width, mlp_dim, *, dtype, rngs, gelu="tanh"):
     self.fc1 = linear(width, mlp_dim, ("embed", "mlp"), dtype=dtype, rngs=rngs)
     self.fc2 = linear(mlp_dim, width, ("mlp", "embed"), dtype=dtype, rngs=rngs)
+    self.gelu = gelu
 
   def __call__(self, x_bnd):
-    return self.fc2(jax.nn.gelu(self.fc1(x_bnd)))
+    return self.fc2(GELUS[self.gelu](self.fc1(x_bnd)))
 
 
 class Block(nnx.Module):
-  """Pre-LN block: x + attn(LN(x)), then x + mlp(LN(x))."""
+  """Pre-LN: x + attn(norm1(x)), then x + mlp(norm2(x)). Post-LN (BERT): norm1(x + attn(x)),
+  then norm2(x + mlp(x))."""
 
-  def __init__(self, width, num_heads, mlp_dim, *, dtype, rngs):
-    self.norm1 = layer_norm(width, dtype=dtype, rngs=rngs)
+  def __init__(self, width, num_heads, mlp_dim, *, dtype, rngs, arch=Arch()):
+    self.post_ln = arch.block == "post_ln"
+    self.norm1 = layer_norm(width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
     self.attn = Attention(width, num_heads, dtype=dtype, rngs=rngs)
-    self.norm2 = layer_norm(width, dtype=dtype, rngs=rngs)
-    self.mlp = Mlp(width, mlp_dim, dtype=dtype, rngs=rngs)
+    self.norm2 = layer_norm(width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
+    self.mlp = Mlp(width, mlp_dim, dtype=dtype, rngs=rngs, gelu=arch.gelu)
 
   def __call__(self, x_bnd, valid_bn):
     # Tokens as rows of one [B * N, width] matrix: the linear maps are plain 2-D matmuls,
     # which XLA's CPU backend runs faster than the same work on [B, N, width]
     # (docs/performance.md).
     x_td = einops.rearrange(x_bnd, "b n d -> (b n) d")
-    x_td = x_td + self.attn(self.norm1(x_td), valid_bn)
-    x_td = x_td + self.mlp(self.norm2(x_td))
+    if self.post_ln:
+      x_td = self.norm1(x_td + self.attn(x_td, valid_bn))
+      x_td = self.norm2(x_td + self.mlp(x_td))
+    else:
+      x_td = x_td + self.attn(self.norm1(x_td), valid_bn)
+      x_td = x_td + self.mlp(self.norm2(x_td))
     return einops.rearrange(x_td, "(b n) d -> b n d", b=x_bnd.shape[0])
 
 
@@ -110,12 +149,12 @@ class Stack(nnx.Module):
   """`depth` Blocks applied in order; scanned over a stacked 'layers' axis or unrolled."""
 
   def __init__(self, width, depth, num_heads, mlp_dim, *, dtype, rngs, scan=False,
-               remat="none"):
+               remat="none", arch=Arch()):
     if remat not in REMAT_POLICIES:
       raise ValueError(f"remat={remat!r}: use one of {list(REMAT_POLICIES)}.")
     self.scan, self.remat = scan, remat
     self.width, self.depth, self.mlp_dim = width, depth, mlp_dim
-    make = lambda r: Block(width, num_heads, mlp_dim, dtype=dtype, rngs=r)
+    make = lambda r: Block(width, num_heads, mlp_dim, dtype=dtype, rngs=r, arch=arch)
     if scan:
       make = nnx.split_rngs(splits=depth)(nnx.vmap(
           make, in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"}))
@@ -153,14 +192,18 @@ def linear_flops(layer, valid_bn):
 
 
 class Encoder(nnx.Module):
-  """A stack of blocks and a final LayerNorm: (x_bnd: batch, tokens, width; valid_bn) -> x_bnd."""
+  """A stack of blocks, then (pre-LN blocks) a final LayerNorm: (x_bnd: batch, tokens, width;
+  valid_bn) -> x_bnd."""
 
   def __init__(self, width, depth, num_heads, mlp_dim, *, dtype, rngs, scan=False,
-               remat="none"):
+               remat="none", arch=Arch()):
     self.blocks = Stack(width, depth, num_heads, mlp_dim, dtype=dtype, rngs=rngs, scan=scan,
-                        remat=remat)
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs)
+                        remat=remat, arch=arch)
+    # Post-LN blocks end in a LayerNorm already.
+    self.norm = (layer_norm(width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
+                 if arch.block == "pre_ln" else None)
 
   def __call__(self, x_bnd, valid_bn):
     with jax.named_scope("encoder"):  # Names the ops in profiles.
-      return self.norm(self.blocks(x_bnd, valid_bn))
+      x_bnd = self.blocks(x_bnd, valid_bn)
+      return x_bnd if self.norm is None else self.norm(x_bnd)

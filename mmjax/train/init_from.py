@@ -194,6 +194,31 @@ def restore(path, abstract_params, fresh_params):
   return params, report
 
 
+def restore_imported(spec, abstract_params, fresh_params, model_cfg, info):
+  """(params, report) as `restore` gives them, from a public checkpoint (config.init_from
+  'hf:<folder>', mmjax.interop): converted to mmjax's names and layout, checked against the
+  config, then each loaded parameter placed in its sharding. The report's `notes` say what the
+  conversion chose (e.g. the first text_len of the checkpoint's positions)."""
+  from mmjax import interop  # pylint: disable=g-import-not-at-top
+  target = _flatten(abstract_params)
+  shapes = {k: tuple(v.shape) for k, v in target.items()}
+  values, notes = interop.load(spec, model_cfg, info, shapes)
+  report = match(shapes, {k: v.shape for k, v in values.items()})
+  if report["resized"]:  # A converter gives exact shapes; anything else is a config mismatch.
+    raise UserError(f"config.init_from={spec}: other shapes than the model's for "
+                    f"{report['resized']}.")
+  report["checkpoint"], report["notes"] = spec, notes
+  loaded = set(report["loaded"])
+
+  def merged(path, fresh):
+    name = param_names.name(path)
+    if name not in loaded:
+      return fresh
+    return jax.device_put(values[name].astype(fresh.dtype), fresh.sharding)
+
+  return jax.tree_util.tree_map_with_path(merged, fresh_params), report
+
+
 def summary(report):
   """A few lines for the log: counts, and the names that are not simply loaded."""
   lines = [f"init_from {report['checkpoint']}: {len(report['loaded'])} parameters loaded, "
@@ -201,6 +226,7 @@ def summary(report):
            f"{len(report['unused'])} in the checkpoint but unused."]
   for key in ("resized", "new"):
     lines += [f"  {key}: {name}" for name in report[key]]
+  lines += [f"  note: {note}" for note in report.get("notes", ())]
   unused_roots = sorted({n.split("/")[0] for n in report["unused"]})
   if unused_roots:
     lines.append(f"  unused: {', '.join(unused_roots)} (and their parameters)")

@@ -139,7 +139,7 @@ def _passes(config, info):
   model = config.model
   if model.name == "raw":  # No Transformer: a linear map of fixed features (mmjax.models.raw).
     return [], []
-  size = sizes.get(model.size)
+  size = sizes.of(model)
   grid = {m: math.prod(modality_lib.get(m).token_grid(model, info))
           for m in modality_lib.ordered(info.modalities)}
   encoder = lambda n: (n, size.depth, size.width, size.num_heads, size.mlp_dim)

@@ -88,7 +88,7 @@ def _trace(config, info, mesh):
   validate.check_parallel(config, mesh)
   rules = sharding.rules_from_config(config.parallel.rules)
   tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps,
-                                   depth=sizes.get(config.model.size).depth)
+                                   depth=sizes.of(config.model).depth)
   graphdef, abstract_state = trainer.abstract_model(config, info, tx)
   state_shardings = sharding.param_shardings(abstract_state, mesh, rules)
   abstract_state = jax.tree.map(

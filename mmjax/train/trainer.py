@@ -20,6 +20,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from mmjax import evaluate
+from mmjax import interop
 from mmjax.data import loader
 from mmjax.evaluate import retrieval
 from mmjax.models import sizes
@@ -142,7 +143,7 @@ def setup(config, workdir, requested_evals=()):
   # state follows the parameters (its moments carry the same logical names); pmap keeps whole
   # copies, so its checkpoints are replicated whatever the rules say.
   tx, lr_schedule = optimizer.make(config.optimizer, config.total_steps,
-                                   depth=sizes.get(config.model.size).depth)
+                                   depth=sizes.of(config.model).depth)
   graphdef, abstract_state = abstract_model(config, info, tx)
   if config.parallel.loop == "pmap":
     rules = sharding.rules_from_config(sharding.strategy_rules("data_parallel"))
@@ -171,13 +172,21 @@ def restore_or_initialize(run, abstract_state, state_shardings):
   if state is not None:
     logging.info("Resumed from %s at step %d.", run.mngr.directory, int(state["step"]))
     return state
-  init_dir = init_from.step_dir(config.init_from) if config.init_from else None
+  imported = interop.split(config.init_from)[0] is not None
+  init_dir = (init_from.step_dir(config.init_from) if config.init_from and not imported
+              else None)
+  if imported:  # The folder and its architecture first, before anything is initialized.
+    interop.check(config.init_from, config.model, run.info)
   if init_dir:  # Shapes first: a mismatch fails before anything is initialized.
     init_from.match(init_from.flatten_shapes(abstract_state["params"]),
                    init_from.checkpoint_shapes(init_dir))
   state = initial_state(config, run.info, run.tx, state_shardings)
-  if init_dir:
+  if imported:
+    state["params"], restored = init_from.restore_imported(
+        config.init_from, target["params"], state["params"], config.model, run.info)
+  elif init_dir:
     state["params"], restored = init_from.restore(init_dir, target["params"], state["params"])
+  if config.init_from:
     logging.info("%s", init_from.summary(restored))
     if jax.process_index() == 0:
       print(init_from.summary(restored))

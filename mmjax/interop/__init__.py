@@ -1,0 +1,92 @@
+"""Public checkpoints in and out of mmjax.
+
+Import: config.init_from='hf:<folder>' starts a run from a Hugging Face transformers model
+folder (config.json and model.safetensors, read with safetensors' NumPy loader: no torch). Its
+config.json's model_type picks the converter:
+
+  bert   BertModel and its family (BERT, MiniLM, ...): mmjax.interop.bert
+
+The converted weights go through mmjax.train.init_from's report (loaded / new / unused), and
+the config must build the checkpoint's architecture (a UserError lists the flags otherwise).
+
+Export: `python -m mmjax.interop.export --workdir=W --out=DIR` writes a run's text tower as a
+transformers folder (see mmjax.interop.export).
+"""
+import importlib
+import json
+import os
+import re
+
+import numpy as np
+
+from mmjax.errors import UserError
+
+FORMATS = ("hf",)
+# config.json's model_type -> the converter module (imported when used).
+CONVERTERS = {"bert": "mmjax.interop.bert"}
+# encoder/blocks/blocks/<i>/<rest>: one layer's parameter, unscanned.
+_LAYER = re.compile(r"^(encoder/blocks/blocks)/(\d+)/(.+)$")
+
+
+def split(init_from):
+  """('hf', folder) for an import, (None, path) for an mmjax checkpoint."""
+  fmt, sep, rest = (init_from or "").partition(":")
+  if sep and fmt in FORMATS:
+    return fmt, os.path.abspath(os.path.expanduser(rest))
+  return None, init_from
+
+
+def _folder(fmt, folder):
+  """(config.json dict, converter module) of an import folder; UserError for what is missing."""
+  files = ("config.json", "model.safetensors")
+  missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+  if missing:
+    raise UserError(f"config.init_from={fmt}:{folder}: {', '.join(missing)} not found (a "
+                    "transformers model folder has config.json and model.safetensors).")
+  hf_config = read_config(folder)
+  model_type = hf_config.get("model_type")
+  if model_type not in CONVERTERS:
+    raise UserError(f"config.init_from={fmt}:{folder}: model_type {model_type!r}; mmjax "
+                    f"imports {sorted(CONVERTERS)}.")
+  return hf_config, importlib.import_module(CONVERTERS[model_type])
+
+
+def read_config(folder):
+  """A transformers folder's config.json as a dict."""
+  with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def check(init_from, model_cfg, info):
+  """Cheap checks before anything is built: the folder and its architecture against the
+  config (UserError naming the flags to set)."""
+  fmt, folder = split(init_from)
+  hf_config, converter = _folder(fmt, folder)
+  converter.check(hf_config, model_cfg, info, folder)
+
+
+def _to_layout(values, target_shapes):
+  """Per-layer encoder parameters stacked on a leading axis where the model scans its layers
+  (target names without the layer index)."""
+  stacked, out = {}, {}
+  for name, value in values.items():
+    m = _LAYER.match(name)
+    if m and name not in target_shapes and f"{m[1]}/{m[3]}" in target_shapes:
+      stacked.setdefault(f"{m[1]}/{m[3]}", {})[int(m[2])] = value
+    else:
+      out[name] = value
+  for name, layers in stacked.items():
+    out[name] = np.stack([layers[i] for i in sorted(layers)])
+  return out
+
+
+def load(init_from, model_cfg, info, target_shapes):
+  """({mmjax name: float32 array} in the model's layout, notes): the weights of an import
+  (see the module docstring), checked against the config first."""
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  fmt, folder = split(init_from)
+  hf_config, converter = _folder(fmt, folder)
+  converter.check(hf_config, model_cfg, info, folder)
+  tensors = load_file(os.path.join(folder, "model.safetensors"))
+  values, notes = converter.to_mmjax(hf_config, tensors, info.shapes["text_ids"][0])
+  return _to_layout(values, target_shapes), notes
