@@ -59,6 +59,27 @@ def test_the_config_hash_follows_the_config_not_the_machine(sweep, tmp_path):
     assert all(a.config_hash != b.config_hash for a, b in zip(here, other))
 
 
+def test_a_switch_added_at_its_old_behaviour_keeps_the_hash(sweep, tmp_path):
+  """Keys added to the config later (spec.ADDED_DEFAULTS) do not change the hash of results
+  reported before them while they keep their default; another value does."""
+  from mmjax.sweep import spec  # pylint: disable=g-import-not-at-top
+  configs = {stage: spec.stage_config(*args) for stage, args in
+             spec.stage_configs(sweep, sweep.points[0], seed=0).items()}
+  stripped = {}
+  for stage, config in configs.items():
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      for key in spec.ADDED_DEFAULTS:
+        parent, _, leaf = key.rpartition(".")
+        if leaf in config[parent]:
+          del config[parent][leaf]
+    stripped[stage] = config
+  assert spec.config_hash(stripped) == spec.config_hash(configs)
+  changed = {s: c.copy_and_resolve_references() for s, c in configs.items()}
+  changed[next(iter(changed))].model.gelu = "exact"
+  assert spec.config_hash(changed) != spec.config_hash(configs)
+
+
 def test_location_keys_are_the_configs_path_keys():
   from mmjax.train import validate  # pylint: disable=g-import-not-at-top
   assert set(sweep_lib.spec.LOCATION_KEYS) == set(validate.PATH_KEYS)

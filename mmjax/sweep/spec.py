@@ -129,19 +129,34 @@ def measured_by_baselines(sweep, column):
   return all(m.partition("/")[0] != PRETRAIN for m in parts)
 
 
+# Config keys added after results were reported, with the value that does what the code did
+# before the key existed: left out of config_hash while they hold it, so that adding a switch
+# does not orphan every recorded result (model switches of mmjax.interop).
+ADDED_DEFAULTS = {"model.block": "pre_ln", "model.ln_eps": 1e-6, "model.gelu": "tanh",
+                  "model.width": 0, "model.depth": 0, "model.num_heads": 0, "model.mlp_dim": 0}
+
+
+def _pop(tree, key, only_if=None):
+  """Removes dotted `key` from a nested dict (when its value equals `only_if`, if given)."""
+  *parents, leaf = key.split(".")
+  node = tree
+  for part in parents:
+    node = node.get(part, {}) if isinstance(node, dict) else {}
+  if isinstance(node, dict) and leaf in node and (only_if is None or node[leaf] == only_if):
+    node.pop(leaf)
+
+
 def config_hash(configs):
   """A short sha256 of a task's resolved stage configs ({stage: ConfigDict}), without the keys
-  that only locate files (LOCATION_KEYS): what a reported result is keyed by."""
+  that only locate files (LOCATION_KEYS) and ADDED_DEFAULTS at their defaults: what a reported
+  result is keyed by."""
   resolved = {}
   for stage, config in configs.items():
     tree = config.to_dict()
     for key in LOCATION_KEYS:
-      *parents, leaf = key.split(".")
-      node = tree
-      for part in parents:
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-      if isinstance(node, dict):
-        node.pop(leaf, None)
+      _pop(tree, key)
+    for key, default in ADDED_DEFAULTS.items():
+      _pop(tree, key, only_if=default)
     resolved[stage] = tree
   text = json.dumps(resolved, sort_keys=True, default=str)
   return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
