@@ -16,13 +16,18 @@ Arguments (comma separated):
   mode=full|probe      full fine-tuning with layer-wise lr decay, or a linear probe (frozen
                        encoder, only the head trains).
   labels=N             N labelled training scenes per attribute value (0: all 8,000).
+  hf=FOLDER            start from a transformers BERT-family checkpoint (task=text): its
+                       weights (config.init_from=hf:FOLDER), architecture and vocab.txt.
   runlocal             a few steps, for tests.
 """
+import os
+
 import ml_collections
 
 from configs import common
 from configs import finetune_digits
 from configs import pretrain_scenes
+from mmjax import interop
 from mmjax.data import scenes
 from mmjax.errors import UserError
 
@@ -31,7 +36,7 @@ VARIANTS = ("attribute=shape,mode=probe", "attribute=count,labels=10", "task=aud
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, attribute="shape", task="image", mode="full", labels=0,
+  arg = common.parse_arg(arg, attribute="shape", task="image", mode="full", labels=0, hf="",
                          runlocal=False)
   if arg.attribute not in scenes.ATTRIBUTES:
     raise UserError(f"Unknown attribute {arg.attribute!r}: use one of {list(scenes.ATTRIBUTES)}.")
@@ -48,4 +53,11 @@ def get_config(arg=None):
   # The same accuracy on scenes whose main object is a shape-colour pair training never shows.
   config.evals.classification_novel = ml_collections.ConfigDict(
       config.evals.classification.to_dict() | {"split": "test_novel"})
+  if arg.hf:
+    if arg.task != "text":
+      raise UserError(f"hf={arg.hf}: a BERT-family checkpoint encodes text; use task=text.")
+    folder = os.path.abspath(os.path.expanduser(arg.hf))
+    config.model.update(interop.model_config(folder))
+    config.init_from = f"hf:{folder}"
+    config.data.vocab_file = os.path.join(folder, "vocab.txt")
   return config

@@ -57,6 +57,12 @@ def read_config(folder):
     return json.load(f)
 
 
+def model_config(folder):
+  """The config.model settings that build the architecture of the checkpoint in `folder`."""
+  hf_config, converter = _folder("hf", os.path.abspath(os.path.expanduser(folder)))
+  return converter.model_config(hf_config)
+
+
 def check(init_from, model_cfg, info):
   """Cheap checks before anything is built: the folder and its architecture against the
   config (UserError naming the flags to set)."""
