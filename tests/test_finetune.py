@@ -143,3 +143,38 @@ def test_linear_probe_state_places_on_a_mesh(runlocal_config):
   moments = [x for x in jax.tree.leaves(state["opt_state"]) if x.ndim >= 2]
   head = [x for x in jax.tree.leaves(state["params"]) if x.ndim >= 2 and x.shape[-1] == 10]
   assert len(moments) == 2 * len(head) == 2  # Adam's mu and nu for the head kernel only.
+
+
+def test_a_probe_backpropagates_to_the_head_alone(runlocal_config):
+  """With a frozen backbone the encoder is a constant of the step: the head's gradient is the
+  one full backpropagation gives, every other gradient is zero (and never computed)."""
+  from configs import finetune_digits  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from mmjax import models  # pylint: disable=g-import-not-at-top
+  from mmjax import objectives  # pylint: disable=g-import-not-at-top
+  from mmjax.data import loader  # pylint: disable=g-import-not-at-top
+  from mmjax.train import step  # pylint: disable=g-import-not-at-top
+  config = finetune_digits.get_config("task=image,mode=probe,runlocal")
+  config.data.dir = runlocal_config.data.dir
+  info = loader.prepare(config.data)
+  batch = next(loader.split_batches(config.data, info, "test", 8))
+  batch = {k: v for k, v in batch.items() if k in ("image", "label")}
+  graphdef, params = nnx.split(models.make(config.model, info, rngs=nnx.Rngs(0)), nnx.Param)
+  # A nonzero head, so that the gradient reaching the encoder would be nonzero.
+  params["head"]["kernel"].value = jnp.ones_like(params["head"]["kernel"].value) * 0.1
+
+  def grads(freeze):
+    config.optimizer.freeze = freeze
+    g, _ = jax.jit(lambda p: step.grads_whole_batch(
+        p, batch, jax.random.key(0), graphdef=graphdef, config=config,
+        modalities=info.modalities, ctx=objectives.Context()))(params)
+    return {init_from.param_names.name(k): v for k, v in jax.tree_util.tree_flatten_with_path(
+        jax.device_get(g))[0]}
+
+  probe, full = grads("backbone"), grads("")
+  for name, g in probe.items():
+    if name.split("/")[0] in ("head", "head_norm"):
+      np.testing.assert_allclose(g, full[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    else:
+      assert not np.any(g), name
+      assert np.any(full[name]), name  # Full backpropagation does reach it.

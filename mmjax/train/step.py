@@ -38,7 +38,13 @@ def mask_ratios(objectives_cfg, modalities):
 
 
 def forward(params, graphdef, batch, key, config, modalities):
-  """The model's outputs for the switched-on objectives."""
+  """The model's outputs for the switched-on objectives. Frozen parameters (a linear probe:
+  config.optimizer.freeze) are constants here, so the backward pass stops at the head instead
+  of differentiating the whole encoder for gradients the optimizer would zero."""
+  freeze = config.optimizer.get("freeze", "")
+  if freeze:
+    params = jax.tree.map(lambda p, label: p if label == "train" else jax.lax.stop_gradient(p),
+                          params, optimizer.trainable_labels(params, freeze))
   model = nnx.merge(graphdef, params)
   return model(batch, key=key, mask_ratios=mask_ratios(config.objectives, modalities),
                embeddings=objectives.embedding_view(config.objectives))
@@ -70,13 +76,15 @@ def _metrics(terms, config, ctx):
   return metrics
 
 
-def _useful(forward_flops, ctx):
+def _useful(forward_flops, ctx, config):
   """Useful FLOPs of the step over the global batch: the model's forward matmul FLOPs on real,
-  visible tokens, times 3 for forward and backward (no recomputation counted); none for a
-  model that does not count them."""
+  visible tokens, times 3 for forward and backward (no recomputation counted), or 1 for a
+  linear probe (the backward pass stops at the head); none for a model that does not count
+  them."""
   if forward_flops is None:
     return {}
-  return {"train/useful_flops": 3.0 * ctx.total(jnp.sum(forward_flops))}
+  passes = 1.0 if config.optimizer.get("freeze", "") else 3.0
+  return {"train/useful_flops": passes * ctx.total(jnp.sum(forward_flops))}
 
 
 def grads_whole_batch(params, batch, key, *, graphdef, config, modalities, ctx):
@@ -91,7 +99,7 @@ def grads_whole_batch(params, batch, key, *, graphdef, config, modalities, ctx):
     return loss, (terms, out.get("useful_flops"))
 
   grads, (terms, useful_flops) = jax.grad(share, has_aux=True)(params)
-  return grads, _metrics(terms, config, ctx) | _useful(useful_flops, ctx)
+  return grads, _metrics(terms, config, ctx) | _useful(useful_flops, ctx, config)
 
 
 def _cross_inputs(names):
@@ -173,7 +181,7 @@ def grads_accumulated(params, batch, key, *, graphdef, config, modalities, ctx, 
     terms[n] = objectives.Terms(
         sums={k: (sums[n][k].sum(0), counts[n][k]) for k in counts[n]}, values={})
   terms = {n: terms[n] for n in names}  # Config order, as without accumulation.
-  return grads, _metrics(terms, config, ctx) | _useful(useful_flops, ctx)
+  return grads, _metrics(terms, config, ctx) | _useful(useful_flops, ctx, config)
 
 
 def train_step(state, batch, *, graphdef, tx, lr_schedule, config, modalities,
