@@ -53,7 +53,8 @@ def get_config(arg=None):
     opt.freeze, opt.layer_decay, opt.lr = "", 0.75, 5e-4
   config.evals = ml_collections.ConfigDict(dict(
       classification=ml_collections.ConfigDict(dict(
-          type="classification", split=known.eval_split, batch_size=256))))
+          type="classification", split=known.eval_split, batch_size=256,
+          top_k=(1, 5)))))  # Top-1 and top-5, ImageNet's protocol.
   if arg.runlocal:
     config.total_steps, config.batch_size, config.log_every = 3, 8, 1
     config.eval_every = config.checkpoint_every = 3
