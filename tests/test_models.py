@@ -411,3 +411,40 @@ def test_scan_layers_same_function_with_stacked_parameters(batch):
   nnx.update(scanned, params)
   (l1, _), (l2, _) = _loss_and_grads(unrolled, batch), _loss_and_grads(scanned, batch)
   np.testing.assert_allclose(l2, l1, rtol=1e-5)
+
+
+def test_separate_towers_encode_each_modality_with_its_own_weights(separate, batch):
+  """towers='separate' (CLIP, ImageBind): a tower per modality, encoders/<m>. With every tower
+  holding the shared encoder's weights it is the shared model; a change to the text tower
+  changes text alone."""
+  towers = Forward(towers="separate")
+  pure = nnx.state(separate.model, nnx.Param).to_pure_dict()
+  pure["encoders"] = {m: pure["encoder"] for m in ("image", "text", "audio")}
+  del pure["encoder"]
+  params = nnx.state(towers.model, nnx.Param)
+  nnx.replace_by_pure_dict(params, pure)
+  embed = jax.jit(lambda p, b: nnx.merge(towers.graphdef, p, nnx.state(
+      towers.model, nnx.Not(nnx.Param))).embed(b))
+  z_shared = separate(batch, "clean")["embeddings"]
+  z = embed(params, batch)
+  for m in z:
+    np.testing.assert_allclose(z[m], z_shared[m], atol=1e-5, err_msg=m)
+  qkv = params["encoders"]["text"]["blocks"]["blocks"][0]["attn"]["qkv"]["kernel"]
+  qkv.value = qkv.value * 1.5
+  changed = embed(params, batch)
+  for m in z:
+    assert (np.abs(np.asarray(changed[m]) - np.asarray(z[m])).max() > 1e-4) == (m == "text"), m
+  with pytest.raises(UserError, match="towers='shared'"):
+    mmt.MultimodalTransformer(_config(towers="separate", fusion="joint"), INFO,
+                              rngs=nnx.Rngs(0))
+
+
+def test_layer_decay_reaches_into_every_tower():
+  from mmjax.train import optimizer  # pylint: disable=g-import-not-at-top
+  params = {"encoders": {"text": {"blocks": {"blocks": {"1": {"w": jnp.ones(2)}}},
+                                  "norm": {"scale": jnp.ones(2)}}},
+            "tokenizers": {"text": {"w": jnp.ones(2)}}}
+  scales = optimizer.layer_scales(params, depth=4, decay=0.5)
+  assert float(scales["encoders"]["text"]["blocks"]["blocks"]["1"]["w"]) == 0.5 ** 3
+  assert float(scales["encoders"]["text"]["norm"]["scale"]) == 1.0
+  assert float(scales["tokenizers"]["text"]["w"]) == 0.5 ** 5

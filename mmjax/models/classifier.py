@@ -17,7 +17,7 @@ from mmjax.errors import UserError
 from mmjax.modalities import presence_key
 from mmjax.models import mmt
 from mmjax.models import sizes
-from mmjax.models.transformer import ZEROS, Arch, Encoder, layer_norm, partitioned
+from mmjax.models.transformer import ZEROS, Arch, layer_norm, partitioned
 
 
 def check_config(config, info):
@@ -46,8 +46,7 @@ class Classifier(nnx.Module):
     self.fusion = config.fusion
     self.tokenizers = mmt.make_tokenizers(config, self.inputs, info, size.width, dtype=dtype,
                                           rngs=rngs)
-    self.encoder = Encoder(size.width, size.depth, size.num_heads, size.mlp_dim, dtype=dtype,
-                           rngs=rngs, scan=config.scan_layers, remat=config.remat, arch=arch)
+    self.encoder, self.encoders = mmt.make_encoders(config, self.inputs, dtype=dtype, rngs=rngs)
     self.head_norm = layer_norm(size.width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
     # Zero-initialized head (as in MAE / BEiT fine-tuning): training starts from uniform logits.
     self.head = nnx.Linear(size.width, info.num_classes, dtype=dtype,
@@ -63,11 +62,11 @@ class Classifier(nnx.Module):
     if self.fusion == "joint" and len(tokens) > 1:
       x = jnp.concatenate([t.x for t in tokens.values()], axis=1)
       valid = jnp.concatenate([t.valid for t in tokens.values()], axis=1)
-      return mmt.masked_mean(self.encoder(x, valid), valid)
+      return mmt.masked_mean(self.encoder(x, valid), valid)  # towers='shared' (check_config).
     total, count = 0.0, 0.0
     for m, t in tokens.items():
       w = has[m][:, None].astype(jnp.float32)
-      total += w * mmt.masked_mean(self.encoder(t.x, t.valid), t.valid)
+      total += w * mmt.masked_mean(mmt.encoder_of(self, m)(t.x, t.valid), t.valid)
       count += w
     return total / jnp.maximum(count, 1.0)
 

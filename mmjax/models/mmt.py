@@ -38,6 +38,9 @@ def default_config():
       name="mmt",
       size="tiny",
       fusion="separate",  # 'separate' (VATT) or 'joint' (M3AE) for masked modeling.
+      # 'shared': one encoder for every modality (VATT's modality-agnostic one); 'separate':
+      # a tower per modality (CLIP, ImageBind), named encoders/<modality>.
+      towers="shared",
       dtype="float32",  # Compute dtype ('bfloat16' on accelerators); parameters stay float32.
       scan_layers=False,  # Scan over stacked blocks: compile time flat in depth.
       remat="none",  # Per block: 'none', 'full' (keep only its input) or 'dots' (matmuls).
@@ -159,7 +162,7 @@ def check_config(config):
                     f"{list(sizes.SIZES)}.")
   for key, allowed in (("fusion", ("separate", "joint")), ("dtype", ("float32", "bfloat16")),
                        ("remat", tuple(REMAT_POLICIES)), ("block", BLOCKS),
-                       ("gelu", tuple(GELUS))):
+                       ("gelu", tuple(GELUS)), ("towers", TOWERS)):
     if config.get(key, allowed[0]) not in allowed:
       raise UserError(f"config.model.{key}={config[key]!r}: use one of {list(allowed)}.")
   for key in sizes.OVERRIDES:
@@ -170,6 +173,9 @@ def check_config(config):
   if size.width % size.num_heads:
     raise UserError(f"config.model: width {size.width} is not divisible by num_heads "
                     f"{size.num_heads}.")
+  if config.get("towers", "shared") == "separate" and config.fusion == "joint":
+    raise UserError("config.model.towers='separate' encodes each modality in its own tower; "
+                    "fusion='joint' needs the shared encoder (towers='shared').")
   if not 0 < float(config.get("ln_eps", 1e-6)) < 1:
     raise UserError(f"config.model.ln_eps={config.ln_eps}: give a small positive number.")
   # Each modality's section; whether its patches fit the inputs is known once the dataset is
@@ -177,6 +183,24 @@ def check_config(config):
   for m in modality_lib.names():
     if m in config:
       modality_lib.get(m).check_model_config(config[m])
+
+
+TOWERS = ("shared", "separate")
+
+
+def make_encoders(config, modalities, *, dtype, rngs):
+  """(shared Encoder, None) or (None, nnx.Dict {m: Encoder}) by config.towers."""
+  size = sizes.of(config)
+  make = lambda: Encoder(size.width, size.depth, size.num_heads, size.mlp_dim, dtype=dtype,
+                         rngs=rngs, scan=config.scan_layers, remat=config.remat,
+                         arch=Arch.of(config))
+  if config.get("towers", "shared") == "separate":
+    return None, nnx.Dict({m: make() for m in modality_lib.ordered(modalities)})
+  return make(), None
+
+
+def encoder_of(model, modality):  # The shared encoder, or `modality`'s tower.
+  return model.encoder if model.encoders is None else model.encoders[modality]
 
 
 def make_tokenizers(config, modalities, info, width, *, dtype, rngs):
@@ -197,8 +221,7 @@ class MultimodalTransformer(nnx.Module):
     self.tokenizers = make_tokenizers(config, self.modalities, info, size.width, dtype=dtype,
                                       rngs=rngs)
     stack = dict(scan=config.scan_layers, remat=config.remat, arch=arch)
-    self.encoder = Encoder(size.width, size.depth, size.num_heads, size.mlp_dim,
-                           dtype=dtype, rngs=rngs, **stack)
+    self.encoder, self.encoders = make_encoders(config, self.modalities, dtype=dtype, rngs=rngs)
     outputs = {m: (t.out_dim, t.out_axis) for m, t in self.tokenizers.items()}
     self.decoder = Decoder(size.width, size, self.modalities, outputs, dtype=dtype, rngs=rngs,
                            **stack)
@@ -247,7 +270,7 @@ class MultimodalTransformer(nnx.Module):
   def _encode_all(self, visible):
     """{m: Visible} -> {m: encoded [B, K, width]}, per modality or as one joint sequence."""
     if self.fusion == "separate":
-      return {m: self.encoder(v.x, v.valid) for m, v in visible.items()}
+      return {m: encoder_of(self, m)(v.x, v.valid) for m, v in visible.items()}
     names = list(visible)
     h = self.encoder(jnp.concatenate([visible[m].x for m in names], axis=1),
                      jnp.concatenate([visible[m].valid for m in names], axis=1))
@@ -265,7 +288,7 @@ class MultimodalTransformer(nnx.Module):
 
   def _embed_tokens(self, modality, tokens):
     """Unmasked pass of one modality alone -> f32[B, E]."""
-    h = self.encoder(tokens.x, tokens.valid)
+    h = encoder_of(self, modality)(tokens.x, tokens.valid)
     return self.projections[modality](masked_mean(h, tokens.valid))
 
   def _logit_params(self, modalities):
@@ -281,16 +304,17 @@ class MultimodalTransformer(nnx.Module):
     the decoder and its heads on all real tokens; the encoder on all real tokens of each
     modality in `clean`; the projection of each example with a modality in `embedded`."""
     joint = self.fusion == "joint"
+    blocks = encoder_of(self, self.modalities[0]).blocks  # Every tower has the same shape.
     each = lambda stack, valid: ([stack.useful_flops(jnp.concatenate(valid, axis=1))] if joint
                                  else [stack.useful_flops(v) for v in valid])
     flops = [linear_flops(self.tokenizers[m].patch_embed, t.valid)
              for m, t in tokens.items() if hasattr(self.tokenizers[m], "patch_embed")]
     if visible:
-      flops += each(self.encoder.blocks, [v.valid for v in visible.values()])
+      flops += each(blocks, [v.valid for v in visible.values()])
       flops += each(self.decoder.blocks, [tokens[m].valid for m in visible])
       flops += [linear_flops(self.decoder.embed, v.valid) for v in visible.values()]
       flops += [linear_flops(self.decoder.heads[m], tokens[m].valid) for m in visible]
-    flops += [self.encoder.blocks.useful_flops(tokens[m].valid) for m in clean]
+    flops += [blocks.useful_flops(tokens[m].valid) for m in clean]
     flops += [linear_flops(self.projections[m].proj, tokens[m].valid.any(1, keepdims=True))
               for m in embedded]
     return sum(flops)

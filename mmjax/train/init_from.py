@@ -133,12 +133,13 @@ def match(target_shapes, saved_shapes):
                     "and no resize rule applies (only learned position tables are "
                     "interpolated):\n  " + "\n  ".join(bad))
   report["unused"] = sorted(set(saved_shapes) - set(target_shapes))
-  stray = [n for n in report["new"] if n.startswith("encoder/")]
-  if stray and any(n.startswith("encoder/") for n in saved_shapes):
+  is_encoder = lambda n: n.startswith(("encoder/", "encoders/"))
+  stray = [n for n in report["new"] if is_encoder(n)]
+  if stray and any(is_encoder(n) for n in saved_shapes):
     raise UserError(
         f"config.init_from: the checkpoint's encoder is laid out differently ({len(stray)} "
         f"encoder parameters, e.g. {stray[0]}, are not in it): set config.model.size and "
-        "config.model.scan_layers as in pretraining.")
+        "config.model.scan_layers and config.model.towers as in pretraining.")
   return report
 
 

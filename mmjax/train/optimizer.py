@@ -5,6 +5,7 @@ decay (optimizer.layer_decay) and a frozen backbone (optimizer.freeze='backbone'
 probe)."""
 import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -59,8 +60,10 @@ def clamp_logit_scale(max_scale=MAX_LOGIT_SCALE):
 
 
 # Where a parameter sits in depth, for layer-wise decay: before the encoder blocks (tokenizers),
-# in block i, or after them (the encoder's final norm, heads).
-_BLOCKS = "encoder/blocks/blocks/"
+# in block i, or after them (the encoder's final norm, heads). The shared encoder is
+# encoder/..., a modality's tower (config.model.towers='separate') encoders/<modality>/....
+_BLOCKS = re.compile(r"^(?:encoder|encoders/[^/]+)/blocks/blocks/")
+_ENCODER = re.compile(r"^(?:encoder|encoders/[^/]+)/")
 
 
 def layer_scales(params, depth, decay):
@@ -69,13 +72,14 @@ def layer_scales(params, depth, decay):
   before them (tokenizers). Scanned blocks (a leading layer axis) get a [depth, 1, ...] array."""
   def scale(path, x):
     name = param_names.name(path)
-    if name.startswith(_BLOCKS):
-      rest = name[len(_BLOCKS):].split("/")[0]
+    blocks = _BLOCKS.match(name)
+    if blocks:
+      rest = name[blocks.end():].split("/")[0]
       if rest.isdigit():  # Unrolled: blocks/<i>/...
         return jnp.float32(decay ** (depth - int(rest)))
       per_layer = decay ** (depth - jnp.arange(depth, dtype=jnp.float32))
       return per_layer.reshape((depth,) + (1,) * (x.ndim - 1))
-    if name.startswith("encoder/") or not name.startswith("tokenizers/"):
+    if _ENCODER.match(name) or not name.startswith("tokenizers/"):
       return jnp.float32(1.0)
     return jnp.float32(decay ** (depth + 1))
   return jax.tree_util.tree_map_with_path(scale, params)
