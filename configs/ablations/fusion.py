@@ -7,11 +7,16 @@ at the same epochs, masking 50 % of the image gives 69.6 ImageNet zero-shot agai
 unmasked, at 0.50x the time; §1: ">3x faster in wall-clock time for reaching similar
 accuracy". Table 1f: the MAE reconstruction loss added changes 69.6 to 69.4. (b) M3AE / AV-MAE
 fuse the modalities in one sequence for masked modeling; AV-MAE's fusion ablation could not be
-read here, so joint-against-separate carries no claim: it is measured and reported.
+read here, so joint-against-separate carries no claim: it is measured and reported. (c) VATT
+(Akbari et al. 2021) trains one modality-agnostic encoder shared by video, audio and text, or a
+tower per modality (modality-specific, as CLIP and ImageBind do); its numbers were not read
+here either, so that point too carries no claim.
 
 Here, at the ablation scale of configs/pretrain_scenes.py:
   separate, joint   all objectives, masked modeling of each modality alone (VATT) or of all in
                     one sequence (M3AE); contrastive embeddings from unmasked passes;
+  towers            as `separate`, with a tower per modality (model.towers='separate': three
+                    times the encoder parameters, the same FLOPs);
   CLIP              the contrastive loss alone, on unmasked passes (500 steps);
   FLIP 50 %         images masked 50 % and the contrastive image embedding taken from the
                     visible patches; caption and speech unmasked. mmjax masks an image only
@@ -27,7 +32,7 @@ At pod scale (`--sweep=configs/ablations/fusion.py:pod`, configs/common.py: scal
 COCO captions 0.7 + LibriSpeech 0.3 (20,000 steps of 1,024; FLIP's equal compute is 20,351
 steps there: 1,216,230 against 1,195,279 MFLOP per example, images being a small share of the
 work next to 16 s of speech), judged by image-text retrieval; no zero-shot evaluator there, so
-the zero-shot claims are left out. 321 accelerator-hours for 3 seeds on H100 SXM5 at an assumed
+the zero-shot claims are left out. 402 accelerator-hours for 3 seeds on H100 SXM5 at an assumed
 40 % MFU, training steps only, by the planner:
 
   python -m mmjax.sweep --sweep=configs/ablations/fusion.py:pod --workdir=W --cost
@@ -78,6 +83,7 @@ def get_sweep(arg=""):
       base=scale.base,
       points=[{LABEL: "separate", "model.fusion": "separate"},
               {LABEL: "joint", "model.fusion": "joint"},
+              {LABEL: "towers", "model.fusion": "separate", "model.towers": "separate"},
               {LABEL: "CLIP", **CONTRASTIVE_ONLY},
               {LABEL: "FLIP 50 %, equal examples", **FLIP},
               {LABEL: "FLIP 50 %, equal compute", **FLIP, **equal_compute}],
