@@ -28,6 +28,7 @@ from configs import common
 from configs import finetune_digits
 from configs import pretrain_scenes
 from mmjax import interop
+from mmjax.interop import layout
 from mmjax.data import scenes
 from mmjax.errors import UserError
 
@@ -57,7 +58,7 @@ def get_config(arg=None):
     if arg.task != "text":
       raise UserError(f"hf={arg.hf}: a BERT-family checkpoint encodes text; use task=text.")
     folder = os.path.abspath(os.path.expanduser(arg.hf))
-    config.model.update(interop.model_config(folder))
+    layout.apply(config.model, interop.model_config(folder))
     config.init_from = f"hf:{folder}"
     config.data.vocab_file = os.path.join(folder, "vocab.txt")
   return config

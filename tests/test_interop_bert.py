@@ -18,6 +18,7 @@ from mmjax.data import text_tokenizer
 from mmjax.errors import UserError
 from mmjax.interop import bert
 from mmjax.interop import export
+from mmjax.interop import layout
 from mmjax.models import mmt
 from mmjax.train import init_from
 
@@ -61,7 +62,7 @@ def _text_model(model_overrides, vocab_size, vocab_file=""):
   cfg.name = "classifier"
   with cfg.unlocked():
     cfg.inputs = ("text",)
-  cfg.update(model_overrides)
+  layout.apply(cfg, model_overrides)
   info = info_lib.planned({"text": TEXT_LEN}, vocab_size=vocab_size, vocab_file=vocab_file)
   return models.make(cfg, info, rngs=nnx.Rngs(0)), cfg, info
 
@@ -146,7 +147,7 @@ def test_import_names_the_flags_a_config_lacks(random_bert):
   _, cfg, info = _text_model({}, 99)
   with pytest.raises(UserError) as e:
     interop.check(f"hf:{folder}", cfg, info)
-  for flag in ("--config.model.block=post_ln", "--config.model.width=32",
+  for flag in ("--config.model.block=post_ln", "--config.model.encoder.width=32",
                "--config.model.gelu=exact", "--config.data.vocab_file="):
     assert flag in str(e.value)
   with pytest.raises(UserError, match="model.safetensors not found"):

@@ -448,3 +448,27 @@ def test_layer_decay_reaches_into_every_tower():
   assert float(scales["encoders"]["text"]["blocks"]["blocks"]["1"]["w"]) == 0.5 ** 3
   assert float(scales["encoders"]["text"]["norm"]["scale"]) == 1.0
   assert float(scales["tokenizers"]["text"]["w"]) == 0.5 ** 5
+
+
+@pytest.mark.parametrize("embeddings", ["clean", "masked"])
+def test_a_class_token_is_encoded_first_and_pooled(batch, embeddings):
+  """cls_token=True, pool='cls' (ViT, CLIP): the embeddings are the class token's output, which
+  masked modeling never hides; the rest of the outputs keep their shapes. ln_pre_off drops a
+  modality's tokenizer LayerNorm."""
+  forward = Forward(cls_token=True, pool="cls", ln_pre_off=("image",))
+  _check_outputs(forward(batch, embeddings), embeddings)
+  params = nnx.state(forward.model, nnx.Param).to_pure_dict()
+  assert "norm" not in params["tokenizers"]["image"] and "norm" in params["tokenizers"]["text"]
+  assert {m for m, t in params["tokenizers"].items() if "cls" in t} == {"image", "text", "audio"}
+  # The embedding follows the class token's parameter.
+  state = nnx.state(forward.model)
+  z = forward(batch, embeddings)["embeddings"]
+  cls = state["tokenizers"]["image"]["cls"]
+  cls.value = cls.value + jax.random.normal(jax.random.key(1), cls.value.shape)  # (A constant
+  # shift would be invisible to the LayerNorms.)
+  z2 = forward._fns[embeddings](state, batch, jax.random.key(0))  # pylint: disable=protected-access
+  moved = {m: float(np.abs(np.asarray(z2["embeddings"][m]) - np.asarray(z[m])).max())
+           for m in z}
+  assert moved["image"] > 1e-4 and moved["text"] == moved["audio"] == 0.0
+  with pytest.raises(UserError, match="cls_token=True"):
+    mmt.MultimodalTransformer(_config(pool="cls"), INFO, rngs=nnx.Rngs(0))

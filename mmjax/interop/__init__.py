@@ -4,7 +4,8 @@ Import: config.init_from='hf:<folder>' starts a run from a Hugging Face transfor
 folder (config.json and model.safetensors, read with safetensors' NumPy loader: no torch). Its
 config.json's model_type picks the converter:
 
-  bert   BertModel and its family (BERT, MiniLM, ...): mmjax.interop.bert
+  bert   BertModel and its family (BERT, MiniLM, ...): a text tower, mmjax.interop.bert
+  vit    ViTModel (and ViTForImageClassification's encoder): an image tower, mmjax.interop.vit
 
 The converted weights go through mmjax.train.init_from's report (loaded / new / unused), and
 the config must build the checkpoint's architecture (a UserError lists the flags otherwise).
@@ -23,7 +24,7 @@ from mmjax.errors import UserError
 
 FORMATS = ("hf",)
 # config.json's model_type -> the converter module (imported when used).
-CONVERTERS = {"bert": "mmjax.interop.bert"}
+CONVERTERS = {"bert": "mmjax.interop.bert", "vit": "mmjax.interop.vit"}
 # encoder/blocks/blocks/<i>/<rest>: one layer's parameter, unscanned.
 _LAYER = re.compile(r"^(encoder/blocks/blocks)/(\d+)/(.+)$")
 
@@ -58,7 +59,8 @@ def read_config(folder):
 
 
 def model_config(folder):
-  """The config.model settings that build the architecture of the checkpoint in `folder`."""
+  """{dotted config.model key: value} that build the architecture of the checkpoint in
+  `folder` (apply them with layout.apply)."""
   hf_config, converter = _folder("hf", os.path.abspath(os.path.expanduser(folder)))
   return converter.model_config(hf_config)
 
@@ -94,5 +96,5 @@ def load(init_from, model_cfg, info, target_shapes):
   hf_config, converter = _folder(fmt, folder)
   converter.check(hf_config, model_cfg, info, folder)
   tensors = load_file(os.path.join(folder, "model.safetensors"))
-  values, notes = converter.to_mmjax(hf_config, tensors, info.shapes["text_ids"][0])
+  values, notes = converter.to_mmjax(hf_config, tensors, target_shapes)
   return _to_layout(values, target_shapes), notes

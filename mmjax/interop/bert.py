@@ -27,6 +27,7 @@ import os
 import numpy as np
 
 from mmjax.errors import UserError
+from mmjax.interop import layout
 
 MODEL_TYPES = ("bert",)
 # HF hidden_act -> config.model.gelu, and back.
@@ -37,7 +38,7 @@ TEXT = "tokenizers/text/"
 
 
 def model_config(hf_config):
-  """The config.model settings that build this checkpoint's architecture in mmjax."""
+  """{dotted config.model key: value} that build this checkpoint's architecture in mmjax."""
   act = hf_config.get("hidden_act", "gelu")
   if act not in GELU:
     raise UserError(f"hidden_act={act!r} in the checkpoint's config.json: mmjax has "
@@ -46,19 +47,17 @@ def model_config(hf_config):
     raise UserError("position_embedding_type="
                     f"{hf_config['position_embedding_type']!r} in the checkpoint's config.json: "
                     "mmjax has learned absolute positions only.")
-  return dict(block="post_ln", ln_eps=float(hf_config.get("layer_norm_eps", 1e-12)),
-              gelu=GELU[act], width=hf_config["hidden_size"],
-              depth=hf_config["num_hidden_layers"], num_heads=hf_config["num_attention_heads"],
-              mlp_dim=hf_config["intermediate_size"])
+  return {"block": "post_ln", "ln_eps": float(hf_config.get("layer_norm_eps", 1e-12)),
+          "gelu": GELU[act], "encoder.width": hf_config["hidden_size"],
+          "encoder.depth": hf_config["num_hidden_layers"],
+          "encoder.num_heads": hf_config["num_attention_heads"],
+          "encoder.mlp_dim": hf_config["intermediate_size"]}
 
 
 def check(hf_config, model_cfg, info, where):
   """UserError listing every config.model key (and the vocab) that differs from the
   checkpoint's architecture, with the flags that fix them."""
-  want = model_config(hf_config)
-  bad = {k: v for k, v in want.items() if model_cfg.get(k) != v
-         and not (isinstance(v, float) and np.isclose(model_cfg.get(k, 0.0), v, rtol=1e-6))}
-  problems = [f"--config.model.{k}={v}" for k, v in bad.items()]
+  problems = layout.config_problems(model_cfg, model_config(hf_config))
   if info.vocab_size != hf_config["vocab_size"]:
     problems.append(f"--config.data.vocab_file={os.path.join(where, 'vocab.txt')} (the data's "
                     f"vocab has {info.vocab_size} tokens, the checkpoint {hf_config['vocab_size']})")
@@ -71,14 +70,11 @@ def check(hf_config, model_cfg, info, where):
                     "that this config does not build; set:\n  " + "\n  ".join(problems))
 
 
-def _linear_in(weight):
-  """A torch Linear weight [out, in] as an mmjax kernel [in, out]."""
-  return np.ascontiguousarray(weight.T)
-
-
-def to_mmjax(hf_config, tensors, text_len):
+def to_mmjax(hf_config, tensors, target_shapes):
   """({mmjax name: array}, notes): the checkpoint's tensors (HF names, any 'bert.' prefix) as
-  mmjax parameters, one entry per layer; tensors it does not use keep their HF names."""
+  mmjax parameters, one entry per layer, for a model with parameters of `target_shapes`;
+  tensors it does not use keep their HF names."""
+  text_len = target_shapes[TEXT + "pos_embed"][0]
   prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
   t = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
   t |= {k: v for k, v in tensors.items() if not k.startswith(prefix)}
@@ -87,7 +83,6 @@ def to_mmjax(hf_config, tensors, text_len):
                                                                  "LayerNorm.bias"): v
        for k, v in t.items()}
   heads = hf_config["num_attention_heads"]
-  width = hf_config["hidden_size"]
   out, used = {}, set()
 
   def take(name):
@@ -105,21 +100,18 @@ def to_mmjax(hf_config, tensors, text_len):
   out[TEXT + "norm/bias"] = take("embeddings.LayerNorm.bias")
   for i in range(hf_config["num_hidden_layers"]):
     hf, mm = f"encoder.layer.{i}.", LAYER.format(i=i)
-    qkv = [take(f"{hf}attention.self.{n}.weight") for n in ("query", "key", "value")]
-    out[mm + "attn/qkv/kernel"] = np.stack([_linear_in(w) for w in qkv], 1).reshape(
-        width, 3, heads, width // heads)
-    out[mm + "attn/qkv/bias"] = np.stack(
-        [take(f"{hf}attention.self.{n}.bias") for n in ("query", "key", "value")]).reshape(
-            3, heads, width // heads)
-    out[mm + "attn/out/kernel"] = _linear_in(take(f"{hf}attention.output.dense.weight")).reshape(
-        heads, width // heads, width)
+    qkv = ("query", "key", "value")
+    out[mm + "attn/qkv/kernel"], out[mm + "attn/qkv/bias"] = layout.fuse_qkv(
+        [take(f"{hf}attention.self.{n}.weight") for n in qkv],
+        [take(f"{hf}attention.self.{n}.bias") for n in qkv], heads)
+    out[mm + "attn/out/kernel"] = layout.out_in(take(f"{hf}attention.output.dense.weight"), heads)
     out[mm + "attn/out/bias"] = take(f"{hf}attention.output.dense.bias")
     for hf_name, mm_name in (("attention.output.LayerNorm", "norm1"),
                              ("output.LayerNorm", "norm2")):
       out[mm + mm_name + "/scale"] = take(f"{hf}{hf_name}.weight")
       out[mm + mm_name + "/bias"] = take(f"{hf}{hf_name}.bias")
     for hf_name, mm_name in (("intermediate.dense", "mlp/fc1"), ("output.dense", "mlp/fc2")):
-      out[mm + mm_name + "/kernel"] = _linear_in(take(f"{hf}{hf_name}.weight"))
+      out[mm + mm_name + "/kernel"] = layout.linear_in(take(f"{hf}{hf_name}.weight"))
       out[mm + mm_name + "/bias"] = take(f"{hf}{hf_name}.bias")
   # What is left is reported unused (under its HF name).
   out |= {prefix + k: np.asarray(v) for k, v in t.items() if k not in used}
@@ -160,12 +152,10 @@ def from_mmjax(params, model_cfg, vocab_size):
        "pooler.dense.bias": np.zeros(width, np.float32)}
   for i in range(size.depth):
     hf, mm = f"encoder.layer.{i}.", LAYER.format(i=i)
-    qkv_w = p[mm + "attn/qkv/kernel"].reshape(width, 3, width)
-    qkv_b = p[mm + "attn/qkv/bias"].reshape(3, width)
-    for j, n in enumerate(("query", "key", "value")):
-      t[f"{hf}attention.self.{n}.weight"] = _linear_in(qkv_w[:, j])
-      t[f"{hf}attention.self.{n}.bias"] = qkv_b[j]
-    t[f"{hf}attention.output.dense.weight"] = _linear_in(
+    weights, biases = layout.split_qkv(p[mm + "attn/qkv/kernel"], p[mm + "attn/qkv/bias"])
+    for n, w, b in zip(("query", "key", "value"), weights, biases):
+      t[f"{hf}attention.self.{n}.weight"], t[f"{hf}attention.self.{n}.bias"] = w, b
+    t[f"{hf}attention.output.dense.weight"] = layout.linear_in(
         p[mm + "attn/out/kernel"].reshape(width, width))
     t[f"{hf}attention.output.dense.bias"] = p[mm + "attn/out/bias"]
     for hf_name, mm_name in (("attention.output.LayerNorm", "norm1"),
@@ -173,6 +163,6 @@ def from_mmjax(params, model_cfg, vocab_size):
       t[f"{hf}{hf_name}.weight"] = p[mm + mm_name + "/scale"]
       t[f"{hf}{hf_name}.bias"] = p[mm + mm_name + "/bias"]
     for hf_name, mm_name in (("intermediate.dense", "mlp/fc1"), ("output.dense", "mlp/fc2")):
-      t[f"{hf}{hf_name}.weight"] = _linear_in(p[mm + mm_name + "/kernel"])
+      t[f"{hf}{hf_name}.weight"] = layout.linear_in(p[mm + mm_name + "/kernel"])
       t[f"{hf}{hf_name}.bias"] = p[mm + mm_name + "/bias"]
   return hf_config, {k: np.ascontiguousarray(v) for k, v in t.items()}

@@ -11,7 +11,6 @@ from mmjax.data import ops
 from mmjax.data import ops_audio
 from mmjax.errors import UserError
 from mmjax.models import tokenizers
-from mmjax.models import transformer
 
 # Training-time augmentation: a random start offset and a random gain in this range (dB).
 # espeak-ng peaks near 0.65 of full scale, so +3 dB still does not clip.
@@ -161,7 +160,7 @@ class Audio(modalities.Modality):
 
   def tokenizer(self, model_cfg, info, width, *, dtype, rngs):
     return tokenizers.AudioTokenizer(model_cfg.audio, info.sample_rate, width, dtype=dtype,
-                                     rngs=rngs, eps=model_cfg.get("ln_eps", transformer.LN_EPS))
+                                     rngs=rngs, **tokenizers.settings(model_cfg, self.name))
 
 
 MODALITY = Audio()

@@ -10,7 +10,6 @@ from mmjax import modalities
 from mmjax.data import ops
 from mmjax.errors import UserError
 from mmjax.models import tokenizers
-from mmjax.models import transformer
 
 
 def read_image(path, size, channels, max_pixels):
@@ -90,12 +89,17 @@ class Image(modalities.Modality):
                                                image_format)
 
   def model_config(self):
-    return ml_collections.ConfigDict(dict(patch_size=2))
+    # pos_embed: fixed 2-D 'sincos' positions, or a 'learned' [rows, cols, width] table (ViT,
+    # CLIP), interpolated to a new grid by init_from.
+    return ml_collections.ConfigDict(dict(patch_size=2, pos_embed="sincos"))
 
   def check_model_config(self, cfg):
     if not isinstance(cfg.patch_size, int) or cfg.patch_size <= 0:
       raise UserError(f"config.model.{self.name}.patch_size={cfg.patch_size!r}: must be a "
                       "positive integer.")
+    if cfg.get("pos_embed", "sincos") not in ("sincos", "learned"):
+      raise UserError(f"config.model.{self.name}.pos_embed={cfg.pos_embed!r}: use 'sincos' or "
+                      "'learned'.")
 
   def token_grid(self, model_cfg, info):
     return tokenizers.image_grid(info.shapes[self.name], model_cfg[self.name].patch_size,
@@ -108,7 +112,9 @@ class Image(modalities.Modality):
     return tokenizers.ImagePatchTokenizer(tuple(info.shapes[self.name]),
                                           model_cfg[self.name].patch_size, width, dtype=dtype,
                                           rngs=rngs, input_key=self.name,
-                                          eps=model_cfg.get("ln_eps", transformer.LN_EPS))
+                                          pos_embed=model_cfg[self.name].get("pos_embed",
+                                                                             "sincos"),
+                                          **tokenizers.settings(model_cfg, self.name))
 
 
 MODALITY = Image()

@@ -11,7 +11,6 @@ from mmjax.data import ops_text
 from mmjax.data import sources
 from mmjax.data import text_tokenizer
 from mmjax.models import tokenizers
-from mmjax.models import transformer
 
 MIN_LEN = 3  # [CLS], one word piece, [SEP].
 
@@ -106,7 +105,7 @@ class Text(modalities.Modality):
 
   def tokenizer(self, model_cfg, info, width, *, dtype, rngs):
     return tokenizers.TextTokenizer(info.vocab_size, self.size(info), width, dtype=dtype,
-                                    rngs=rngs, eps=model_cfg.get("ln_eps", transformer.LN_EPS))
+                                    rngs=rngs, **tokenizers.settings(model_cfg, self.name))
 
 
 MODALITY = Text()

@@ -15,6 +15,7 @@ from flax import nnx
 from mmjax import modalities as modality_lib
 from mmjax.errors import UserError
 from mmjax.modalities import presence_key
+from mmjax.models import encoding
 from mmjax.models import mmt
 from mmjax.models import sizes
 from mmjax.models.transformer import ZEROS, Arch, layer_norm, partitioned
@@ -43,10 +44,10 @@ class Classifier(nnx.Module):
     size, arch = sizes.of(config), Arch.of(config)
     dtype = jnp.dtype(config.dtype)
     self.inputs = modality_lib.ordered(config.inputs)
-    self.fusion = config.fusion
-    self.tokenizers = mmt.make_tokenizers(config, self.inputs, info, size.width, dtype=dtype,
+    self.fusion, self.pool = config.fusion, config.get("pool", "mean")
+    self.tokenizers = encoding.make_tokenizers(config, self.inputs, info, size.width, dtype=dtype,
                                           rngs=rngs)
-    self.encoder, self.encoders = mmt.make_encoders(config, self.inputs, dtype=dtype, rngs=rngs)
+    self.encoder, self.encoders = encoding.make_encoders(config, self.inputs, dtype=dtype, rngs=rngs)
     self.head_norm = layer_norm(size.width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
     # Zero-initialized head (as in MAE / BEiT fine-tuning): training starts from uniform logits.
     self.head = nnx.Linear(size.width, info.num_classes, dtype=dtype,
@@ -58,15 +59,16 @@ class Classifier(nnx.Module):
     has_<modality> False, are left out)."""
     b = batch["label"].shape[0]
     has = {m: batch.get(presence_key(m), jnp.ones((b,), bool)).astype(bool) for m in self.inputs}
-    tokens = {m: mmt.tokenize_present(self.tokenizers[m], m, batch) for m in self.inputs}
-    if self.fusion == "joint" and len(tokens) > 1:
+    tokens = {m: encoding.tokenize_present(self.tokenizers[m], m, batch) for m in self.inputs}
+    if self.fusion == "joint" and len(tokens) > 1:  # Shared encoder, no class token.
       x = jnp.concatenate([t.x for t in tokens.values()], axis=1)
       valid = jnp.concatenate([t.valid for t in tokens.values()], axis=1)
-      return mmt.masked_mean(self.encoder(x, valid), valid)  # towers='shared' (check_config).
+      return encoding.masked_mean(self.encoder(x, valid), valid)
     total, count = 0.0, 0.0
     for m, t in tokens.items():
       w = has[m][:, None].astype(jnp.float32)
-      total += w * mmt.masked_mean(mmt.encoder_of(self, m)(t.x, t.valid), t.valid)
+      h, cls = encoding.encode(self, m, t.x, t.valid, t.cls)
+      total += w * encoding.pool(h, t.valid, cls, self.pool)
       count += w
     return total / jnp.maximum(count, 1.0)
 

@@ -9,7 +9,6 @@ each modality alone ('clean'), or from the masked separate pass ('masked', FLIP:
 The forward pass holds no RNG state: the masking key is an argument, so the training step is a
 plain jit over (graphdef, params).
 """
-import dataclasses
 import itertools
 import math
 import typing
@@ -21,11 +20,12 @@ from flax import nnx
 
 from mmjax import modalities as modality_lib
 from mmjax.errors import UserError
-from mmjax.modalities import presence_key
-from mmjax.models import posemb
+from mmjax.models import encoding
 from mmjax.models import sizes
-from mmjax.models.transformer import (BLOCKS, EMBED_INIT, GELUS, REMAT_POLICIES, Arch, Encoder,
-                                      Stack, layer_norm, linear, linear_flops, partitioned)
+from mmjax.models.decoder import Decoder, Projection
+from mmjax.models.encoding import (encoder_of, make_encoders, make_tokenizers,
+                                   masked_mean, tokenize_present)  # pylint: disable=unused-import
+from mmjax.models.transformer import BLOCKS, GELUS, REMAT_POLICIES, Arch, linear_flops
 from mmjax.objectives import masking
 
 def default_config():
@@ -41,12 +41,18 @@ def default_config():
       # 'shared': one encoder for every modality (VATT's modality-agnostic one); 'separate':
       # a tower per modality (CLIP, ImageBind), named encoders/<modality>.
       towers="shared",
+      # A learned class token before each modality's tokens, and the pooling of the encoder
+      # output for embeddings and heads: 'mean' of the tokens or the 'cls' token's output.
+      cls_token=False, pool="mean",
+      # Modalities whose tokens enter the encoder without the tokenizer's final LayerNorm
+      # (ViT and CLIP's text have none; mmjax.models.tokenizers).
+      ln_pre_off=(),
       dtype="float32",  # Compute dtype ('bfloat16' on accelerators); parameters stay float32.
       scan_layers=False,  # Scan over stacked blocks: compile time flat in depth.
       remat="none",  # Per block: 'none', 'full' (keep only its input) or 'dots' (matmuls).
       # Overrides of the size's encoder shape (0: the size's own), e.g. for an imported
       # checkpoint (mmjax.models.sizes.of).
-      width=0, depth=0, num_heads=0, mlp_dim=0,
+      encoder=ml_collections.ConfigDict(dict(width=0, depth=0, num_heads=0, mlp_dim=0)),
       # Block architecture (mmjax.models.transformer.Arch): 'pre_ln' or 'post_ln' (BERT); the
       # LayerNorm epsilon (BERT: 1e-12); GELU 'tanh', 'exact' or 'quick' (OpenAI CLIP).
       block="pre_ln", ln_eps=1e-6, gelu="tanh",
@@ -57,28 +63,10 @@ def default_config():
   ))
 
 
-def tokenize_present(tokenizer, modality, batch, **kwargs):
-  """Tokens of one modality; an example whose batch['has_<modality>'] is False (a mixture
-  entry without it) has no valid tokens: nothing attends to them, no loss counts them.
-  kwargs go to the tokenizer (`shown`, for one with stats_from_shown)."""
-  with jax.named_scope(f"tokenize_{modality}"):  # Names the ops in profiles.
-    tokens = tokenizer(batch, **kwargs)
-  has = batch.get(presence_key(modality))
-  if has is None:
-    return tokens
-  return tokens.replace(valid=tokens.valid & has.astype(bool)[:, None])
-
-
 def pair_names(modalities):
   """'a_b' for every pair, in canonical modality order: image_text, image_audio, text_audio."""
   ordered = modality_lib.ordered(modalities)
   return [f"{a}_{b}" for a, b in itertools.combinations(ordered, 2)]
-
-
-def masked_mean(x_bnd, valid_bn):
-  """f32[B, D] mean over valid tokens (0 for a row without any)."""
-  w = valid_bn[..., None].astype(jnp.float32)
-  return (x_bnd.astype(jnp.float32) * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
 
 
 def _split(x_bn_, lengths):
@@ -99,62 +87,6 @@ class Visible(typing.NamedTuple):
   restore: jax.Array | None
 
 
-class Projection(nnx.Module):
-  """Pooled encoder output -> LayerNorm -> Linear -> L2-normalized f32[B, E]."""
-
-  def __init__(self, width, embed_dim, *, dtype, rngs, eps=1e-6):
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
-    self.proj = linear(width, embed_dim, ("embed", None), dtype=dtype, rngs=rngs)
-
-  def __call__(self, pooled_bd):
-    z_be = self.proj(self.norm(pooled_bd)).astype(jnp.float32)
-    return z_be * jax.lax.rsqrt(jnp.maximum(jnp.square(z_be).sum(-1, keepdims=True), 1e-12))
-
-
-class Decoder(nnx.Module):
-  """MAE-style light decoder shared by all modalities: fills hidden positions with a learned mask
-  token, adds fixed sin-cos positions and a modality-type vector, and predicts with one output
-  head per modality."""
-
-  def __init__(self, width, size, modalities, outputs, *, dtype, rngs, scan=False,
-               remat="none", arch=Arch()):
-    dw = size.decoder_width
-    self.modalities = tuple(modalities)
-    self.width = dw
-    self.embed = linear(width, dw, ("embed", "mlp"), dtype=dtype, rngs=rngs)
-    self.mask_token = nnx.Param(partitioned(EMBED_INIT, "embed")(rngs.params(), (dw,)))
-    self.type_embed = nnx.Param(partitioned(EMBED_INIT, None, "embed")(
-        rngs.params(), (len(self.modalities), dw)))
-    # Pre-LN blocks with the encoder's epsilon and GELU (MAE's decoder mirrors its encoder).
-    arch = dataclasses.replace(arch, block="pre_ln")
-    self.blocks = Stack(dw, size.decoder_depth, size.decoder_heads, 4 * dw, dtype=dtype,
-                        rngs=rngs, scan=scan, remat=remat, arch=arch)
-    self.norm = layer_norm(dw, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
-    # outputs: {m: (features, partitioning axis)}.
-    self.heads = nnx.Dict({m: linear(dw, outputs[m][0], ("embed", outputs[m][1]), dtype=dtype,
-                                     rngs=rngs)
-                           for m in self.modalities})
-
-  def fill(self, modality, h_bkd, visible, grid):
-    """Encoded visible tokens [B, K, width] -> decoder input [B, N, decoder_width]."""
-    y = self.embed(h_bkd)
-    mask_token = self.mask_token[...].astype(y.dtype)
-    if visible.restore is None:
-      y = jnp.where(visible.hidden[..., None], mask_token, y)
-    else:
-      y = masking.restore_tokens(y, mask_token, visible.restore)
-    pos = posemb.for_grid(grid, self.width)
-    type_d = self.type_embed[...][self.modalities.index(modality)]
-    return y + pos.astype(y.dtype) + type_d.astype(y.dtype)
-
-  def __call__(self, y_bnd, valid_bn):
-    with jax.named_scope("decoder"):
-      return self.norm(self.blocks(y_bnd, valid_bn))
-
-  def predict(self, modality, y_bnd):
-    return self.heads[modality](y_bnd).astype(jnp.float32)
-
-
 def check_config(config):
   """Raises UserError naming the key for a model config that cannot work (`config.model`)."""
   if config.size not in sizes.SIZES:
@@ -162,20 +94,18 @@ def check_config(config):
                     f"{list(sizes.SIZES)}.")
   for key, allowed in (("fusion", ("separate", "joint")), ("dtype", ("float32", "bfloat16")),
                        ("remat", tuple(REMAT_POLICIES)), ("block", BLOCKS),
-                       ("gelu", tuple(GELUS)), ("towers", TOWERS)):
+                       ("gelu", tuple(GELUS))):
     if config.get(key, allowed[0]) not in allowed:
       raise UserError(f"config.model.{key}={config[key]!r}: use one of {list(allowed)}.")
   for key in sizes.OVERRIDES:
-    if int(config.get(key, 0) or 0) < 0:
-      raise UserError(f"config.model.{key}={config[key]}: give a positive number, or 0 for "
-                      f"size {config.size!r}'s.")
+    if int((config.get("encoder") or {}).get(key, 0) or 0) < 0:
+      raise UserError(f"config.model.encoder.{key}={config.encoder[key]}: give a positive "
+                      f"number, or 0 for size {config.size!r}'s.")
   size = sizes.of(config)
   if size.width % size.num_heads:
     raise UserError(f"config.model: width {size.width} is not divisible by num_heads "
                     f"{size.num_heads}.")
-  if config.get("towers", "shared") == "separate" and config.fusion == "joint":
-    raise UserError("config.model.towers='separate' encodes each modality in its own tower; "
-                    "fusion='joint' needs the shared encoder (towers='shared').")
+  encoding.check_config(config)
   if not 0 < float(config.get("ln_eps", 1e-6)) < 1:
     raise UserError(f"config.model.ln_eps={config.ln_eps}: give a small positive number.")
   # Each modality's section; whether its patches fit the inputs is known once the dataset is
@@ -183,30 +113,6 @@ def check_config(config):
   for m in modality_lib.names():
     if m in config:
       modality_lib.get(m).check_model_config(config[m])
-
-
-TOWERS = ("shared", "separate")
-
-
-def make_encoders(config, modalities, *, dtype, rngs):
-  """(shared Encoder, None) or (None, nnx.Dict {m: Encoder}) by config.towers."""
-  size = sizes.of(config)
-  make = lambda: Encoder(size.width, size.depth, size.num_heads, size.mlp_dim, dtype=dtype,
-                         rngs=rngs, scan=config.scan_layers, remat=config.remat,
-                         arch=Arch.of(config))
-  if config.get("towers", "shared") == "separate":
-    return None, nnx.Dict({m: make() for m in modality_lib.ordered(modalities)})
-  return make(), None
-
-
-def encoder_of(model, modality):  # The shared encoder, or `modality`'s tower.
-  return model.encoder if model.encoders is None else model.encoders[modality]
-
-
-def make_tokenizers(config, modalities, info, width, *, dtype, rngs):
-  """{m: tokenizer} of `modalities` (nnx.Dict), in canonical order: the registry's."""
-  return nnx.Dict({m: modality_lib.get(m).tokenizer(config, info, width, dtype=dtype, rngs=rngs)
-                   for m in modality_lib.ordered(modalities)})
 
 
 class MultimodalTransformer(nnx.Module):
@@ -217,7 +123,7 @@ class MultimodalTransformer(nnx.Module):
     size, arch = sizes.of(config), Arch.of(config)
     dtype = jnp.dtype(config.dtype)
     self.modalities = modality_lib.ordered(info.modalities)  # UserError for an unknown one.
-    self.fusion = config.fusion
+    self.fusion, self.pool = config.fusion, config.get("pool", "mean")
     self.tokenizers = make_tokenizers(config, self.modalities, info, size.width, dtype=dtype,
                                       rngs=rngs)
     stack = dict(scan=config.scan_layers, remat=config.remat, arch=arch)
@@ -267,14 +173,18 @@ class MultimodalTransformer(nnx.Module):
     return Visible(masking.gather_tokens(tokens.x, keep_bk),
                    masking.gather_tokens(tokens.valid, keep_bk), hidden, restore_bn), tokens
 
-  def _encode_all(self, visible):
-    """{m: Visible} -> {m: encoded [B, K, width]}, per modality or as one joint sequence."""
+  def _encode_all(self, visible, tokens):
+    """{m: Visible} -> ({m: encoded [B, K, width]}, {m: class token output or None}), per
+    modality or as one joint sequence (no class tokens: encoding.check_config)."""
     if self.fusion == "separate":
-      return {m: encoder_of(self, m)(v.x, v.valid) for m, v in visible.items()}
+      both = {m: encoding.encode(self, m, v.x, v.valid, tokens[m].cls)
+              for m, v in visible.items()}
+      return {m: h for m, (h, _) in both.items()}, {m: c for m, (_, c) in both.items()}
     names = list(visible)
     h = self.encoder(jnp.concatenate([visible[m].x for m in names], axis=1),
                      jnp.concatenate([visible[m].valid for m in names], axis=1))
-    return dict(zip(names, _split(h, [visible[m].x.shape[1] for m in names])))
+    return (dict(zip(names, _split(h, [visible[m].x.shape[1] for m in names]))),
+            dict.fromkeys(names))
 
   def _decode_all(self, encoded, visible, tokens):
     """-> {m: decoder output [B, N, decoder_width]}, jointly when fusion is joint."""
@@ -288,8 +198,8 @@ class MultimodalTransformer(nnx.Module):
 
   def _embed_tokens(self, modality, tokens):
     """Unmasked pass of one modality alone -> f32[B, E]."""
-    h = encoder_of(self, modality)(tokens.x, tokens.valid)
-    return self.projections[modality](masked_mean(h, tokens.valid))
+    h, cls = encoding.encode(self, modality, tokens.x, tokens.valid, tokens.cls)
+    return self.projections[modality](encoding.pool(h, tokens.valid, cls, self.pool))
 
   def _logit_params(self, modalities):
     # No clamp here: it would stop the gradient above the cap. The optimizer clamps the
@@ -369,7 +279,7 @@ class MultimodalTransformer(nnx.Module):
                            mask_ratios[m], batch)
              for m in masked}
       visible = {m: v for m, (v, _) in hid.items()}
-      encoded = self._encode_all(visible)
+      encoded, cls_out = self._encode_all(visible, tokens)
       decoded = self._decode_all(encoded, visible, tokens)
       for m in masked:
         pred = self.decoder.predict(m, decoded[m])
@@ -381,7 +291,8 @@ class MultimodalTransformer(nnx.Module):
       out["embeddings"] = {m: self._embed_tokens(m, tokens[m]) for m in present}
     elif embeddings == "masked":
       out["embeddings"] = {
-          m: (self.projections[m](masked_mean(encoded[m], visible[m].valid)) if m in masked
+          m: (self.projections[m](encoding.pool(encoded[m], visible[m].valid, cls_out[m],
+                                                self.pool)) if m in masked
               else self._embed_tokens(m, tokens[m]))
           for m in present}
     if embeddings:

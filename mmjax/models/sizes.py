@@ -1,8 +1,8 @@
 """The one size table: encoder and decoder shapes by name, from `tiny` (tests, demo) to `H`.
 
-A model config may override the encoder's shape (config.model.width, depth, num_heads, mlp_dim;
-0 keeps the size's), to match a public checkpoint (e.g. all-MiniLM-L6: S's width, 6 layers,
-12 heads): `of(config.model)` is the shape a model config builds.
+A model config may override the encoder's shape (config.model.encoder.width, depth, num_heads,
+mlp_dim; 0 keeps the size's), to match a public checkpoint (e.g. all-MiniLM-L6: S's width,
+6 layers, 12 heads): `of(config.model)` is the shape a model config builds.
 
 S/B/L/H follow ViT/MAE. The decoder only has to fill in masked tokens, so it stays light
 (MAE: 512 wide, 8 deep for every encoder size; S gets a narrower one to stay below its encoder).
@@ -49,8 +49,9 @@ OVERRIDES = ("width", "depth", "num_heads", "mlp_dim")
 
 
 def of(model_cfg):
-  """The Size a model config builds: config.model.size's, with any of OVERRIDES that the
-  config sets to a positive number in its place."""
+  """The Size a model config builds: config.model.size's, with any of OVERRIDES that
+  config.model.encoder sets to a positive number in its place."""
   size = get(model_cfg.size)
-  changes = {k: int(model_cfg[k]) for k in OVERRIDES if int(model_cfg.get(k, 0) or 0) > 0}
+  encoder = model_cfg.get("encoder") or {}
+  changes = {k: int(encoder[k]) for k in OVERRIDES if int(encoder.get(k, 0) or 0) > 0}
   return dataclasses.replace(size, **changes)

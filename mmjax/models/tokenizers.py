@@ -32,15 +32,43 @@ class Tokens:
   grid: static token grid, (rows, cols) or (length,), prod(grid) == N.
   maskable: bool[B, N], the tokens masked modeling may hide (a subset of valid: text's real
     wordpieces, not [CLS] / [SEP]); None means every valid token.
+  cls: [1, 1, D] the class token (config.model.cls_token), which the encoder puts first and
+    masking never hides; None without one.
   """
   x: jax.Array
   valid: jax.Array
   target: jax.Array
   grid: tuple = flax.struct.field(pytree_node=False)
   maskable: jax.Array | None = None
+  cls: jax.Array | None = None
 
   def hideable(self):
     return self.valid if self.maskable is None else self.maskable & self.valid
+
+
+def settings(model_cfg, modality):
+  """What every tokenizer takes from config.model: the LayerNorm epsilon, whether its tokens
+  end in a LayerNorm (modalities in ln_pre_off do not), and a class token (cls_token)."""
+  return dict(eps=float(model_cfg.get("ln_eps", LN_EPS)),
+              ln_pre=modality not in tuple(model_cfg.get("ln_pre_off", ())),
+              cls_token=bool(model_cfg.get("cls_token", False)))
+
+
+class _Finish(nnx.Module):
+  """The end every tokenizer shares: an optional LayerNorm (CLIP's ln_pre) over the embedded
+  tokens, and an optional learned class token that goes through it too (its position is part
+  of it: ViT's cls_token + pos_embed[0])."""
+
+  def _init_finish(self, width, *, dtype, rngs, eps=LN_EPS, ln_pre=True, cls_token=False):
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps) if ln_pre else None
+    self.cls = (nnx.Param(partitioned(EMBED_INIT, "embed")(rngs.params(), (width,)))
+                if cls_token else None)
+
+  def _finish(self, x_bnd):
+    """(tokens, the class token [1, 1, D] or None) after the optional LayerNorm."""
+    norm = (lambda v: v) if self.norm is None else self.norm
+    cls = None if self.cls is None else norm(self.cls[...].astype(x_bnd.dtype))[None, None]
+    return norm(x_bnd), cls
 
 
 def _type_embed(width, rngs):
@@ -98,8 +126,8 @@ def audio_grid(audio_cfg, num_samples, sample_rate):
   return grid
 
 
-class ImagePatchTokenizer(nnx.Module):
-  """Images [B, H, W, C] -> non-overlapping p x p patches, 2-D sin-cos positions.
+class ImagePatchTokenizer(_Finish):
+  """Images [B, H, W, C] -> non-overlapping p x p patches, 2-D sin-cos (or learned) positions.
 
   Integer images (uint8, what `decode` gives) are pixel values 0..255 and are mapped to
   [-1, 1]. Float images are taken as already in model range (the op strings
@@ -109,7 +137,7 @@ class ImagePatchTokenizer(nnx.Module):
   out_axis = "patch"
 
   def __init__(self, image_shape, patch_size, width, *, dtype, rngs, input_key="image",
-               eps=LN_EPS):
+               pos_embed="sincos", **finish):
     channels = image_shape[2]
     self.input_key = input_key
     self.patch_size = patch_size
@@ -118,7 +146,11 @@ class ImagePatchTokenizer(nnx.Module):
     self.width = width
     self.patch_embed = linear(self.patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
     self.type_embed = _type_embed(width, rngs)
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
+    self._init_finish(width, dtype=dtype, rngs=rngs, **finish)
+    # Learned positions (ViT, CLIP) as a [rows, cols, width] table, so that init_from resizes
+    # it over the 2-D grid; else the fixed sin-cos table of the grid.
+    self.pos_embed = (nnx.Param(partitioned(EMBED_INIT, None, None, "embed")(
+        rngs.params(), (*self.grid, width))) if pos_embed == "learned" else None)
 
   @staticmethod
   def pixels(images_bhwc):
@@ -140,14 +172,15 @@ class ImagePatchTokenizer(nnx.Module):
 
   def __call__(self, batch):
     patches_bnp = self.patchify(self.pixels(batch[self.input_key]))
-    pos = posemb.sincos_2d(*self.grid, self.width)
-    x_bnd = self.norm(_add_position_and_type(self.patch_embed(patches_bnp), pos,
-                                             self.type_embed[...]))
+    pos = (posemb.sincos_2d(*self.grid, self.width) if self.pos_embed is None
+           else einops.rearrange(self.pos_embed[...], "h w d -> (h w) d"))
+    x_bnd, cls = self._finish(_add_position_and_type(self.patch_embed(patches_bnp), pos,
+                                                     self.type_embed[...]))
     valid_bn = jnp.ones(patches_bnp.shape[:2], bool)
-    return Tokens(x=x_bnd, valid=valid_bn, target=patches_bnp, grid=self.grid)
+    return Tokens(x=x_bnd, valid=valid_bn, target=patches_bnp, grid=self.grid, cls=cls)
 
 
-class TextTokenizer(nnx.Module):
+class TextTokenizer(_Finish):
   """int32[B, L] word-piece ids -> token embeddings with learned positions.
 
   Rows are laid out as the loader's tokenizer makes them: [CLS] wordpieces [SEP] [PAD]...
@@ -157,7 +190,7 @@ class TextTokenizer(nnx.Module):
   input_key = "text_ids"
   out_axis = "vocab"
 
-  def __init__(self, vocab_size, max_len, width, *, dtype, rngs, eps=LN_EPS):
+  def __init__(self, vocab_size, max_len, width, *, dtype, rngs, **finish):
     self.max_len = max_len
     self.out_dim = vocab_size  # Masked-LM predicts word pieces.
     self.token_embed = nnx.Embed(vocab_size, width, dtype=dtype,
@@ -166,7 +199,7 @@ class TextTokenizer(nnx.Module):
     self.pos_embed = nnx.Param(partitioned(EMBED_INIT, None, "embed")(
         rngs.params(), (max_len, width)))
     self.type_embed = _type_embed(width, rngs)
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
+    self._init_finish(width, dtype=dtype, rngs=rngs, **finish)
 
   def __call__(self, batch):
     ids_bl = batch["text_ids"].astype(jnp.int32)
@@ -175,18 +208,18 @@ class TextTokenizer(nnx.Module):
       raise UserError(f"Text of length {length} is longer than the model's {self.max_len} "
                       "positions (dataset text_len).")
     pos = self.pos_embed[...][:length]
-    x_bld = self.norm(_add_position_and_type(self.token_embed(ids_bl), pos,
-                                             self.type_embed[...]))
+    x_bld, cls = self._finish(_add_position_and_type(self.token_embed(ids_bl), pos,
+                                                     self.type_embed[...]))
     valid_bl = batch["text_mask"].astype(bool)
     # Not the first valid token ([CLS]) nor the last ([SEP]).
     index_l = jnp.arange(length)
     last_b1 = valid_bl.sum(1, keepdims=True) - 1
     wordpiece_bl = valid_bl & (index_l > 0) & (index_l < last_b1)
     return Tokens(x=x_bld, valid=valid_bl, target=ids_bl, grid=(length,),
-                  maskable=wordpiece_bl)
+                  maskable=wordpiece_bl, cls=cls)
 
 
-class AudioTokenizer(nnx.Module):
+class AudioTokenizer(_Finish):
   """f32[B, T] waveforms -> patches of a log-mel spectrogram (frontend 'logmel', computed here on
   the accelerator) or of the raw waveform (frontend 'waveform', VATT).
 
@@ -200,7 +233,7 @@ class AudioTokenizer(nnx.Module):
   input_key = "audio"
   out_axis = "patch"
 
-  def __init__(self, audio_cfg, sample_rate, width, *, dtype, rngs, eps=LN_EPS):
+  def __init__(self, audio_cfg, sample_rate, width, *, dtype, rngs, **finish):
     self.frontend = audio_cfg.frontend
     self.sample_rate = sample_rate
     self.width = width
@@ -220,7 +253,7 @@ class AudioTokenizer(nnx.Module):
     self.patch_dim = self.out_dim = patch_dim
     self.patch_embed = linear(patch_dim, width, ("patch", "embed"), dtype=dtype, rngs=rngs)
     self.type_embed = _type_embed(width, rngs)
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
+    self._init_finish(width, dtype=dtype, rngs=rngs, **finish)
 
   def _logmel_patches(self, wave_bt, mask_bt, shown_bn):
     """-> (f32[B, N, pt*pf] patches of the normalized log-mel, bool[B, N], grid)."""
@@ -269,6 +302,6 @@ class AudioTokenizer(nnx.Module):
     else:
       patches, valid, grid = self._waveform_patches(wave_bt, mask_bt)
     pos = posemb.for_grid(grid, self.width)
-    x_bnd = self.norm(_add_position_and_type(self.patch_embed(patches), pos,
-                                             self.type_embed[...]))
-    return Tokens(x=x_bnd, valid=valid, target=patches, grid=grid)
+    x_bnd, cls = self._finish(_add_position_and_type(self.patch_embed(patches), pos,
+                                                     self.type_embed[...]))
+    return Tokens(x=x_bnd, valid=valid, target=patches, grid=grid, cls=cls)

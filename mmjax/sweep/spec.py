@@ -133,8 +133,9 @@ def measured_by_baselines(sweep, column):
 # before the key existed: left out of config_hash while they hold it, so that adding a switch
 # does not orphan every recorded result (model switches of mmjax.interop).
 ADDED_DEFAULTS = {"model.block": "pre_ln", "model.ln_eps": 1e-6, "model.gelu": "tanh",
-                  "model.width": 0, "model.depth": 0, "model.num_heads": 0, "model.mlp_dim": 0,
-                  "model.towers": "shared"}
+                  "model.encoder": {"width": 0, "depth": 0, "num_heads": 0, "mlp_dim": 0},
+                  "model.towers": "shared", "model.cls_token": False, "model.pool": "mean",
+                  "model.ln_pre_off": (), "model.image.pos_embed": "sincos"}
 
 
 def _pop(tree, key, only_if=None):

@@ -1,0 +1,61 @@
+"""Weight layouts shared by the converters: torch's Linear [out, in] against mmjax's kernels
+[in, out], and the fused q/k/v projection of mmjax's attention ([width, 3, heads, head_dim])."""
+import numpy as np
+
+
+def linear_in(weight):
+  """A torch Linear weight [out, in] as an mmjax kernel [in, out] (and back: the same map)."""
+  return np.ascontiguousarray(np.asarray(weight, np.float32).T)
+
+
+def fuse_qkv(weights, biases, heads):
+  """Separate q, k, v Linear weights [D, D] and biases [D] -> mmjax's qkv (kernel
+  [D, 3, heads, D / heads], bias [3, heads, D / heads])."""
+  width = weights[0].shape[1]
+  kernel = np.stack([linear_in(w) for w in weights], 1).reshape(width, 3, heads, width // heads)
+  bias = np.stack([np.asarray(b, np.float32) for b in biases]).reshape(3, heads, width // heads)
+  return kernel, bias
+
+
+def split_qkv(kernel, bias):
+  """mmjax's qkv kernel and bias -> ([q, k, v] Linear weights [D, D], [q, k, v] biases)."""
+  width = kernel.shape[0]
+  k, b = np.asarray(kernel).reshape(width, 3, width), np.asarray(bias).reshape(3, width)
+  return [linear_in(k[:, j]) for j in range(3)], [b[j] for j in range(3)]
+
+
+def out_in(weight, heads):
+  """The attention's output Linear [D, D] as mmjax's out kernel [heads, D / heads, D]."""
+  width = weight.shape[0]
+  return linear_in(weight).reshape(heads, width // heads, width)
+
+
+def _get(model_cfg, dotted):
+  node = model_cfg
+  for part in dotted.split("."):
+    node = node.get(part) if hasattr(node, "get") else None
+  return node
+
+
+def config_problems(model_cfg, settings):
+  """The `--config.model.<key>=<value>` flags that config.model lacks to hold `settings`
+  ({dotted key: value}, a converter's model_config)."""
+  problems = []
+  for key, want in settings.items():
+    have = _get(model_cfg, key)
+    if isinstance(want, tuple):
+      same = have is not None and tuple(have) == want
+    elif isinstance(want, float):
+      same = have is not None and bool(np.isclose(float(have), want, rtol=1e-6))
+    else:
+      same = have == want
+    if not same:
+      problems.append(f"--config.model.{key}={want}")
+  return problems
+
+
+def apply(model_cfg, settings):
+  """config.model with `settings` ({dotted key: value}) set in place."""
+  with model_cfg.unlocked():
+    model_cfg.update_from_flattened_dict(dict(settings))
+  return model_cfg

@@ -1,0 +1,67 @@
+"""The pretraining model's heads (mmjax.models.mmt): the MAE-style decoder of masked modeling
+and the projections of the contrastive embeddings."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mmjax.models import posemb
+from mmjax.models.transformer import EMBED_INIT, Arch, Stack, layer_norm, linear, partitioned
+from mmjax.objectives import masking
+
+
+class Projection(nnx.Module):
+  """Pooled encoder output -> LayerNorm -> Linear -> L2-normalized f32[B, E]."""
+
+  def __init__(self, width, embed_dim, *, dtype, rngs, eps=1e-6):
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
+    self.proj = linear(width, embed_dim, ("embed", None), dtype=dtype, rngs=rngs)
+
+  def __call__(self, pooled_bd):
+    z_be = self.proj(self.norm(pooled_bd)).astype(jnp.float32)
+    return z_be * jax.lax.rsqrt(jnp.maximum(jnp.square(z_be).sum(-1, keepdims=True), 1e-12))
+
+
+class Decoder(nnx.Module):
+  """MAE-style light decoder shared by all modalities: fills hidden positions with a learned mask
+  token, adds fixed sin-cos positions and a modality-type vector, and predicts with one output
+  head per modality."""
+
+  def __init__(self, width, size, modalities, outputs, *, dtype, rngs, scan=False,
+               remat="none", arch=Arch()):
+    dw = size.decoder_width
+    self.modalities = tuple(modalities)
+    self.width = dw
+    self.embed = linear(width, dw, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    self.mask_token = nnx.Param(partitioned(EMBED_INIT, "embed")(rngs.params(), (dw,)))
+    self.type_embed = nnx.Param(partitioned(EMBED_INIT, None, "embed")(
+        rngs.params(), (len(self.modalities), dw)))
+    # Pre-LN blocks with the encoder's epsilon and GELU (MAE's decoder mirrors its encoder).
+    arch = dataclasses.replace(arch, block="pre_ln")
+    self.blocks = Stack(dw, size.decoder_depth, size.decoder_heads, 4 * dw, dtype=dtype,
+                        rngs=rngs, scan=scan, remat=remat, arch=arch)
+    self.norm = layer_norm(dw, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
+    # outputs: {m: (features, partitioning axis)}.
+    self.heads = nnx.Dict({m: linear(dw, outputs[m][0], ("embed", outputs[m][1]), dtype=dtype,
+                                     rngs=rngs)
+                           for m in self.modalities})
+
+  def fill(self, modality, h_bkd, visible, grid):
+    """Encoded visible tokens [B, K, width] -> decoder input [B, N, decoder_width]."""
+    y = self.embed(h_bkd)
+    mask_token = self.mask_token[...].astype(y.dtype)
+    if visible.restore is None:
+      y = jnp.where(visible.hidden[..., None], mask_token, y)
+    else:
+      y = masking.restore_tokens(y, mask_token, visible.restore)
+    pos = posemb.for_grid(grid, self.width)
+    type_d = self.type_embed[...][self.modalities.index(modality)]
+    return y + pos.astype(y.dtype) + type_d.astype(y.dtype)
+
+  def __call__(self, y_bnd, valid_bn):
+    with jax.named_scope("decoder"):
+      return self.norm(self.blocks(y_bnd, valid_bn))
+
+  def predict(self, modality, y_bnd):
+    return self.heads[modality](y_bnd).astype(jnp.float32)

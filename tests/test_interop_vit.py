@@ -1,0 +1,88 @@
+"""HF ViT checkpoints into an mmjax image tower (mmjax.interop.vit), against transformers'
+ViTModel (torch, float32) with random weights. Needs the interop environment:
+./scripts/setup_env.sh --interop."""
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmjax import interop
+from mmjax import models
+from mmjax.data import info as info_lib
+from mmjax.errors import UserError
+from mmjax.interop import layout
+from mmjax.interop import vit
+from mmjax.models import encoding
+from mmjax.models import mmt
+from mmjax.train import init_from
+
+torch = pytest.importorskip(
+    "torch", reason="the interop environment is not installed: ./scripts/setup_env.sh --interop")
+transformers = pytest.importorskip(
+    "transformers",
+    reason="the interop environment is not installed: ./scripts/setup_env.sh --interop")
+
+TOL = 1e-5
+IMAGE, PATCH = 16, 4
+
+
+@pytest.fixture(scope="module")
+def random_vit(tmp_path_factory):
+  """A small ViTModel with random weights (LayerNorms and class token perturbed), saved."""
+  torch.manual_seed(0)
+  config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, image_size=IMAGE, patch_size=PATCH,
+                                  num_channels=3)
+  model = transformers.ViTModel(config, add_pooling_layer=False)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "layernorm" in name or "cls_token" in name or "position" in name:
+        p.add_(0.1 * torch.randn_like(p))
+  folder = tmp_path_factory.mktemp("random_vit")
+  model.save_pretrained(folder, safe_serialization=True)
+  return str(folder), interop.read_config(folder), model.eval()
+
+
+def _image_model(hf_config, **extra):
+  cfg = mmt.default_config()
+  cfg.name = "classifier"
+  with cfg.unlocked():
+    cfg.inputs = ("image",)
+  layout.apply(cfg, vit.model_config(hf_config) | extra)
+  info = info_lib.planned({"image": (IMAGE, IMAGE, 3)})
+  return models.make(cfg, info, rngs=nnx.Rngs(0)), cfg, info
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_random_vit_matches_transformers(random_vit, scan):
+  folder, hf_config, reference = random_vit
+  model, cfg, info = _image_model(hf_config, scan_layers=scan)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  params, report = init_from.restore_imported(f"hf:{folder}", params, params, cfg, info)
+  assert report["new"] == ["head/bias", "head/kernel", "head_norm/bias", "head_norm/scale"]
+  model = nnx.merge(graphdef, params, rest)
+  images = np.random.default_rng(0).normal(size=(3, IMAGE, IMAGE, 3)).astype(np.float32)
+
+  @jax.jit
+  def run(images):
+    tokens = model.tokenizers["image"]({"image": images})
+    return encoding.encode(model, "image", tokens.x, tokens.valid, tokens.cls)
+
+  h, cls = jax.device_get(run(images))
+  with torch.no_grad():
+    ref = reference(pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2))
+                    ).last_hidden_state.numpy()
+  np.testing.assert_allclose(cls, ref[:, 0], atol=TOL, rtol=0)
+  np.testing.assert_allclose(h, ref[:, 1:], atol=TOL, rtol=0)
+
+
+def test_vit_import_names_the_flags_a_config_lacks(random_vit):
+  folder, _, _ = random_vit
+  cfg = mmt.default_config()
+  info = info_lib.planned({"image": (IMAGE, IMAGE, 3)})
+  with pytest.raises(UserError) as e:
+    interop.check(f"hf:{folder}", cfg, info)
+  for flag in ("--config.model.cls_token=True", "--config.model.pool=cls",
+               "--config.model.image.pos_embed=learned", "--config.model.image.patch_size=4",
+               "--config.model.ln_pre_off=('image',)"):
+    assert flag in str(e.value)
