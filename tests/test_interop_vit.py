@@ -43,25 +43,28 @@ def random_vit(tmp_path_factory):
   return str(folder), interop.read_config(folder), model.eval()
 
 
-def _image_model(hf_config, **extra):
+def _image_model(hf_config, image=IMAGE, **extra):
   cfg = mmt.default_config()
   cfg.name = "classifier"
   with cfg.unlocked():
     cfg.inputs = ("image",)
   layout.apply(cfg, vit.model_config(hf_config) | extra)
-  info = info_lib.planned({"image": (IMAGE, IMAGE, 3)})
+  info = info_lib.planned({"image": (image, image, 3)})
   return models.make(cfg, info, rngs=nnx.Rngs(0)), cfg, info
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_random_vit_matches_transformers(random_vit, scan):
+@pytest.mark.parametrize("scan,image", [(False, IMAGE), (True, IMAGE), (False, 24)])
+def test_random_vit_matches_transformers(random_vit, scan, image):
+  """24 px: a 6x6 grid from the checkpoint's 4x4, against ViTModel's interpolate_pos_encoding."""
   folder, hf_config, reference = random_vit
-  model, cfg, info = _image_model(hf_config, scan_layers=scan)
+  model, cfg, info = _image_model(hf_config, image, scan_layers=scan)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   params, report = init_from.restore_imported(f"hf:{folder}", params, params, cfg, info)
   assert report["new"] == ["head/bias", "head/kernel", "head_norm/bias", "head_norm/scale"]
   model = nnx.merge(graphdef, params, rest)
-  images = np.random.default_rng(0).normal(size=(3, IMAGE, IMAGE, 3)).astype(np.float32)
+  if image != IMAGE:
+    assert any("resized to 6x6" in n for n in report["notes"])
+  images = np.random.default_rng(0).normal(size=(3, image, image, 3)).astype(np.float32)
 
   @jax.jit
   def run(images):
@@ -70,8 +73,8 @@ def test_random_vit_matches_transformers(random_vit, scan):
 
   h, cls = jax.device_get(run(images))
   with torch.no_grad():
-    ref = reference(pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2))
-                    ).last_hidden_state.numpy()
+    ref = reference(pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2)),
+                    interpolate_pos_encoding=image != IMAGE).last_hidden_state.numpy()
   np.testing.assert_allclose(cls, ref[:, 0], atol=TOL, rtol=0)
   np.testing.assert_allclose(h, ref[:, 1:], atol=TOL, rtol=0)
 

@@ -59,3 +59,31 @@ def apply(model_cfg, settings):
   with model_cfg.unlocked():
     model_cfg.update_from_flattened_dict(dict(settings))
   return model_cfg
+
+
+def _bicubic_matrix(n_in, n_out, a=-0.75):
+  """f64[n_out, n_in]: 1-D bicubic resampling as torch's interpolate(mode='bicubic',
+  align_corners=False) computes it (Keys' cubic with a = -0.75, half-pixel centres, edge
+  indices clamped)."""
+  def w(x):
+    x = abs(x)
+    if x <= 1:
+      return ((a + 2) * x - (a + 3)) * x * x + 1
+    if x < 2:
+      return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return 0.0
+  m = np.zeros((n_out, n_in))
+  for i in range(n_out):
+    src = (i + 0.5) * n_in / n_out - 0.5
+    base = int(np.floor(src))
+    for j in range(base - 1, base + 3):
+      m[i, min(max(j, 0), n_in - 1)] += w(src - j)
+  return m
+
+
+def resize_bicubic(table_hwd, rows, cols):
+  """A [h, w, D] position table resized to [rows, cols, D] as transformers resizes ViT
+  positions (interpolate_pos_encoding: torch bicubic, align_corners=False)."""
+  t = np.asarray(table_hwd, np.float64)
+  out = np.einsum("rh,hwd->rwd", _bicubic_matrix(t.shape[0], rows), t)
+  return np.einsum("cw,rwd->rcd", _bicubic_matrix(t.shape[1], cols), out).astype(np.float32)

@@ -123,8 +123,8 @@ def to_mmjax(hf_config, tensors, target_shapes):
   notes = [f"{IMAGE}cls: the class token plus its position (position_embeddings[0])",
            f"{IMAGE}type_embed: zeros (ViT has no modality vector)"]
   grid = tuple(target_shapes.get(IMAGE + "pos_embed", (side, side))[:2])
-  if grid != (side, side):
-    raise UserError(f"The checkpoint's positions are for a {side}x{side} patch grid, the model's "
-                    f"images give {grid[0]}x{grid[1]}: give images of {hf_config['image_size']} "
-                    "pixels (resizing an imported grid is not supported yet).")
+  if grid != (side, side):  # Another image size: resized as transformers does on the fly.
+    out[IMAGE + "pos_embed"] = layout.resize_bicubic(out[IMAGE + "pos_embed"], *grid)
+    notes.append(f"{IMAGE}pos_embed: the checkpoint's {side}x{side} grid resized to "
+                 f"{grid[0]}x{grid[1]} (bicubic, as ViTModel's interpolate_pos_encoding)")
   return out, notes
