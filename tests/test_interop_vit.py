@@ -85,7 +85,7 @@ def test_vit_import_names_the_flags_a_config_lacks(random_vit):
   info = info_lib.planned({"image": (IMAGE, IMAGE, 3)})
   with pytest.raises(UserError) as e:
     interop.check(f"hf:{folder}", cfg, info)
-  for flag in ("--config.model.cls_token=True", "--config.model.pool=cls",
+  for flag in ("--config.model.cls_token=('image',)", "--config.model.pool=image=cls",
                "--config.model.image.pos_embed=learned", "--config.model.image.patch_size=4",
                "--config.model.ln_pre_off=('image',)"):
     assert flag in str(e.value)

@@ -452,10 +452,10 @@ def test_layer_decay_reaches_into_every_tower():
 
 @pytest.mark.parametrize("embeddings", ["clean", "masked"])
 def test_a_class_token_is_encoded_first_and_pooled(batch, embeddings):
-  """cls_token=True, pool='cls' (ViT, CLIP): the embeddings are the class token's output, which
+  """cls_token, pool='cls' (ViT, CLIP): the embeddings are the class token's output, which
   masked modeling never hides; the rest of the outputs keep their shapes. ln_pre_off drops a
   modality's tokenizer LayerNorm."""
-  forward = Forward(cls_token=True, pool="cls", ln_pre_off=("image",))
+  forward = Forward(cls_token=("image", "text", "audio"), pool="cls", ln_pre_off=("image",))
   _check_outputs(forward(batch, embeddings), embeddings)
   params = nnx.state(forward.model, nnx.Param).to_pure_dict()
   assert "norm" not in params["tokenizers"]["image"] and "norm" in params["tokenizers"]["text"]
@@ -470,5 +470,5 @@ def test_a_class_token_is_encoded_first_and_pooled(batch, embeddings):
   moved = {m: float(np.abs(np.asarray(z2["embeddings"][m]) - np.asarray(z[m])).max())
            for m in z}
   assert moved["image"] > 1e-4 and moved["text"] == moved["audio"] == 0.0
-  with pytest.raises(UserError, match="cls_token=True"):
+  with pytest.raises(UserError, match="add them to config.model.cls_token"):
     mmt.MultimodalTransformer(_config(pool="cls"), INFO, rngs=nnx.Rngs(0))

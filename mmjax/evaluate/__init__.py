@@ -11,6 +11,9 @@ from absl import logging
 from mmjax.errors import NotApplicable
 from mmjax.errors import UserError
 
+# Modules here that are not evaluators: the published protocols' metrics, used by evaluators.
+HELPERS = ("protocols",)
+
 
 def get(name, cfg, **kwargs):
   try:

@@ -54,7 +54,7 @@ def model_config(hf_config):
           "gelu": GELU[act], "encoder.width": hf_config["hidden_size"],
           "encoder.depth": hf_config["num_hidden_layers"],
           "encoder.num_heads": hf_config["num_attention_heads"],
-          "encoder.mlp_dim": hf_config["intermediate_size"], "cls_token": True, "pool": "cls",
+          "encoder.mlp_dim": hf_config["intermediate_size"], "cls_token": ("image",), "pool": "image=cls",
           "ln_pre_off": ("image",), "image.patch_size": hf_config["patch_size"],
           "image.pos_embed": "learned"}
 

@@ -44,7 +44,9 @@ class Classifier(nnx.Module):
     size, arch = sizes.of(config), Arch.of(config)
     dtype = jnp.dtype(config.dtype)
     self.inputs = modality_lib.ordered(config.inputs)
-    self.fusion, self.pool = config.fusion, config.get("pool", "mean")
+    self.fusion, self.causal = config.fusion, tuple(config.get("causal", ()))
+    encoding.check_modalities(config, self.inputs)
+    self.pools = encoding.pools(config, self.inputs)
     self.tokenizers = encoding.make_tokenizers(config, self.inputs, info, size.width, dtype=dtype,
                                           rngs=rngs)
     self.encoder, self.encoders = encoding.make_encoders(config, self.inputs, dtype=dtype, rngs=rngs)
@@ -68,7 +70,7 @@ class Classifier(nnx.Module):
     for m, t in tokens.items():
       w = has[m][:, None].astype(jnp.float32)
       h, cls = encoding.encode(self, m, t.x, t.valid, t.cls)
-      total += w * encoding.pool(h, t.valid, cls, self.pool)
+      total += w * encoding.pool(h, t.valid, cls, self.pools[m])
       count += w
     return total / jnp.maximum(count, 1.0)
 

@@ -12,14 +12,17 @@ from mmjax.objectives import masking
 
 
 class Projection(nnx.Module):
-  """Pooled encoder output -> LayerNorm -> Linear -> L2-normalized f32[B, E]."""
+  """Pooled encoder output -> LayerNorm (unless norm=False: CLIP) -> Linear -> L2-normalized
+  f32[B, E]."""
 
-  def __init__(self, width, embed_dim, *, dtype, rngs, eps=1e-6):
-    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps)
+  def __init__(self, width, embed_dim, *, dtype, rngs, eps=1e-6, norm=True):
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=eps) if norm else None
     self.proj = linear(width, embed_dim, ("embed", None), dtype=dtype, rngs=rngs)
 
   def __call__(self, pooled_bd):
-    z_be = self.proj(self.norm(pooled_bd)).astype(jnp.float32)
+    if self.norm is not None:
+      pooled_bd = self.norm(pooled_bd)
+    z_be = self.proj(pooled_bd).astype(jnp.float32)
     return z_be * jax.lax.rsqrt(jnp.maximum(jnp.square(z_be).sum(-1, keepdims=True), 1e-12))
 
 

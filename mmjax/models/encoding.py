@@ -12,7 +12,17 @@ from mmjax.modalities import presence_key
 from mmjax.models import sizes
 from mmjax.models.transformer import Arch, Encoder
 
-POOLS = ("mean", "cls")
+POOLS = ("mean", "cls", "eot")
+
+
+def pools(config, modalities):
+  """{modality: how its encoder output is pooled}: config.model.pool is one of POOLS for every
+  modality, or per modality, e.g. 'image=cls,text=eot' (CLIP; unnamed ones: 'mean')."""
+  spec = config.get("pool", "mean")
+  if "=" not in spec:
+    return dict.fromkeys(modalities, spec)
+  named = dict(part.split("=", 1) for part in spec.split(",") if part)
+  return {m: named.get(m, "mean") for m in modalities}
 
 
 def tokenize_present(tokenizer, modality, batch, **kwargs):
@@ -61,40 +71,58 @@ def make_tokenizers(config, modalities, info, width, *, dtype, rngs):
 
 def check_config(config):
   """Raises UserError for towers / class token / pooling settings that cannot work."""
-  towers, pool = config.get("towers", "shared"), config.get("pool", "mean")
+  towers, names = config.get("towers", "shared"), modality_lib.names()
   if towers not in TOWERS:
     raise UserError(f"config.model.towers={towers!r}: use one of {list(TOWERS)}.")
-  if pool not in POOLS:
-    raise UserError(f"config.model.pool={pool!r}: use one of {list(POOLS)}.")
-  unknown = [m for m in config.get("ln_pre_off", ()) if m not in modality_lib.names()]
-  if unknown:
-    raise UserError(f"config.model.ln_pre_off names {unknown}: use modalities of "
-                    f"{list(modality_lib.names())}.")
-  if pool == "cls" and not config.get("cls_token", False):
-    raise UserError("config.model.pool='cls' pools the class token: set "
-                    "config.model.cls_token=True.")
-  if config.fusion == "joint" and (towers == "separate" or config.get("cls_token", False)):
+  for key in ("ln_pre_off", "cls_token", "causal"):
+    unknown = [m for m in config.get(key, ()) if m not in names]
+    if unknown or isinstance(config.get(key, ()), str):
+      raise UserError(f"config.model.{key}={config[key]!r}: give a tuple of modalities of "
+                      f"{list(names)}, e.g. ('image',).")
+  spec = config.get("pool", "mean")
+  parts = [p.split("=", 1) for p in spec.split(",")] if "=" in spec else None
+  hows = [p[-1] for p in parts] if parts is not None else [spec]
+  if (parts is not None and any(len(p) != 2 or p[0] not in names for p in parts)) or any(
+      how not in POOLS for how in hows):
+    raise UserError(f"config.model.pool={spec!r}: use one of {list(POOLS)}, or one per "
+                    "modality, e.g. 'image=cls,text=eot'.")
+  if config.fusion == "joint" and (towers == "separate" or config.get("cls_token", ())
+                                   or config.get("causal", ())):
     raise UserError("config.model.fusion='joint' encodes all modalities as one sequence with the "
-                    "shared encoder and no class token: set towers='shared', cls_token=False.")
+                    "shared encoder: set towers='shared', cls_token=(), causal=().")
+
+
+def check_modalities(config, modalities):
+  """UserError when a modality of the model is pooled by a class token it does not have."""
+  lacking = [m for m, how in pools(config, modalities).items()
+             if how == "cls" and m not in config.get("cls_token", ())]
+  if lacking:
+    raise UserError(f"config.model.pool={config.get('pool')!r} pools the class token of "
+                    f"{lacking}: add them to config.model.cls_token.")
 
 
 def encode(model, modality, x_bnd, valid_bn, cls_b1d=None):
   """(encoded tokens [B, N, D], the class token's output [B, D] or None): `modality`'s tokens
-  through its encoder, the class token (Tokens.cls) first when there is one."""
+  through its encoder (causally for the modalities in model.causal), the class token
+  (Tokens.cls) first when there is one."""
   encoder = encoder_of(model, modality)
+  causal = modality in model.causal
   if cls_b1d is None:
-    return encoder(x_bnd, valid_bn), None
+    return encoder(x_bnd, valid_bn, causal), None
   b = x_bnd.shape[0]
   x = jnp.concatenate([jnp.broadcast_to(cls_b1d, (b, 1, x_bnd.shape[-1])).astype(x_bnd.dtype),
                        x_bnd], axis=1)
   valid = jnp.concatenate([jnp.ones((b, 1), bool), valid_bn], axis=1)
-  h = encoder(x, valid)
+  h = encoder(x, valid, causal)
   return h[:, 1:], h[:, 0]
 
 
 def pool(h_bnd, valid_bn, cls_bd, how):
-  """f32[B, D]: the mean of the valid tokens ('mean'; the class token left out) or the class
-  token's output ('cls')."""
+  """f32[B, D]: the mean of the valid tokens ('mean'; the class token left out), the class
+  token's output ('cls') or the last valid token's ('eot': CLIP's end of text)."""
   if how == "cls":
     return cls_bd.astype(jnp.float32)
+  if how == "eot":
+    last_b = jnp.maximum(valid_bn.sum(1) - 1, 0)
+    return jnp.take_along_axis(h_bnd, last_b[:, None, None], axis=1)[:, 0].astype(jnp.float32)
   return masked_mean(h_bnd, valid_bn)

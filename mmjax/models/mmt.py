@@ -41,9 +41,12 @@ def default_config():
       # 'shared': one encoder for every modality (VATT's modality-agnostic one); 'separate':
       # a tower per modality (CLIP, ImageBind), named encoders/<modality>.
       towers="shared",
-      # A learned class token before each modality's tokens, and the pooling of the encoder
-      # output for embeddings and heads: 'mean' of the tokens or the 'cls' token's output.
-      cls_token=False, pool="mean",
+      # Modalities with a learned class token before their tokens, modalities encoded with a
+      # causal mask (CLIP's text), and the pooling of the encoder output for embeddings and
+      # heads: 'mean', 'cls' or 'eot' (the last valid token), or per modality
+      # ('image=cls,text=eot'): mmjax.models.encoding.
+      cls_token=(), causal=(), pool="mean",
+      proj_norm=True,  # A LayerNorm before the contrastive projection (CLIP has none).
       # Modalities whose tokens enter the encoder without the tokenizer's final LayerNorm
       # (ViT and CLIP's text have none; mmjax.models.tokenizers).
       ln_pre_off=(),
@@ -123,7 +126,9 @@ class MultimodalTransformer(nnx.Module):
     size, arch = sizes.of(config), Arch.of(config)
     dtype = jnp.dtype(config.dtype)
     self.modalities = modality_lib.ordered(info.modalities)  # UserError for an unknown one.
-    self.fusion, self.pool = config.fusion, config.get("pool", "mean")
+    self.fusion, self.causal = config.fusion, tuple(config.get("causal", ()))
+    encoding.check_modalities(config, self.modalities)
+    self.pools = encoding.pools(config, self.modalities)
     self.tokenizers = make_tokenizers(config, self.modalities, info, size.width, dtype=dtype,
                                       rngs=rngs)
     stack = dict(scan=config.scan_layers, remat=config.remat, arch=arch)
@@ -132,7 +137,8 @@ class MultimodalTransformer(nnx.Module):
     self.decoder = Decoder(size.width, size, self.modalities, outputs, dtype=dtype, rngs=rngs,
                            **stack)
     self.projections = nnx.Dict({
-        m: Projection(size.width, config.embed_dim, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
+        m: Projection(size.width, config.embed_dim, dtype=dtype, rngs=rngs, eps=arch.ln_eps,
+                      norm=config.get("proj_norm", True))
         for m in self.modalities})
     # Stored as log so the optimizer works on a scale-free quantity (CLIP).
     self.logit_scale = nnx.Dict({
@@ -199,7 +205,7 @@ class MultimodalTransformer(nnx.Module):
   def _embed_tokens(self, modality, tokens):
     """Unmasked pass of one modality alone -> f32[B, E]."""
     h, cls = encoding.encode(self, modality, tokens.x, tokens.valid, tokens.cls)
-    return self.projections[modality](encoding.pool(h, tokens.valid, cls, self.pool))
+    return self.projections[modality](encoding.pool(h, tokens.valid, cls, self.pools[modality]))
 
   def _logit_params(self, modalities):
     # No clamp here: it would stop the gradient above the cap. The optimizer clamps the
@@ -292,7 +298,7 @@ class MultimodalTransformer(nnx.Module):
     elif embeddings == "masked":
       out["embeddings"] = {
           m: (self.projections[m](encoding.pool(encoded[m], visible[m].valid, cls_out[m],
-                                                self.pool)) if m in masked
+                                                self.pools[m])) if m in masked
               else self._embed_tokens(m, tokens[m]))
           for m in present}
     if embeddings:

@@ -51,7 +51,7 @@ def settings(model_cfg, modality):
   end in a LayerNorm (modalities in ln_pre_off do not), and a class token (cls_token)."""
   return dict(eps=float(model_cfg.get("ln_eps", LN_EPS)),
               ln_pre=modality not in tuple(model_cfg.get("ln_pre_off", ())),
-              cls_token=bool(model_cfg.get("cls_token", False)))
+              cls_token=modality in tuple(model_cfg.get("cls_token", ())))
 
 
 class _Finish(nnx.Module):

@@ -90,14 +90,16 @@ class Attention(nnx.Module):
         kernel_init=partitioned(XAVIER, "heads", "kv", "embed"),
         bias_init=partitioned(ZEROS, "embed"), rngs=rngs)
 
-  def __call__(self, x_td, valid_bn):
-    """x_td: the B x N tokens as rows of one matrix (see Block); -> [B * N, width]."""
+  def __call__(self, x_td, valid_bn, causal=False):
+    """x_td: the B x N tokens as rows of one matrix (see Block); -> [B * N, width]. `causal`:
+    each token attends to itself and the tokens before it only (CLIP's text)."""
     b, n = valid_bn.shape
     qkv = einops.rearrange(self.qkv(x_td), "(b n) three h d -> b n three h d", b=b, n=n)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     # Padding keys are never attended to. A row with no valid key gets a finite uniform
     # average (the mask uses a large negative number, not -inf); such rows are never used.
-    y = jax.nn.dot_product_attention(q, k, v, mask=valid_bn[:, None, None, :])
+    y = jax.nn.dot_product_attention(q, k, v, mask=valid_bn[:, None, None, :],
+                                     is_causal=causal)
     return self.out(einops.rearrange(y, "b n h d -> (b n) h d"))
 
 
@@ -123,16 +125,16 @@ class Block(nnx.Module):
     self.norm2 = layer_norm(width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
     self.mlp = Mlp(width, mlp_dim, dtype=dtype, rngs=rngs, gelu=arch.gelu)
 
-  def __call__(self, x_bnd, valid_bn):
+  def __call__(self, x_bnd, valid_bn, causal=False):
     # Tokens as rows of one [B * N, width] matrix: the linear maps are plain 2-D matmuls,
     # which XLA's CPU backend runs faster than the same work on [B, N, width]
     # (docs/performance.md).
     x_td = einops.rearrange(x_bnd, "b n d -> (b n) d")
     if self.post_ln:
-      x_td = self.norm1(x_td + self.attn(x_td, valid_bn))
+      x_td = self.norm1(x_td + self.attn(x_td, valid_bn, causal))
       x_td = self.norm2(x_td + self.mlp(x_td))
     else:
-      x_td = x_td + self.attn(self.norm1(x_td), valid_bn)
+      x_td = x_td + self.attn(self.norm1(x_td), valid_bn, causal)
       x_td = x_td + self.mlp(self.norm2(x_td))
     return einops.rearrange(x_td, "(b n) d -> b n d", b=x_bnd.shape[0])
 
@@ -162,10 +164,10 @@ class Stack(nnx.Module):
     else:
       self.blocks = nnx.List([make(rngs) for _ in range(depth)])
 
-  def __call__(self, x_bnd, valid_bn):
+  def __call__(self, x_bnd, valid_bn, causal=False):
     def apply(x_bnd, block_state):
       x_bnd = sharding.constrain(x_bnd, ("batch", "length", "act_embed"))
-      return nnx.merge(graphdef, block_state)(x_bnd, valid_bn)
+      return nnx.merge(graphdef, block_state)(x_bnd, valid_bn, causal)
 
     if self.remat != "none":
       apply = jax.checkpoint(apply, policy=REMAT_POLICIES[self.remat])
@@ -203,7 +205,7 @@ class Encoder(nnx.Module):
     self.norm = (layer_norm(width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
                  if arch.block == "pre_ln" else None)
 
-  def __call__(self, x_bnd, valid_bn):
+  def __call__(self, x_bnd, valid_bn, causal=False):
     with jax.named_scope("encoder"):  # Names the ops in profiles.
-      x_bnd = self.blocks(x_bnd, valid_bn)
+      x_bnd = self.blocks(x_bnd, valid_bn, causal)
       return x_bnd if self.norm is None else self.norm(x_bnd)

@@ -134,7 +134,8 @@ def measured_by_baselines(sweep, column):
 # does not orphan every recorded result (model switches of mmjax.interop).
 ADDED_DEFAULTS = {"model.block": "pre_ln", "model.ln_eps": 1e-6, "model.gelu": "tanh",
                   "model.encoder": {"width": 0, "depth": 0, "num_heads": 0, "mlp_dim": 0},
-                  "model.towers": "shared", "model.cls_token": False, "model.pool": "mean",
+                  "model.towers": "shared", "model.cls_token": (), "model.pool": "mean",
+                  "model.causal": (), "model.proj_norm": True,
                   "model.ln_pre_off": (), "model.image.pos_embed": "sincos"}
 
 

@@ -138,7 +138,8 @@ def _check_evaluator_types(config):
   """Each config.evals entry's type names an evaluator module (mmjax/evaluate/<type>.py), and
   its sizes are positive: checked before the dataset is built, which can take minutes on
   first use, and long before the first evaluation."""
-  known = sorted(m.name for m in pkgutil.iter_modules(evaluate.__path__))
+  known = sorted(m.name for m in pkgutil.iter_modules(evaluate.__path__)
+                 if m.name not in evaluate.HELPERS)
   for name, cfg in config.get("evals", {}).items():
     kind = cfg.get("type")
     if kind not in known:

@@ -1,0 +1,85 @@
+"""HF CLIP checkpoints into mmjax towers (mmjax.interop.clip), against transformers'
+CLIPModel (torch, float32) with random weights: the normalized image and text embeddings and
+the logits. Needs the interop environment: ./scripts/setup_env.sh --interop."""
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmjax import interop
+from mmjax import models
+from mmjax.data import info as info_lib
+from mmjax.errors import UserError
+from mmjax.interop import clip
+from mmjax.interop import layout
+from mmjax.models import mmt
+from mmjax.train import init_from
+
+torch = pytest.importorskip(
+    "torch", reason="the interop environment is not installed: ./scripts/setup_env.sh --interop")
+transformers = pytest.importorskip(
+    "transformers",
+    reason="the interop environment is not installed: ./scripts/setup_env.sh --interop")
+
+TOL = 1e-5
+VOCAB, EOS, TEXT_LEN, IMAGE = 99, 98, 12, 16
+
+
+@pytest.fixture(scope="module")
+def random_clip(tmp_path_factory):
+  """A small CLIPModel (towers of one shape, QuickGELU), random weights, saved."""
+  torch.manual_seed(0)
+  tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+  config = transformers.CLIPConfig(
+      text_config=dict(tower, vocab_size=VOCAB, max_position_embeddings=20, eos_token_id=EOS,
+                       bos_token_id=EOS - 1, pad_token_id=0),
+      vision_config=dict(tower, image_size=IMAGE, patch_size=4), projection_dim=24)
+  model = transformers.CLIPModel(config)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "norm" in name or "class_embedding" in name or "position" in name:
+        p.add_(0.1 * torch.randn_like(p))
+  folder = tmp_path_factory.mktemp("random_clip")
+  model.save_pretrained(folder, safe_serialization=True)
+  return str(folder), interop.read_config(folder), model.eval()
+
+
+def test_random_clip_matches_transformers(random_clip):
+  folder, hf_config, reference = random_clip
+  cfg = mmt.default_config()
+  layout.apply(cfg, clip.model_config(hf_config))
+  info = info_lib.planned({"image": (IMAGE, IMAGE, 3), "text": TEXT_LEN}, vocab_size=VOCAB)
+  model = models.make(cfg, info, rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  params, report = init_from.restore_imported(f"hf:{folder}", params, params, cfg, info)
+  # New: the masked-modeling decoder and SigLIP's bias, which CLIP does not have.
+  assert {n.split("/")[0] for n in report["new"]} == {"decoder", "logit_bias"}
+  model = nnx.merge(graphdef, params, rest)
+
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(4, IMAGE, IMAGE, 3)).astype(np.float32)
+  lengths = np.array([3, 7, TEXT_LEN, 5])
+  mask = np.arange(TEXT_LEN)[None] < lengths[:, None]
+  ids = np.where(mask, rng.integers(1, EOS - 1, (4, TEXT_LEN)), 0).astype(np.int32)
+  ids[np.arange(4), lengths - 1] = EOS  # Rows end in the end-of-text token.
+  z = jax.device_get(jax.jit(model.embed)({"image": images, "text_ids": ids, "text_mask": mask}))
+  scale = float(np.exp(params["logit_scale"]["image_text"].value))
+  with torch.no_grad():
+    out = reference(input_ids=torch.as_tensor(ids, dtype=torch.long),
+                    attention_mask=torch.as_tensor(mask, dtype=torch.long),
+                    pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2)))
+  np.testing.assert_allclose(z["image"], out.image_embeds.numpy(), atol=TOL, rtol=0)
+  np.testing.assert_allclose(z["text"], out.text_embeds.numpy(), atol=TOL, rtol=0)
+  np.testing.assert_allclose(scale * z["image"] @ z["text"].T, out.logits_per_image.numpy(),
+                             atol=TOL * scale, rtol=0)
+
+
+def test_clip_import_names_the_flags_a_config_lacks(random_clip):
+  folder = random_clip[0]
+  info = info_lib.planned({"image": (IMAGE, IMAGE, 3), "text": TEXT_LEN}, vocab_size=VOCAB)
+  with pytest.raises(UserError) as e:
+    interop.check(f"hf:{folder}", mmt.default_config(), info)
+  for flag in ("--config.model.towers=separate", "--config.model.causal=('text',)",
+               "--config.model.pool=image=cls,text=eot", "--config.model.gelu=quick",
+               "--config.model.proj_norm=False"):
+    assert flag in str(e.value)
