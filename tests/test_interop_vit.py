@@ -89,3 +89,13 @@ def test_vit_import_names_the_flags_a_config_lacks(random_vit):
                "--config.model.image.pos_embed=learned", "--config.model.image.patch_size=4",
                "--config.model.ln_pre_off=('image',)"):
     assert flag in str(e.value)
+
+
+@pytest.mark.parametrize("shape,new", [((4, 4), (6, 6)), ((3, 5), (7, 4)), ((8, 2), (2, 3))])
+def test_position_resize_is_torch_bicubic(shape, new):
+  """layout.resize_bicubic against torch's interpolate (bicubic, align_corners=False), which
+  transformers uses to resize positions: square and non-square grids (audio), up and down."""
+  table = np.random.default_rng(1).normal(size=(*shape, 5)).astype(np.float32)
+  ref = torch.nn.functional.interpolate(torch.as_tensor(table).permute(2, 0, 1)[None], size=new,
+                                        mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
+  np.testing.assert_allclose(layout.resize_bicubic(table, *new), ref.numpy(), atol=1e-5, rtol=0)
