@@ -7,6 +7,8 @@ config.json's model_type picks the converter:
   bert   BertModel and its family (BERT, MiniLM, ...): a text tower, mmjax.interop.bert
   vit    ViTModel (and ViTForImageClassification's encoder): an image tower, mmjax.interop.vit
   clip   CLIPModel: image and text towers, projections, logit scale, mmjax.interop.clip
+  siglip SiglipModel: towers, the attention-pooling head, logit scale and bias,
+         mmjax.interop.siglip
 
 The converted weights go through mmjax.train.init_from's report (loaded / new / unused), and
 the config must build the checkpoint's architecture (a UserError lists the flags otherwise).
@@ -26,7 +28,7 @@ from mmjax.errors import UserError
 FORMATS = ("hf",)
 # config.json's model_type -> the converter module (imported when used).
 CONVERTERS = {"bert": "mmjax.interop.bert", "vit": "mmjax.interop.vit",
-              "clip": "mmjax.interop.clip"}
+              "clip": "mmjax.interop.clip", "siglip": "mmjax.interop.siglip"}
 # (encoder or encoders/<m>)/blocks/blocks/<i>/<rest>: one layer's parameter, unscanned.
 _LAYER = re.compile(r"^((?:encoder|encoders/[^/]+)/blocks/blocks)/(\d+)/(.+)$")
 

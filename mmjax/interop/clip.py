@@ -34,7 +34,7 @@ SHAPE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediat
          "hidden_act", "layer_norm_eps")
 
 
-def _towers(hf_config):
+def towers(hf_config):
   text, vision = hf_config["text_config"], hf_config["vision_config"]
   differ = [k for k in SHAPE if text.get(k) != vision.get(k)]
   if differ:
@@ -46,7 +46,7 @@ def _towers(hf_config):
 
 def model_config(hf_config):
   """{dotted config.model key: value} that build this checkpoint's architecture in mmjax."""
-  text, vision = _towers(hf_config)
+  text, vision = towers(hf_config)
   act = vision.get("hidden_act", "quick_gelu")
   if act not in GELU:
     raise UserError(f"hidden_act={act!r} in the checkpoint's config.json: mmjax has "
@@ -79,7 +79,7 @@ def check(hf_config, model_cfg, info, where):
                     "set:\n  " + "\n  ".join(problems))
 
 
-def _tower(t, take, hf, mm, layers, heads, out):
+def tower(t, take, hf, mm, layers, heads, out):
   for i in range(layers):
     src, dst = f"{hf}encoder.layers.{i}.", f"{mm}blocks/blocks/{i}/"
     qkv = ("q_proj", "k_proj", "v_proj")
@@ -98,7 +98,7 @@ def _tower(t, take, hf, mm, layers, heads, out):
 
 def to_mmjax(hf_config, tensors, target_shapes):
   """({mmjax name: array}, notes) of a CLIPModel's tensors for a model of `target_shapes`."""
-  text_cfg, vision_cfg = _towers(hf_config)
+  text_cfg, vision_cfg = towers(hf_config)
   t, used = dict(tensors), set()
 
   def take(name):
@@ -119,7 +119,7 @@ def to_mmjax(hf_config, tensors, target_shapes):
   out["tokenizers/image/cls"] = take(v + "embeddings.class_embedding") + pos[0]
   out["tokenizers/image/norm/scale"] = take(v + "pre_layrnorm.weight")
   out["tokenizers/image/norm/bias"] = take(v + "pre_layrnorm.bias")
-  _tower(t, take, v, "encoders/image/", vision_cfg["num_hidden_layers"],
+  tower(t, take, v, "encoders/image/", vision_cfg["num_hidden_layers"],
          vision_cfg["num_attention_heads"], out)
   out["encoders/image/norm/scale"] = take(v + "post_layernorm.weight")
   out["encoders/image/norm/bias"] = take(v + "post_layernorm.bias")
@@ -128,7 +128,7 @@ def to_mmjax(hf_config, tensors, target_shapes):
   text_len = target_shapes["tokenizers/text/pos_embed"][0]
   out["tokenizers/text/token_embed/embedding"] = take(x + "embeddings.token_embedding.weight")
   out["tokenizers/text/pos_embed"] = take(x + "embeddings.position_embedding.weight")[:text_len]
-  _tower(t, take, x, "encoders/text/", text_cfg["num_hidden_layers"],
+  tower(t, take, x, "encoders/text/", text_cfg["num_hidden_layers"],
          text_cfg["num_attention_heads"], out)
   out["encoders/text/norm/scale"] = take(x + "final_layer_norm.weight")
   out["encoders/text/norm/bias"] = take(x + "final_layer_norm.bias")

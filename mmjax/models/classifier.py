@@ -50,6 +50,7 @@ class Classifier(nnx.Module):
     self.tokenizers = encoding.make_tokenizers(config, self.inputs, info, size.width, dtype=dtype,
                                           rngs=rngs)
     self.encoder, self.encoders = encoding.make_encoders(config, self.inputs, dtype=dtype, rngs=rngs)
+    self.pool_heads = encoding.make_pool_heads(config, self.inputs, dtype=dtype, rngs=rngs)
     self.head_norm = layer_norm(size.width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
     # Zero-initialized head (as in MAE / BEiT fine-tuning): training starts from uniform logits.
     self.head = nnx.Linear(size.width, info.num_classes, dtype=dtype,
@@ -70,7 +71,8 @@ class Classifier(nnx.Module):
     for m, t in tokens.items():
       w = has[m][:, None].astype(jnp.float32)
       h, cls = encoding.encode(self, m, t.x, t.valid, t.cls)
-      total += w * encoding.pool(h, t.valid, cls, self.pools[m])
+      total += w * encoding.pool(h, t.valid, cls, self.pools[m],
+                                 encoding.pool_head(self, m))
       count += w
     return total / jnp.maximum(count, 1.0)
 

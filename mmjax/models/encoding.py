@@ -10,9 +10,10 @@ from mmjax import modalities as modality_lib
 from mmjax.errors import UserError
 from mmjax.modalities import presence_key
 from mmjax.models import sizes
-from mmjax.models.transformer import Arch, Encoder
+from mmjax.models.transformer import (EMBED_INIT, XAVIER, ZEROS, Arch, Encoder, Mlp, layer_norm,
+                                      partitioned)
 
-POOLS = ("mean", "cls", "eot")
+POOLS = ("mean", "cls", "eot", "map")
 
 
 def pools(config, modalities):
@@ -101,6 +102,50 @@ def check_modalities(config, modalities):
                     f"{lacking}: add them to config.model.cls_token.")
 
 
+class MAPHead(nnx.Module):
+  """Multihead attention pooling (SigLIP's vision head): a learned probe attends to the valid
+  tokens, then a pre-LN MLP with a residual: [B, N, D] -> f32[B, D]."""
+
+  def __init__(self, width, num_heads, mlp_dim, *, dtype, rngs, arch=Arch()):
+    head_dim = width // num_heads
+    self.probe = nnx.Param(partitioned(EMBED_INIT, "embed")(rngs.params(), (width,)))
+    self.q = nnx.LinearGeneral(width, (num_heads, head_dim), dtype=dtype,
+                               kernel_init=partitioned(XAVIER, "embed", "heads", "kv"),
+                               bias_init=partitioned(ZEROS, "heads", "kv"), rngs=rngs)
+    self.kv = nnx.LinearGeneral(width, (2, num_heads, head_dim), dtype=dtype,
+                                kernel_init=partitioned(XAVIER, "embed", None, "heads", "kv"),
+                                bias_init=partitioned(ZEROS, None, "heads", "kv"), rngs=rngs)
+    self.out = nnx.LinearGeneral((num_heads, head_dim), width, axis=(-2, -1), dtype=dtype,
+                                 kernel_init=partitioned(XAVIER, "heads", "kv", "embed"),
+                                 bias_init=partitioned(ZEROS, "embed"), rngs=rngs)
+    self.norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
+    self.mlp = Mlp(width, mlp_dim, dtype=dtype, rngs=rngs, gelu=arch.gelu)
+
+  def __call__(self, x_bnd, valid_bn):
+    b = x_bnd.shape[0]
+    q = jnp.broadcast_to(self.q(self.probe[...].astype(x_bnd.dtype)), (b, 1) + self.q.out_features)
+    kv = self.kv(x_bnd)
+    y = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1],
+                                     mask=valid_bn[:, None, None, :])
+    y = self.out(y[:, 0])
+    return (y + self.mlp(self.norm(y))).astype(jnp.float32)
+
+
+def make_pool_heads(config, modalities, *, dtype, rngs):
+  """{m: MAPHead} (nnx.Dict) of the modalities pooled by 'map', or None when there are none."""
+  size = sizes.of(config)
+  heads = {m: MAPHead(size.width, size.num_heads, size.mlp_dim, dtype=dtype, rngs=rngs,
+                      arch=Arch.of(config))
+           for m, how in pools(config, modalities).items() if how == "map"}
+  return nnx.Dict(heads) if heads else None
+
+
+def pool_head(model, modality):
+  """`modality`'s MAPHead in `model`, or None."""
+  heads = model.pool_heads
+  return heads[modality] if heads is not None and modality in heads else None
+
+
 def encode(model, modality, x_bnd, valid_bn, cls_b1d=None):
   """(encoded tokens [B, N, D], the class token's output [B, D] or None): `modality`'s tokens
   through its encoder (causally for the modalities in model.causal), the class token
@@ -117,9 +162,12 @@ def encode(model, modality, x_bnd, valid_bn, cls_b1d=None):
   return h[:, 1:], h[:, 0]
 
 
-def pool(h_bnd, valid_bn, cls_bd, how):
+def pool(h_bnd, valid_bn, cls_bd, how, head=None):
   """f32[B, D]: the mean of the valid tokens ('mean'; the class token left out), the class
-  token's output ('cls') or the last valid token's ('eot': CLIP's end of text)."""
+  token's output ('cls'), the last valid token's ('eot': CLIP's end of text) or a learned
+  attention pooling ('map', `head`: SigLIP's vision)."""
+  if how == "map":
+    return head(h_bnd, valid_bn)
   if how == "cls":
     return cls_bd.astype(jnp.float32)
   if how == "eot":

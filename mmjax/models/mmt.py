@@ -133,6 +133,7 @@ class MultimodalTransformer(nnx.Module):
                                       rngs=rngs)
     stack = dict(scan=config.scan_layers, remat=config.remat, arch=arch)
     self.encoder, self.encoders = make_encoders(config, self.modalities, dtype=dtype, rngs=rngs)
+    self.pool_heads = encoding.make_pool_heads(config, self.modalities, dtype=dtype, rngs=rngs)
     outputs = {m: (t.out_dim, t.out_axis) for m, t in self.tokenizers.items()}
     self.decoder = Decoder(size.width, size, self.modalities, outputs, dtype=dtype, rngs=rngs,
                            **stack)
@@ -205,7 +206,11 @@ class MultimodalTransformer(nnx.Module):
   def _embed_tokens(self, modality, tokens):
     """Unmasked pass of one modality alone -> f32[B, E]."""
     h, cls = encoding.encode(self, modality, tokens.x, tokens.valid, tokens.cls)
-    return self.projections[modality](encoding.pool(h, tokens.valid, cls, self.pools[modality]))
+    return self.projections[modality](encoding.pool(h, tokens.valid, cls, self.pools[modality],
+                                                    self._pool_head(modality)))
+
+  def _pool_head(self, modality):
+    return encoding.pool_head(self, modality)
 
   def _logit_params(self, modalities):
     # No clamp here: it would stop the gradient above the cap. The optimizer clamps the
@@ -298,7 +303,7 @@ class MultimodalTransformer(nnx.Module):
     elif embeddings == "masked":
       out["embeddings"] = {
           m: (self.projections[m](encoding.pool(encoded[m], visible[m].valid, cls_out[m],
-                                                self.pools[m])) if m in masked
+                                                self.pools[m], self._pool_head(m))) if m in masked
               else self._embed_tokens(m, tokens[m]))
           for m in present}
     if embeddings:
