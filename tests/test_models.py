@@ -472,3 +472,9 @@ def test_a_class_token_is_encoded_first_and_pooled(batch):
   assert moved["image"] > 1e-4 and moved["text"] == moved["audio"] == 0.0
   with pytest.raises(UserError, match="add them to config.model.cls_token"):
     mmt.MultimodalTransformer(_config(pool="cls"), INFO, rngs=nnx.Rngs(0))
+  with pytest.raises(UserError, match=r"cls_token=True: give a tuple of modalities"):
+    config = _config()
+    with config.unlocked():
+      del config["cls_token"]
+      config.cls_token = True
+    mmt.check_config(config)

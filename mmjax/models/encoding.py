@@ -76,10 +76,11 @@ def check_config(config):
   if towers not in TOWERS:
     raise UserError(f"config.model.towers={towers!r}: use one of {list(TOWERS)}.")
   for key in ("ln_pre_off", "cls_token", "causal"):
-    unknown = [m for m in config.get(key, ()) if m not in names]
-    if unknown or isinstance(config.get(key, ()), str):
-      raise UserError(f"config.model.{key}={config[key]!r}: give a tuple of modalities of "
-                      f"{list(names)}, e.g. ('image',).")
+    value = config.get(key, ())
+    if (not isinstance(value, (tuple, list))
+        or any(m not in names for m in value)):
+      raise UserError(f"config.model.{key}={value!r}: give a tuple of modalities of "
+                      f"{list(names)}, e.g. ('image',), or () for none.")
   spec = config.get("pool", "mean")
   parts = [p.split("=", 1) for p in spec.split(",")] if "=" in spec else None
   hows = [p[-1] for p in parts] if parts is not None else [spec]
