@@ -197,3 +197,19 @@ def test_minilm_export_loads_in_transformers_with_the_same_outputs(minilm, tmp_p
   loading = exported[2]
   assert not any(loading[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
   _assert_close(ours, exported, mask)  # (The original's positions past TEXT_LEN are left out.)
+
+
+def test_export_cli_reads_a_run_checkpoint(minilm, tmp_path):
+  """export_run (python -m mmjax.interop.export): a run's config.json and its latest checkpoint
+  (as the trainer lays it out) -> the same BertModel folder as write_bert gives."""
+  import json  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  _, model, cfg, info, _, (ids, mask), ours = minilm
+  workdir = tmp_path / "run"
+  pure = nnx.state(model, nnx.Param).to_pure_dict()
+  ocp.PyTreeCheckpointer().save(str(workdir / "checkpoints" / "3" / "state"),
+                                {"params": pure, "step": np.int32(3)})
+  run_config = {"model": cfg.to_dict(), "data": {"vocab_file": info.vocab_file}}
+  (workdir / "config.json").write_text(json.dumps(run_config, default=list))
+  out = export.export_run(str(workdir), str(tmp_path / "exported"))
+  _assert_close(ours, _reference(out, ids, mask), mask)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 from absl import app
 from absl import flags
@@ -70,7 +71,11 @@ def export_run(workdir, out_dir, step=None, vocab_file=None):
     config = ml_collections.ConfigDict(json.load(f))
   directory = init_from.step_dir(os.path.join(workdir, "checkpoints", str(step)) if step
                                  else workdir)
-  saved = ocp.PyTreeCheckpointer().restore(os.path.join(directory, init_from.STATE_ITEM))
+  # Host NumPy arrays, whatever mesh saved them (an export needs no devices).
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                          init_from.state_metadata(directory))
+  saved = ocp.PyTreeCheckpointer().restore(os.path.join(directory, init_from.STATE_ITEM),
+                                           args=ocp.args.PyTreeRestore(restore_args=as_numpy))
   unwrap = lambda t: (t["value"] if set(t) == {"value"} else {k: unwrap(v) for k, v in t.items()}
                       ) if isinstance(t, dict) else t
   flat = {}
