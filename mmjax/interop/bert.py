@@ -35,6 +35,10 @@ GELU = {"gelu": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "quick
 HIDDEN_ACT = {"exact": "gelu", "tanh": "gelu_pytorch_tanh", "quick": "quick_gelu"}
 LAYER = "encoder/blocks/blocks/{i}/"
 TEXT = "tokenizers/text/"
+# A layer's tensors by layout.BLOCK_ROLES.
+NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
+         "attention.output.dense", "attention.output.LayerNorm", "output.LayerNorm",
+         "intermediate.dense", "output.dense")
 
 
 def model_config(hf_config):
@@ -99,20 +103,7 @@ def to_mmjax(hf_config, tensors, target_shapes):
   out[TEXT + "norm/scale"] = take("embeddings.LayerNorm.weight")
   out[TEXT + "norm/bias"] = take("embeddings.LayerNorm.bias")
   for i in range(hf_config["num_hidden_layers"]):
-    hf, mm = f"encoder.layer.{i}.", LAYER.format(i=i)
-    qkv = ("query", "key", "value")
-    out[mm + "attn/qkv/kernel"], out[mm + "attn/qkv/bias"] = layout.fuse_qkv(
-        [take(f"{hf}attention.self.{n}.weight") for n in qkv],
-        [take(f"{hf}attention.self.{n}.bias") for n in qkv], heads)
-    out[mm + "attn/out/kernel"] = layout.out_in(take(f"{hf}attention.output.dense.weight"), heads)
-    out[mm + "attn/out/bias"] = take(f"{hf}attention.output.dense.bias")
-    for hf_name, mm_name in (("attention.output.LayerNorm", "norm1"),
-                             ("output.LayerNorm", "norm2")):
-      out[mm + mm_name + "/scale"] = take(f"{hf}{hf_name}.weight")
-      out[mm + mm_name + "/bias"] = take(f"{hf}{hf_name}.bias")
-    for hf_name, mm_name in (("intermediate.dense", "mlp/fc1"), ("output.dense", "mlp/fc2")):
-      out[mm + mm_name + "/kernel"] = layout.linear_in(take(f"{hf}{hf_name}.weight"))
-      out[mm + mm_name + "/bias"] = take(f"{hf}{hf_name}.bias")
+    layout.block(take, f"encoder.layer.{i}.", LAYER.format(i=i), heads, NAMES, out)
   # What is left is reported unused (under its HF name).
   out |= {prefix + k: np.asarray(v) for k, v in t.items() if k not in used}
   notes = [f"{TEXT}pos_embed: the first {min(text_len, len(positions))} of the checkpoint's "

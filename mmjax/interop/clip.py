@@ -61,39 +61,39 @@ def model_config(hf_config):
           "image.patch_size": vision["patch_size"], "image.pos_embed": "learned"}
 
 
-def check(hf_config, model_cfg, info, where):
-  """UserError listing every config key that differs from the checkpoint's architecture."""
+def check_pair(kind, settings, hf_config, model_cfg, info, where):
+  """UserError listing what config and data lack for an image-text checkpoint (`kind`: its
+  name) whose architecture `settings` builds."""
   missing = [m for m in ("image", "text") if m not in info.modalities]
   if missing:
-    raise UserError(f"config.init_from=hf:{where} is a CLIP (image and text); dataset "
+    raise UserError(f"config.init_from=hf:{where} is a {kind} (image and text); dataset "
                     f"{info.name!r} lacks {missing}.")
-  problems = layout.config_problems(model_cfg, model_config(hf_config))
+  problems = layout.config_problems(model_cfg, settings)
   text = hf_config["text_config"]
   if info.vocab_size != text["vocab_size"]:
-    problems.append(f"a vocab of {text['vocab_size']} tokens, CLIP's BPE (the data's has "
+    problems.append(f"a vocab of {text['vocab_size']} tokens, {kind}'s (the data's has "
                     f"{info.vocab_size})")
   if info.shapes["text_ids"][0] > text["max_position_embeddings"]:
     problems.append(f"--config.data.text_len={text['max_position_embeddings']} or less")
   if problems:
-    raise UserError(f"config.init_from=hf:{where} is a CLIP that this config does not build; "
-                    "set:\n  " + "\n  ".join(problems))
+    raise UserError(f"config.init_from=hf:{where} is a {kind} that this config does not "
+                    "build; set:\n  " + "\n  ".join(problems))
 
 
-def tower(t, take, hf, mm, layers, heads, out):
+def check(hf_config, model_cfg, info, where):
+  """UserError listing every config key that differs from the checkpoint's architecture."""
+  check_pair("CLIP", model_config(hf_config), hf_config, model_cfg, info, where)
+
+
+# A layer's tensors by layout.BLOCK_ROLES (CLIP and SigLIP).
+NAMES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+         "layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2")
+
+
+def tower(take, hf, mm, layers, heads, out):
+  """The layers of one tower (`hf`: vision_model. or text_model.) into encoders/<m>/ (`mm`)."""
   for i in range(layers):
-    src, dst = f"{hf}encoder.layers.{i}.", f"{mm}blocks/blocks/{i}/"
-    qkv = ("q_proj", "k_proj", "v_proj")
-    out[dst + "attn/qkv/kernel"], out[dst + "attn/qkv/bias"] = layout.fuse_qkv(
-        [take(f"{src}self_attn.{n}.weight") for n in qkv],
-        [take(f"{src}self_attn.{n}.bias") for n in qkv], heads)
-    out[dst + "attn/out/kernel"] = layout.out_in(take(f"{src}self_attn.out_proj.weight"), heads)
-    out[dst + "attn/out/bias"] = take(f"{src}self_attn.out_proj.bias")
-    for hf_name, mm_name in (("layer_norm1", "norm1"), ("layer_norm2", "norm2")):
-      out[dst + mm_name + "/scale"] = take(f"{src}{hf_name}.weight")
-      out[dst + mm_name + "/bias"] = take(f"{src}{hf_name}.bias")
-    for name in ("fc1", "fc2"):
-      out[dst + f"mlp/{name}/kernel"] = layout.linear_in(take(f"{src}mlp.{name}.weight"))
-      out[dst + f"mlp/{name}/bias"] = take(f"{src}mlp.{name}.bias")
+    layout.block(take, f"{hf}encoder.layers.{i}.", f"{mm}blocks/blocks/{i}/", heads, NAMES, out)
 
 
 def to_mmjax(hf_config, tensors, target_shapes):
@@ -119,7 +119,7 @@ def to_mmjax(hf_config, tensors, target_shapes):
   out["tokenizers/image/cls"] = take(v + "embeddings.class_embedding") + pos[0]
   out["tokenizers/image/norm/scale"] = take(v + "pre_layrnorm.weight")
   out["tokenizers/image/norm/bias"] = take(v + "pre_layrnorm.bias")
-  tower(t, take, v, "encoders/image/", vision_cfg["num_hidden_layers"],
+  tower(take, v, "encoders/image/", vision_cfg["num_hidden_layers"],
          vision_cfg["num_attention_heads"], out)
   out["encoders/image/norm/scale"] = take(v + "post_layernorm.weight")
   out["encoders/image/norm/bias"] = take(v + "post_layernorm.bias")
@@ -128,7 +128,7 @@ def to_mmjax(hf_config, tensors, target_shapes):
   text_len = target_shapes["tokenizers/text/pos_embed"][0]
   out["tokenizers/text/token_embed/embedding"] = take(x + "embeddings.token_embedding.weight")
   out["tokenizers/text/pos_embed"] = take(x + "embeddings.position_embedding.weight")[:text_len]
-  tower(t, take, x, "encoders/text/", text_cfg["num_hidden_layers"],
+  tower(take, x, "encoders/text/", text_cfg["num_hidden_layers"],
          text_cfg["num_attention_heads"], out)
   out["encoders/text/norm/scale"] = take(x + "final_layer_norm.weight")
   out["encoders/text/norm/bias"] = take(x + "final_layer_norm.bias")

@@ -87,3 +87,24 @@ def resize_bicubic(table_hwd, rows, cols):
   t = np.asarray(table_hwd, np.float64)
   out = np.einsum("rh,hwd->rwd", _bicubic_matrix(t.shape[0], rows), t)
   return np.einsum("cw,rwd->rcd", _bicubic_matrix(t.shape[1], cols), out).astype(np.float32)
+
+
+# A Transformer block's tensors by role, in the order `block` takes their HF names.
+BLOCK_ROLES = ("q", "k", "v", "out", "norm1", "norm2", "fc1", "fc2")
+
+
+def block(take, src, dst, heads, names, out):
+  """One pre- or post-LN block's HF tensors -> mmjax's (in `out`, under `dst`): `take(name)`
+  reads a tensor, `src` prefixes the HF names, `names` gives them by BLOCK_ROLES."""
+  n = dict(zip(BLOCK_ROLES, names))
+  out[dst + "attn/qkv/kernel"], out[dst + "attn/qkv/bias"] = fuse_qkv(
+      [take(f"{src}{n[r]}.weight") for r in "qkv"], [take(f"{src}{n[r]}.bias") for r in "qkv"],
+      heads)
+  out[dst + "attn/out/kernel"] = out_in(take(f"{src}{n['out']}.weight"), heads)
+  out[dst + "attn/out/bias"] = take(f"{src}{n['out']}.bias")
+  for role in ("norm1", "norm2"):
+    out[f"{dst}{role}/scale"] = take(f"{src}{n[role]}.weight")
+    out[f"{dst}{role}/bias"] = take(f"{src}{n[role]}.bias")
+  for role in ("fc1", "fc2"):
+    out[f"{dst}mlp/{role}/kernel"] = linear_in(take(f"{src}{n[role]}.weight"))
+    out[f"{dst}mlp/{role}/bias"] = take(f"{src}{n[role]}.bias")

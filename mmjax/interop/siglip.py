@@ -55,20 +55,7 @@ def model_config(hf_config):
 
 def check(hf_config, model_cfg, info, where):
   """UserError listing every config key that differs from the checkpoint's architecture."""
-  missing = [m for m in ("image", "text") if m not in info.modalities]
-  if missing:
-    raise UserError(f"config.init_from=hf:{where} is a SigLIP (image and text); dataset "
-                    f"{info.name!r} lacks {missing}.")
-  problems = layout.config_problems(model_cfg, model_config(hf_config))
-  text = hf_config["text_config"]
-  if info.vocab_size != text["vocab_size"]:
-    problems.append(f"a vocab of {text['vocab_size']} tokens, SigLIP's (the data's has "
-                    f"{info.vocab_size})")
-  if info.shapes["text_ids"][0] > text["max_position_embeddings"]:
-    problems.append(f"--config.data.text_len={text['max_position_embeddings']} or less")
-  if problems:
-    raise UserError(f"config.init_from=hf:{where} is a SigLIP that this config does not build; "
-                    "set:\n  " + "\n  ".join(problems))
+  clip.check_pair("SigLIP", model_config(hf_config), hf_config, model_cfg, info, where)
 
 
 def to_mmjax(hf_config, tensors, target_shapes):
@@ -93,7 +80,7 @@ def to_mmjax(hf_config, tensors, target_shapes):
   grid = tuple(target_shapes.get("tokenizers/image/pos_embed", (side, side))[:2])
   out["tokenizers/image/pos_embed"] = (pos if grid == (side, side)
                                        else layout.resize_bicubic(pos, *grid))
-  clip.tower(t, take, v, "encoders/image/", vision_cfg["num_hidden_layers"], heads, out)
+  clip.tower(take, v, "encoders/image/", vision_cfg["num_hidden_layers"], heads, out)
   out["encoders/image/norm/scale"] = take(v + "post_layernorm.weight")
   out["encoders/image/norm/bias"] = take(v + "post_layernorm.bias")
   h, p = v + "head.", "pool_heads/image/"
@@ -118,7 +105,7 @@ def to_mmjax(hf_config, tensors, target_shapes):
   text_len = target_shapes["tokenizers/text/pos_embed"][0]
   out["tokenizers/text/token_embed/embedding"] = take(x + "embeddings.token_embedding.weight")
   out["tokenizers/text/pos_embed"] = take(x + "embeddings.position_embedding.weight")[:text_len]
-  clip.tower(t, take, x, "encoders/text/", text_cfg["num_hidden_layers"],
+  clip.tower(take, x, "encoders/text/", text_cfg["num_hidden_layers"],
               text_cfg["num_attention_heads"], out)
   out["encoders/text/norm/scale"] = take(x + "final_layer_norm.weight")
   out["encoders/text/norm/bias"] = take(x + "final_layer_norm.bias")

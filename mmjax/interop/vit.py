@@ -31,6 +31,10 @@ MODEL_TYPES = ("vit",)
 GELU = {"gelu": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "quick_gelu": "quick"}
 IMAGE = "tokenizers/image/"
 LAYER = "encoder/blocks/blocks/{i}/"
+# A layer's tensors by layout.BLOCK_ROLES.
+NAMES = ("attention.attention.query", "attention.attention.key", "attention.attention.value",
+         "attention.output.dense", "layernorm_before", "layernorm_after", "intermediate.dense",
+         "output.dense")
 # transformers 5's own names -> the legacy names of saved checkpoints.
 _V5 = ((r"^layers\.(\d+)\.", r"encoder.layer.\1."),
        (r"attention\.q_proj", "attention.attention.query"),
@@ -104,19 +108,7 @@ def to_mmjax(hf_config, tensors, target_shapes):
   out[IMAGE + "cls"] = take("embeddings.cls_token")[0, 0] + pos[0]
   out[IMAGE + "type_embed"] = np.zeros(width, np.float32)
   for i in range(hf_config["num_hidden_layers"]):
-    hf, mm = f"encoder.layer.{i}.", LAYER.format(i=i)
-    qkv = ("query", "key", "value")
-    out[mm + "attn/qkv/kernel"], out[mm + "attn/qkv/bias"] = layout.fuse_qkv(
-        [take(f"{hf}attention.attention.{n}.weight") for n in qkv],
-        [take(f"{hf}attention.attention.{n}.bias") for n in qkv], heads)
-    out[mm + "attn/out/kernel"] = layout.out_in(take(f"{hf}attention.output.dense.weight"), heads)
-    out[mm + "attn/out/bias"] = take(f"{hf}attention.output.dense.bias")
-    for hf_name, mm_name in (("layernorm_before", "norm1"), ("layernorm_after", "norm2")):
-      out[mm + mm_name + "/scale"] = take(f"{hf}{hf_name}.weight")
-      out[mm + mm_name + "/bias"] = take(f"{hf}{hf_name}.bias")
-    for hf_name, mm_name in (("intermediate.dense", "mlp/fc1"), ("output.dense", "mlp/fc2")):
-      out[mm + mm_name + "/kernel"] = layout.linear_in(take(f"{hf}{hf_name}.weight"))
-      out[mm + mm_name + "/bias"] = take(f"{hf}{hf_name}.bias")
+    layout.block(take, f"encoder.layer.{i}.", LAYER.format(i=i), heads, NAMES, out)
   out["encoder/norm/scale"] = take("layernorm.weight")
   out["encoder/norm/bias"] = take("layernorm.bias")
   out |= {prefix + k: np.asarray(v) for k, v in t.items() if k not in used}
