@@ -27,13 +27,16 @@ VOCAB, EOS, TEXT_LEN, IMAGE = 99, 98, 12, 16
 
 @pytest.fixture(scope="module")
 def random_clip(tmp_path_factory):
-  """A small CLIPModel (towers of one shape, QuickGELU), random weights, saved."""
+  """A small CLIPModel shaped as ViT-B/32's (a text tower narrower, shallower and with fewer
+  heads than the image tower; QuickGELU), random weights, saved."""
   torch.manual_seed(0)
-  tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
   config = transformers.CLIPConfig(
-      text_config=dict(tower, vocab_size=VOCAB, max_position_embeddings=20, eos_token_id=EOS,
-                       bos_token_id=EOS - 1, pad_token_id=0),
-      vision_config=dict(tower, image_size=IMAGE, patch_size=4), projection_dim=24)
+      text_config=dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=2, vocab_size=VOCAB, max_position_embeddings=20,
+                       eos_token_id=EOS, bos_token_id=EOS - 1, pad_token_id=0),
+      vision_config=dict(hidden_size=48, intermediate_size=192, num_hidden_layers=3,
+                         num_attention_heads=4, image_size=IMAGE, patch_size=4),
+      projection_dim=24)
   model = transformers.CLIPModel(config)
   with torch.no_grad():
     for name, p in model.named_parameters():
@@ -44,8 +47,10 @@ def random_clip(tmp_path_factory):
   return str(folder), interop.read_config(folder), model.eval()
 
 
-def test_random_clip_matches_transformers(random_clip):
-  folder, hf_config, reference = random_clip
+@pytest.fixture(scope="module")
+def imported(random_clip):
+  """(model, params, its config) of the random CLIP imported into mmjax."""
+  folder, hf_config, _ = random_clip
   cfg = mmt.default_config()
   layout.apply(cfg, clip.model_config(hf_config))
   info = info_lib.planned({"image": (IMAGE, IMAGE, 3), "text": TEXT_LEN}, vocab_size=VOCAB)
@@ -54,14 +59,22 @@ def test_random_clip_matches_transformers(random_clip):
   params, report = init_from.restore_imported(f"hf:{folder}", params, params, cfg, info)
   # New: the masked-modeling decoder and SigLIP's bias, which CLIP does not have.
   assert {n.split("/")[0] for n in report["new"]} == {"decoder", "logit_bias"}
-  model = nnx.merge(graphdef, params, rest)
+  return nnx.merge(graphdef, params, rest), params, cfg
 
+
+def _inputs():
   rng = np.random.default_rng(0)
   images = rng.normal(size=(4, IMAGE, IMAGE, 3)).astype(np.float32)
   lengths = np.array([3, 7, TEXT_LEN, 5])
   mask = np.arange(TEXT_LEN)[None] < lengths[:, None]
   ids = np.where(mask, rng.integers(1, EOS - 1, (4, TEXT_LEN)), 0).astype(np.int32)
   ids[np.arange(4), lengths - 1] = EOS  # Rows end in the end-of-text token.
+  return images, ids, mask
+
+
+def _assert_same(model, params, reference):
+  """mmjax's embeddings and logits against a CLIPModel's on the same inputs."""
+  images, ids, mask = _inputs()
   z = jax.device_get(jax.jit(model.embed)({"image": images, "text_ids": ids, "text_mask": mask}))
   scale = float(np.exp(params["logit_scale"]["image_text"].value))
   with torch.no_grad():
@@ -74,6 +87,26 @@ def test_random_clip_matches_transformers(random_clip):
                              atol=TOL * scale, rtol=0)
 
 
+def test_random_clip_matches_transformers(random_clip, imported):
+  _assert_same(*imported[:2], random_clip[2])
+
+
+def test_clip_export_loads_in_transformers_with_the_same_outputs(imported, tmp_path):
+  """export.write('clip') of the imported towers: a CLIPModel with no missing or unused
+  weights and the same embeddings and logits; a projection with a bias is refused."""
+  from mmjax.interop import export  # pylint: disable=g-import-not-at-top
+  model, params, cfg = imported
+  flat = {init_from.param_names.name(p): np.asarray(v) for p, v in
+          jax.tree_util.tree_flatten_with_path(params)[0]}
+  out = export.write("clip", flat, cfg, str(tmp_path / "clip"), eos_token_id=EOS)
+  exported, loading = transformers.CLIPModel.from_pretrained(out, output_loading_info=True)
+  assert not any(loading[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+  _assert_same(model, params, exported.eval())
+  flat["projections/text/proj/bias"] = flat["projections/text/proj/bias"] + 0.1
+  with pytest.raises(UserError, match="have a bias"):
+    export.write("clip", flat, cfg, str(tmp_path / "refused"), eos_token_id=EOS)
+
+
 def test_clip_import_names_the_flags_a_config_lacks(random_clip):
   folder = random_clip[0]
   info = info_lib.planned({"image": (IMAGE, IMAGE, 3), "text": TEXT_LEN}, vocab_size=VOCAB)
@@ -81,5 +114,6 @@ def test_clip_import_names_the_flags_a_config_lacks(random_clip):
     interop.check(f"hf:{folder}", mmt.default_config(), info)
   for flag in ("--config.model.towers=separate", "--config.model.causal=('text',)",
                "--config.model.pool=image=cls,text=eot", "--config.model.gelu=quick",
-               "--config.model.proj_norm=False"):
+               "--config.model.proj_norm=False", "--config.model.encoder.width=48",
+               "--config.model.tower.text.width=32", "--config.model.tower.text.depth=2"):
     assert flag in str(e.value)

@@ -43,6 +43,14 @@ def random_vit(tmp_path_factory):
   return str(folder), interop.read_config(folder), model.eval()
 
 
+def _with_params(model, flat):
+  """`model` with its parameters replaced by `flat` ({mmjax name: array})."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))
+  nnx.update(model, jax.tree_util.tree_unflatten(
+      treedef, [flat[init_from.param_names.name(p)] for p, _ in leaves]))
+  return model
+
+
 def _image_model(hf_config, image=IMAGE, **extra):
   cfg = mmt.default_config()
   cfg.name = "classifier"
@@ -77,6 +85,45 @@ def test_random_vit_matches_transformers(random_vit, scan, image):
                     interpolate_pos_encoding=image != IMAGE).last_hidden_state.numpy()
   np.testing.assert_allclose(cls, ref[:, 0], atol=TOL, rtol=0)
   np.testing.assert_allclose(h, ref[:, 1:], atol=TOL, rtol=0)
+
+
+def test_vit_export_of_an_mmjax_tower_loads_in_transformers_with_the_same_outputs(tmp_path):
+  """An mmjax image tower of ViT's architecture with mmjax's own parts (sin-cos positions, a
+  modality vector, scanned layers) -> export.write('vit') -> ViTModel with no missing or
+  unused weights and the same tokens; a pre-LN-less model is refused, naming the key."""
+  from mmjax.interop import export  # pylint: disable=g-import-not-at-top
+  cfg = mmt.default_config()
+  cfg.name = "classifier"
+  with cfg.unlocked():
+    cfg.inputs = ("image",)
+  layout.apply(cfg, {"cls_token": ("image",), "ln_pre_off": ("image",), "pool": "image=cls",
+                     "gelu": "exact", "scan_layers": True, "image.patch_size": PATCH,
+                     "encoder.width": 32, "encoder.depth": 2, "encoder.num_heads": 4,
+                     "encoder.mlp_dim": 64})
+  info = info_lib.planned({"image": (IMAGE, IMAGE, 3)})
+  model = models.make(cfg, info, rngs=nnx.Rngs(3))
+  params = {init_from.param_names.name(p): np.asarray(v) for p, v in
+            jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]}
+  for name in params:  # Non-trivial LayerNorms and biases.
+    if "norm" in name or "bias" in name:
+      params[name] = params[name] + np.random.default_rng(len(name)).normal(
+          0, 0.1, params[name].shape).astype(np.float32)
+  out = export.write("vit", params, cfg, str(tmp_path / "vit"), image_size=(IMAGE, IMAGE))
+  exported, loading = transformers.ViTModel.from_pretrained(
+      out, add_pooling_layer=False, output_loading_info=True)
+  assert not any(loading[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+  images = np.random.default_rng(0).normal(size=(3, IMAGE, IMAGE, 3)).astype(np.float32)
+  model = _with_params(model, params)
+  tokens = model.tokenizers["image"]({"image": images})
+  h, cls = jax.device_get(encoding.encode(model, "image", tokens.x, tokens.valid, tokens.cls))
+  with torch.no_grad():
+    ref = exported.eval()(pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2))
+                          ).last_hidden_state.numpy()
+  np.testing.assert_allclose(cls, ref[:, 0], atol=TOL, rtol=0)
+  np.testing.assert_allclose(h, ref[:, 1:], atol=TOL, rtol=0)
+  layout.apply(cfg, {"ln_pre_off": ()})
+  with pytest.raises(UserError, match="config.model.ln_pre_off"):
+    export.write("vit", params, cfg, str(tmp_path / "refused"), image_size=(IMAGE, IMAGE))
 
 
 def test_vit_import_names_the_flags_a_config_lacks(random_vit):

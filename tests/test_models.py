@@ -439,6 +439,28 @@ def test_separate_towers_encode_each_modality_with_its_own_weights(separate, bat
                               rngs=nnx.Rngs(0))
 
 
+def test_towers_of_different_shapes(separate, batch):
+  """config.model.tower.<m> gives one tower its own shape (CLIP's narrower text tower): its
+  tokenizer, encoder, projection and decoder input follow it, and the useful FLOPs count it
+  at its size. A tower shape without towers='separate' is refused."""
+  text = dict(width=64, depth=2, num_heads=2, mlp_dim=128)
+  narrow = Forward(towers="separate", tower={"text": text})
+  enc = narrow.model.encoders
+  assert enc["text"].blocks.blocks[0].attn.qkv.kernel.shape == (64, 3, 2, 32)
+  assert len(enc["text"].blocks.blocks) == 2
+  assert enc["image"].blocks.blocks[0].attn.qkv.kernel.shape == (128, 3, 4, 32)
+  assert narrow.model.tokenizers["text"].token_embed.embedding.shape[-1] == 64
+  assert narrow.model.decoder.embed_of("text").kernel.shape[0] == 64
+  out, wide = narrow(batch), separate(batch)
+  for m in RATIOS:
+    assert out[m]["pred"].shape == wide[m]["pred"].shape and np.isfinite(out[m]["pred"]).all()
+    assert out["embeddings"][m].shape == wide["embeddings"][m].shape
+  # The same image and audio passes, a text tower of half the width and depth: fewer FLOPs.
+  assert 0 < float(out["useful_flops"]) < float(wide["useful_flops"])
+  with pytest.raises(UserError, match="towers='separate'"):
+    mmt.MultimodalTransformer(_config(tower={"text": text}), INFO, rngs=nnx.Rngs(0))
+
+
 def test_layer_decay_reaches_into_every_tower():
   from mmjax.train import optimizer  # pylint: disable=g-import-not-at-top
   params = {"encoders": {"text": {"blocks": {"blocks": {"1": {"w": jnp.ones(2)}}},

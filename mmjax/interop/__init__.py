@@ -10,11 +10,14 @@ config.json's model_type picks the converter:
   siglip SiglipModel: towers, the attention-pooling head, logit scale and bias,
          mmjax.interop.siglip
 
+config.init_from='big_vision:<file.npz>' starts from a big_vision SigLIP (two_towers), its
+architecture read from the tensors: mmjax.interop.big_vision.
+
 The converted weights go through mmjax.train.init_from's report (loaded / new / unused), and
 the config must build the checkpoint's architecture (a UserError lists the flags otherwise).
 
-Export: `python -m mmjax.interop.export --workdir=W --out=DIR` writes a run's text tower as a
-transformers folder (see mmjax.interop.export).
+Export: `python -m mmjax.interop.export --workdir=W --out=DIR --format=bert|vit|clip|siglip`
+writes a run as a transformers folder (see mmjax.interop.export).
 """
 import importlib
 import json
@@ -25,7 +28,7 @@ import numpy as np
 
 from mmjax.errors import UserError
 
-FORMATS = ("hf",)
+FORMATS = ("hf", "big_vision")
 # config.json's model_type -> the converter module (imported when used).
 CONVERTERS = {"bert": "mmjax.interop.bert", "vit": "mmjax.interop.vit",
               "clip": "mmjax.interop.clip", "siglip": "mmjax.interop.siglip"}
@@ -69,10 +72,28 @@ def model_config(folder):
   return converter.model_config(hf_config)
 
 
+def _big_vision(path, model_cfg, info):
+  """(tensors, the SigLIP converter's settings) of a big_vision .npz, checked against the
+  config."""
+  from mmjax.interop import big_vision  # pylint: disable=g-import-not-at-top
+  from mmjax.interop import clip  # pylint: disable=g-import-not-at-top
+  from mmjax.interop import siglip  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise UserError(f"config.init_from=big_vision:{path}: no such file.")
+  tensors = big_vision.read(path)
+  hf_like = big_vision.hf_like_config(tensors)
+  clip.check_pair("SigLIP", siglip.model_config(hf_like), hf_like, model_cfg, info,
+                  f"big_vision:{path}")
+  return tensors
+
+
 def check(init_from, model_cfg, info):
-  """Cheap checks before anything is built: the folder and its architecture against the
-  config (UserError naming the flags to set)."""
+  """Cheap checks before anything is built: the checkpoint's architecture against the config
+  (UserError naming the flags to set)."""
   fmt, folder = split(init_from)
+  if fmt == "big_vision":
+    _big_vision(folder, model_cfg, info)
+    return
   hf_config, converter = _folder(fmt, folder)
   converter.check(hf_config, model_cfg, info, folder)
 
@@ -97,6 +118,10 @@ def load(init_from, model_cfg, info, target_shapes):
   (see the module docstring), checked against the config first."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   fmt, folder = split(init_from)
+  if fmt == "big_vision":
+    from mmjax.interop import big_vision  # pylint: disable=g-import-not-at-top
+    values, notes = big_vision.to_mmjax(_big_vision(folder, model_cfg, info), target_shapes)
+    return _to_layout(values, target_shapes), notes
   hf_config, converter = _folder(fmt, folder)
   converter.check(hf_config, model_cfg, info, folder)
   tensors = load_file(os.path.join(folder, "model.safetensors"))

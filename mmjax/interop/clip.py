@@ -19,9 +19,9 @@ text tower (config.model.towers='separate'), each with its projection, and the l
   layer_norm2 -> norm2, mlp.fc1 / fc2 -> mlp/fc1 / fc2; type_embed: zeros)
 
 The image is pooled by its class token, the text at its end-of-text token: mmjax pools the last
-valid token, so text rows must end in CLIP's end-of-text token (its tokenizer's rows do). mmjax
-towers share one shape: a checkpoint whose text and vision towers differ in width or depth (every
-released CLIP) is refused for now.
+valid token, so text rows must end in CLIP's end-of-text token (its tokenizer's rows do). The
+towers may differ in shape (every released CLIP's text tower is narrower: config.model.tower.
+text), not in their activation or LayerNorm epsilon (config.model.gelu and ln_eps are global).
 """
 import numpy as np
 
@@ -30,18 +30,30 @@ from mmjax.interop import layout
 
 MODEL_TYPES = ("clip",)
 GELU = {"gelu": "exact", "quick_gelu": "quick", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
-SHAPE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-         "hidden_act", "layer_norm_eps")
+# What mmjax's towers must share (one block architecture for the model).
+SHARED = ("hidden_act", "layer_norm_eps")
+# config.model's tower shape key -> the HF config's.
+SHAPE = {"width": "hidden_size", "depth": "num_hidden_layers",
+         "num_heads": "num_attention_heads", "mlp_dim": "intermediate_size"}
 
 
 def towers(hf_config):
+  """(text_config, vision_config) of an image-text checkpoint, UserError when they differ in
+  what mmjax's towers share."""
   text, vision = hf_config["text_config"], hf_config["vision_config"]
-  differ = [k for k in SHAPE if text.get(k) != vision.get(k)]
+  differ = [k for k in SHARED if text.get(k) != vision.get(k)]
   if differ:
-    raise UserError("This CLIP's text and vision towers differ in "
+    raise UserError("This checkpoint's text and vision towers differ in "
                     f"{', '.join(f'{k} ({text.get(k)} / {vision.get(k)})' for k in differ)}: "
-                    "mmjax's towers share one shape (config.model.encoder), not yet one each.")
+                    "mmjax's towers share config.model.gelu and ln_eps.")
   return text, vision
+
+
+def shapes(text, vision):
+  """{dotted config.model key: value} of both towers' shapes: the image tower's as the model's
+  encoder (config.model.encoder), the text tower's over it (config.model.tower.text)."""
+  return ({f"encoder.{k}": vision[hf] for k, hf in SHAPE.items()}
+          | {f"tower.text.{k}": text[hf] for k, hf in SHAPE.items()})
 
 
 def model_config(hf_config):
@@ -52,21 +64,19 @@ def model_config(hf_config):
     raise UserError(f"hidden_act={act!r} in the checkpoint's config.json: mmjax has "
                     f"{sorted(GELU)}.")
   return {"towers": "separate", "block": "pre_ln", "gelu": GELU[act],
-          "ln_eps": float(vision.get("layer_norm_eps", 1e-5)),
-          "encoder.width": vision["hidden_size"], "encoder.depth": vision["num_hidden_layers"],
-          "encoder.num_heads": vision["num_attention_heads"],
-          "encoder.mlp_dim": vision["intermediate_size"], "cls_token": ("image",),
+          "ln_eps": float(vision.get("layer_norm_eps", 1e-5)), **shapes(text, vision),
+          "cls_token": ("image",),
           "causal": ("text",), "pool": "image=cls,text=eot", "ln_pre_off": ("text",),
           "proj_norm": False, "embed_dim": hf_config["projection_dim"],
           "image.patch_size": vision["patch_size"], "image.pos_embed": "learned"}
 
 
-def check_pair(kind, settings, hf_config, model_cfg, info, where):
+def check_pair(kind, settings, hf_config, model_cfg, info, spec):
   """UserError listing what config and data lack for an image-text checkpoint (`kind`: its
-  name) whose architecture `settings` builds."""
+  name; `spec`: config.init_from) whose architecture `settings` builds."""
   missing = [m for m in ("image", "text") if m not in info.modalities]
   if missing:
-    raise UserError(f"config.init_from=hf:{where} is a {kind} (image and text); dataset "
+    raise UserError(f"config.init_from={spec} is a {kind} (image and text); dataset "
                     f"{info.name!r} lacks {missing}.")
   problems = layout.config_problems(model_cfg, settings)
   text = hf_config["text_config"]
@@ -76,13 +86,13 @@ def check_pair(kind, settings, hf_config, model_cfg, info, where):
   if info.shapes["text_ids"][0] > text["max_position_embeddings"]:
     problems.append(f"--config.data.text_len={text['max_position_embeddings']} or less")
   if problems:
-    raise UserError(f"config.init_from=hf:{where} is a {kind} that this config does not "
+    raise UserError(f"config.init_from={spec} is a {kind} that this config does not "
                     "build; set:\n  " + "\n  ".join(problems))
 
 
 def check(hf_config, model_cfg, info, where):
   """UserError listing every config key that differs from the checkpoint's architecture."""
-  check_pair("CLIP", model_config(hf_config), hf_config, model_cfg, info, where)
+  check_pair("CLIP", model_config(hf_config), hf_config, model_cfg, info, f"hf:{where}")
 
 
 # A layer's tensors by layout.BLOCK_ROLES (CLIP and SigLIP).
@@ -134,8 +144,8 @@ def to_mmjax(hf_config, tensors, target_shapes):
   out["encoders/text/norm/bias"] = take(x + "final_layer_norm.bias")
   out["projections/text/proj/kernel"] = layout.linear_in(take("text_projection.weight"))
   embed = out["projections/text/proj/kernel"].shape[1]
-  for m in ("image", "text"):
-    out[f"tokenizers/{m}/type_embed"] = np.zeros(width, np.float32)
+  for m, w in (("image", width), ("text", text_cfg["hidden_size"])):
+    out[f"tokenizers/{m}/type_embed"] = np.zeros(w, np.float32)
     out[f"projections/{m}/proj/bias"] = np.zeros(embed, np.float32)
   out["logit_scale/image_text"] = take("logit_scale").reshape(())
   grid = tuple(target_shapes.get("tokenizers/image/pos_embed", (side, side))[:2])
@@ -147,3 +157,69 @@ def to_mmjax(hf_config, tensors, target_shapes):
     notes.append(f"tokenizers/image/pos_embed: {side}x{side} resized to {grid[0]}x{grid[1]}")
   out |= {k: np.asarray(val) for k, val in t.items() if k not in used}
   return out, notes
+
+
+# What a CLIPModel is, as config.model settings (the towers' shapes aside).
+EXPORT_SETTINGS = {"towers": "separate", "block": "pre_ln", "cls_token": ("image",),
+                   "causal": ("text",), "pool": "image=cls,text=eot", "ln_pre_off": ("text",),
+                   "proj_norm": False}
+
+
+def from_mmjax(params, model_cfg, eos_token_id, image_size=None):
+  """(config.json dict, {HF name: array}) of a CLIPModel equal to the image and text towers,
+  projections and logit scale in `params` ({mmjax name: float32 array}, one entry per layer).
+  `eos_token_id`: the token that ends every text row (CLIP pools it); `image_size` (H, W) for
+  sin-cos positions. Projections with a bias (CLIP's have none) are refused."""
+  from mmjax.interop import vit  # pylint: disable=g-import-not-at-top
+  from mmjax.models import sizes  # pylint: disable=g-import-not-at-top
+  vit.export_problems(model_cfg, EXPORT_SETTINGS, "A CLIPModel")
+  p = params
+  biased = [m for m in ("image", "text") if np.abs(p[f"projections/{m}/proj/bias"]).max() > 0]
+  if biased:
+    raise UserError(f"A CLIPModel cannot express this model exactly: the projections of "
+                    f"{biased} have a bias (CLIP's projections have none).")
+  if eos_token_id is None:
+    raise UserError("A CLIPModel pools its texts at the end-of-text token: give its id "
+                    "(--eos_token_id).")
+  act = {"exact": "gelu", "tanh": "gelu_pytorch_tanh", "quick": "quick_gelu"}[
+      model_cfg.get("gelu", "tanh")]
+  shared = {"hidden_act": act, "layer_norm_eps": float(model_cfg.get("ln_eps"))}
+  tower_cfg = lambda m: dict(shared, **{hf: getattr(sizes.of(model_cfg, m), k)
+                                        for k, hf in SHAPE.items()})
+  vision, text = tower_cfg("image"), tower_cfg("text")
+  patch, width = model_cfg.image.patch_size, vision["hidden_size"]
+  channels = p["tokenizers/image/patch_embed/kernel"].shape[0] // (patch * patch)
+  grid = None if image_size is None else (image_size[0] // patch, image_size[1] // patch)
+  grid, pos = vit.image_positions(p, width, grid, fold_bias=True)
+  if grid[0] != grid[1]:
+    raise UserError(f"A CLIPModel's images are square; this model's patch grid is {grid}.")
+  text_pos = p["tokenizers/text/pos_embed"] + p["tokenizers/text/type_embed"]
+  vocab = p["tokenizers/text/token_embed/embedding"].shape[0]
+  vision |= {"image_size": grid[0] * patch, "patch_size": patch, "num_channels": channels}
+  text |= {"vocab_size": vocab, "max_position_embeddings": len(text_pos),
+           "eos_token_id": int(eos_token_id), "bos_token_id": 0, "pad_token_id": 0}
+  hf_config = {"architectures": ["CLIPModel"], "model_type": "clip",
+               "projection_dim": p["projections/image/proj/kernel"].shape[1],
+               "logit_scale_init_value": float(p["logit_scale/image_text"]),
+               "text_config": text, "vision_config": vision}
+  v, x = "vision_model.", "text_model."
+  t = {v + "embeddings.patch_embedding.weight": layout.patch_conv(
+           p["tokenizers/image/patch_embed/kernel"], channels),
+       v + "embeddings.class_embedding": p["tokenizers/image/cls"],
+       v + "embeddings.position_embedding.weight": np.concatenate(
+           [np.zeros((1, width), np.float32), pos]),
+       v + "pre_layrnorm.weight": p["tokenizers/image/norm/scale"],
+       v + "pre_layrnorm.bias": p["tokenizers/image/norm/bias"],
+       v + "post_layernorm.weight": p["encoders/image/norm/scale"],
+       v + "post_layernorm.bias": p["encoders/image/norm/bias"],
+       "visual_projection.weight": layout.linear_in(p["projections/image/proj/kernel"]),
+       x + "embeddings.token_embedding.weight": p["tokenizers/text/token_embed/embedding"],
+       x + "embeddings.position_embedding.weight": text_pos,
+       x + "final_layer_norm.weight": p["encoders/text/norm/scale"],
+       x + "final_layer_norm.bias": p["encoders/text/norm/bias"],
+       "text_projection.weight": layout.linear_in(p["projections/text/proj/kernel"]),
+       "logit_scale": np.asarray(p["logit_scale/image_text"], np.float32).reshape(())}
+  for hf, m, cfg in ((v, "image", vision), (x, "text", text)):
+    for i in range(cfg["num_hidden_layers"]):
+      layout.unblock(p, f"encoders/{m}/blocks/blocks/{i}/", f"{hf}encoder.layers.{i}.", NAMES, t)
+  return hf_config, t

@@ -108,3 +108,36 @@ def block(take, src, dst, heads, names, out):
   for role in ("fc1", "fc2"):
     out[f"{dst}mlp/{role}/kernel"] = linear_in(take(f"{src}{n[role]}.weight"))
     out[f"{dst}mlp/{role}/bias"] = take(f"{src}{n[role]}.bias")
+
+
+def unblock(p, src, dst, names, out):
+  """The inverse of `block`: one mmjax block's tensors in `p` (under `src`) -> HF tensors in
+  `out` (under `dst`, named by `names` in BLOCK_ROLES order)."""
+  n = dict(zip(BLOCK_ROLES, names))
+  weights, biases = split_qkv(p[src + "attn/qkv/kernel"], p[src + "attn/qkv/bias"])
+  for r, w, b in zip("qkv", weights, biases):
+    out[f"{dst}{n[r]}.weight"], out[f"{dst}{n[r]}.bias"] = w, b
+  kernel = np.asarray(p[src + "attn/out/kernel"])
+  out[f"{dst}{n['out']}.weight"] = linear_in(kernel.reshape(-1, kernel.shape[-1]))
+  out[f"{dst}{n['out']}.bias"] = p[src + "attn/out/bias"]
+  for role in ("norm1", "norm2"):
+    out[f"{dst}{n[role]}.weight"] = p[f"{src}{role}/scale"]
+    out[f"{dst}{n[role]}.bias"] = p[f"{src}{role}/bias"]
+  for role in ("fc1", "fc2"):
+    out[f"{dst}{n[role]}.weight"] = linear_in(p[f"{src}mlp/{role}/kernel"])
+    out[f"{dst}{n[role]}.bias"] = p[f"{src}mlp/{role}/bias"]
+
+
+def patch_conv(kernel, channels):
+  """mmjax's patch embedding kernel [p * p * C, D] -> a torch Conv2d weight [D, C, p, p]
+  (the inverse of the importers' transpose)."""
+  k = np.asarray(kernel, np.float32)
+  p = int(round((k.shape[0] / channels) ** 0.5))
+  return np.ascontiguousarray(k.reshape(p, p, channels, -1).transpose(3, 2, 0, 1))
+
+
+def settings_problems(model_cfg, settings):
+  """What config.model differs in from `settings` ({dotted key: value}), as 'key=value (this
+  model has ...)' lines: why an export cannot express the model."""
+  return [f"{key}={want!r} (this model has {_get(model_cfg, key)!r})"
+          for key, want in settings.items() if config_problems(model_cfg, {key: want})]

@@ -17,7 +17,8 @@ the logit scale and the logit bias.
 
 SigLIP reads its texts padded to their full length with no attention mask and pools the last
 position: give mmjax rows that fill text_len (every token valid), as SigLIP's processor does.
-Towers of different shapes, and a text head whose width is not the vision width, are refused.
+The towers may differ in shape (config.model.tower.text); a text head whose output is not as
+wide as the vision tower is refused.
 """
 import numpy as np
 
@@ -38,16 +39,14 @@ def _towers(hf_config):
 
 def model_config(hf_config):
   """{dotted config.model key: value} that build this checkpoint's architecture in mmjax."""
-  _, vision = _towers(hf_config)
+  text, vision = _towers(hf_config)
   act = vision.get("hidden_act", "gelu_pytorch_tanh")
   if act not in clip.GELU:
     raise UserError(f"hidden_act={act!r} in the checkpoint's config.json: mmjax has "
                     f"{sorted(clip.GELU)}.")
   return {"towers": "separate", "block": "pre_ln", "gelu": clip.GELU[act],
-          "ln_eps": float(vision.get("layer_norm_eps", 1e-6)),
-          "encoder.width": vision["hidden_size"], "encoder.depth": vision["num_hidden_layers"],
-          "encoder.num_heads": vision["num_attention_heads"],
-          "encoder.mlp_dim": vision["intermediate_size"], "pool": "image=map,text=eot",
+          "ln_eps": float(vision.get("layer_norm_eps", 1e-6)), **clip.shapes(text, vision),
+          "pool": "image=map,text=eot",
           "ln_pre_off": ("image", "text"), "proj_norm": False,
           "embed_dim": vision["hidden_size"], "image.patch_size": vision["patch_size"],
           "image.pos_embed": "learned"}
@@ -55,7 +54,7 @@ def model_config(hf_config):
 
 def check(hf_config, model_cfg, info, where):
   """UserError listing every config key that differs from the checkpoint's architecture."""
-  clip.check_pair("SigLIP", model_config(hf_config), hf_config, model_cfg, info, where)
+  clip.check_pair("SigLIP", model_config(hf_config), hf_config, model_cfg, info, f"hf:{where}")
 
 
 def to_mmjax(hf_config, tensors, target_shapes):
@@ -111,8 +110,8 @@ def to_mmjax(hf_config, tensors, target_shapes):
   out["encoders/text/norm/bias"] = take(x + "final_layer_norm.bias")
   out["projections/text/proj/kernel"] = layout.linear_in(take(x + "head.weight"))
   out["projections/text/proj/bias"] = take(x + "head.bias")
-  for m in ("image", "text"):
-    out[f"tokenizers/{m}/type_embed"] = np.zeros(width, np.float32)
+  for m, w in (("image", width), ("text", text_cfg["hidden_size"])):
+    out[f"tokenizers/{m}/type_embed"] = np.zeros(w, np.float32)
   out["logit_scale/image_text"] = take("logit_scale").reshape(())
   out["logit_bias/image_text"] = take("logit_bias").reshape(())
   out |= {k: np.asarray(val) for k, val in t.items() if k not in used}
@@ -121,3 +120,78 @@ def to_mmjax(hf_config, tensors, target_shapes):
   if grid != (side, side):
     notes.append(f"tokenizers/image/pos_embed: {side}x{side} resized to {grid[0]}x{grid[1]}")
   return out, notes
+
+
+# What a SiglipModel is, as config.model settings (the towers' shapes aside).
+EXPORT_SETTINGS = {"towers": "separate", "block": "pre_ln", "cls_token": (), "causal": (),
+                   "pool": "image=map,text=eot", "ln_pre_off": ("image", "text"),
+                   "proj_norm": False}
+
+
+def from_mmjax(params, model_cfg, image_size=None):
+  """(config.json dict, {HF name: array}) of a SiglipModel equal to the towers, MAP head, text
+  head, logit scale and bias in `params` ({mmjax name: float32 array}, one entry per layer);
+  `image_size` (H, W) for sin-cos positions. SigLIP's image embedding is its MAP head's output:
+  an image projection other than the identity is refused."""
+  from mmjax.interop import vit  # pylint: disable=g-import-not-at-top
+  from mmjax.models import sizes  # pylint: disable=g-import-not-at-top
+  vit.export_problems(model_cfg, EXPORT_SETTINGS, "A SiglipModel")
+  p = params
+  width = sizes.of(model_cfg, "image").width
+  if not (np.array_equal(p["projections/image/proj/kernel"], np.eye(width, dtype=np.float32))
+          and not p["projections/image/proj/bias"].any()):
+    raise UserError("A SiglipModel cannot express this model exactly: its image projection is "
+                    "not the identity (SigLIP's image embedding is the MAP head's output).")
+  act = {"exact": "gelu", "tanh": "gelu_pytorch_tanh", "quick": "quick_gelu"}[
+      model_cfg.get("gelu", "tanh")]
+  shared = {"hidden_act": act, "layer_norm_eps": float(model_cfg.get("ln_eps"))}
+  tower_cfg = lambda m: dict(shared, **{hf: getattr(sizes.of(model_cfg, m), k)
+                                        for k, hf in clip.SHAPE.items()})
+  vision, text = tower_cfg("image"), tower_cfg("text")
+  patch = model_cfg.image.patch_size
+  channels = p["tokenizers/image/patch_embed/kernel"].shape[0] // (patch * patch)
+  grid = None if image_size is None else (image_size[0] // patch, image_size[1] // patch)
+  grid, pos = vit.image_positions(p, width, grid, fold_bias=False)
+  if grid[0] != grid[1]:
+    raise UserError(f"A SiglipModel's images are square; this model's patch grid is {grid}.")
+  text_pos = p["tokenizers/text/pos_embed"] + p["tokenizers/text/type_embed"]
+  vision |= {"image_size": grid[0] * patch, "patch_size": patch, "num_channels": channels}
+  text |= {"vocab_size": p["tokenizers/text/token_embed/embedding"].shape[0],
+           "max_position_embeddings": len(text_pos),
+           "projection_size": p["projections/text/proj/kernel"].shape[1]}
+  hf_config = {"architectures": ["SiglipModel"], "model_type": "siglip",
+               "text_config": text, "vision_config": vision}
+  v, x, h, q = "vision_model.", "text_model.", "vision_model.head.", "pool_heads/image/"
+  kv = p[q + "kv/kernel"].reshape(width, 2, width)
+  t = {v + "embeddings.patch_embedding.weight": layout.patch_conv(
+           p["tokenizers/image/patch_embed/kernel"], channels),
+       v + "embeddings.patch_embedding.bias": p["tokenizers/image/patch_embed/bias"],
+       v + "embeddings.position_embedding.weight": pos,
+       v + "post_layernorm.weight": p["encoders/image/norm/scale"],
+       v + "post_layernorm.bias": p["encoders/image/norm/bias"],
+       h + "probe": p[q + "probe"].reshape(1, 1, width),
+       h + "attention.in_proj_weight": np.concatenate(
+           [layout.linear_in(p[q + "q/kernel"].reshape(width, width)),
+            layout.linear_in(kv[:, 0]), layout.linear_in(kv[:, 1])]),
+       h + "attention.in_proj_bias": np.concatenate(
+           [p[q + "q/bias"].reshape(-1), p[q + "kv/bias"].reshape(-1)]),
+       h + "attention.out_proj.weight": layout.linear_in(
+           p[q + "out/kernel"].reshape(width, width)),
+       h + "attention.out_proj.bias": p[q + "out/bias"],
+       h + "layernorm.weight": p[q + "norm/scale"], h + "layernorm.bias": p[q + "norm/bias"],
+       x + "embeddings.token_embedding.weight": p["tokenizers/text/token_embed/embedding"],
+       x + "embeddings.position_embedding.weight": text_pos,
+       x + "final_layer_norm.weight": p["encoders/text/norm/scale"],
+       x + "final_layer_norm.bias": p["encoders/text/norm/bias"],
+       x + "head.weight": layout.linear_in(p["projections/text/proj/kernel"]),
+       x + "head.bias": p["projections/text/proj/bias"],
+       "logit_scale": np.asarray(p["logit_scale/image_text"], np.float32).reshape(1),
+       "logit_bias": np.asarray(p["logit_bias/image_text"], np.float32).reshape(1)}
+  for name in ("fc1", "fc2"):
+    t[f"{h}mlp.{name}.weight"] = layout.linear_in(p[f"{q}mlp/{name}/kernel"])
+    t[f"{h}mlp.{name}.bias"] = p[f"{q}mlp/{name}/bias"]
+  for hf, m, cfg in ((v, "image", vision), (x, "text", text)):
+    for i in range(cfg["num_hidden_layers"]):
+      layout.unblock(p, f"encoders/{m}/blocks/blocks/{i}/", f"{hf}encoder.layers.{i}.",
+                     clip.NAMES, t)
+  return hf_config, t

@@ -120,3 +120,73 @@ def to_mmjax(hf_config, tensors, target_shapes):
     notes.append(f"{IMAGE}pos_embed: the checkpoint's {side}x{side} grid resized to "
                  f"{grid[0]}x{grid[1]} (bicubic, as ViTModel's interpolate_pos_encoding)")
   return out, notes
+
+
+
+def image_tower(model_cfg):
+  """The name prefix of the image encoder: the shared encoder or the image tower."""
+  return "encoders/image/" if model_cfg.get("towers") == "separate" else "encoder/"
+
+
+def image_positions(p, width, grid, fold_bias):
+  """([rows, cols], [rows * cols, D]) of the image tokens' positions with the modality vector
+  (and the patch bias, `fold_bias`: for a format without one) folded in, as mmjax adds them
+  to every patch. Sin-cos positions (no table in `p`) are written out for `grid` (rows, cols)."""
+  from mmjax.models import posemb  # pylint: disable=g-import-not-at-top
+  table = p.get(IMAGE + "pos_embed")
+  if table is None:
+    if grid is None:
+      raise UserError("This model's image positions are sin-cos, computed for the input's patch "
+                      "grid: give the image size (--image_size) to write them out.")
+    table = np.asarray(posemb.sincos_2d(*grid, width), np.float32)
+  else:
+    grid = table.shape[:2]
+  pos = np.asarray(table, np.float32).reshape(-1, width) + p[IMAGE + "type_embed"]
+  return tuple(grid), pos + p[IMAGE + "patch_embed/bias"] if fold_bias else pos
+
+
+def export_problems(model_cfg, settings, what):
+  """UserError naming the config keys of a model that format `what` cannot express."""
+  problems = layout.settings_problems(model_cfg, settings)
+  if problems:
+    raise UserError(f"{what} cannot express this model exactly; it needs config.model."
+                    + "\n  ".join([""] + problems))
+
+
+def from_mmjax(params, model_cfg, image_size=None):
+  """(config.json dict, {HF name: array}) of a ViTModel (no pooler) equal to the image tower
+  in `params` ({mmjax name: float32 array}, one entry per layer); `image_size` (H, W) for
+  sin-cos positions. The model needs ViT's architecture: pre-LN blocks, a class token, no
+  LayerNorm before the encoder."""
+  from mmjax.models import sizes  # pylint: disable=g-import-not-at-top
+  export_problems(model_cfg, {"block": "pre_ln"}, "A ViTModel")
+  for key in ("cls_token", "ln_pre_off"):
+    if "image" not in tuple(model_cfg.get(key, ())):
+      raise UserError(f"A ViTModel cannot express this model exactly: it needs 'image' in "
+                      f"config.model.{key} (it has {tuple(model_cfg.get(key, ()))}).")
+  size, p = sizes.of(model_cfg, "image"), params
+  width, enc = size.width, image_tower(model_cfg)
+  patch, channels = model_cfg.image.patch_size, p[IMAGE + "patch_embed/kernel"].shape[0]
+  channels //= patch * patch
+  grid = None if image_size is None else (image_size[0] // patch, image_size[1] // patch)
+  grid, pos = image_positions(p, width, grid, fold_bias=False)
+  act = {v: k for k, v in GELU.items() if k != "gelu_new"}[model_cfg.get("gelu", "tanh")]
+  hf_config = {
+      "architectures": ["ViTModel"], "model_type": "vit", "hidden_size": width,
+      "num_hidden_layers": size.depth, "num_attention_heads": size.num_heads,
+      "intermediate_size": size.mlp_dim, "hidden_act": act,
+      "layer_norm_eps": float(model_cfg.get("ln_eps")),
+      "image_size": grid[0] * patch if grid[0] == grid[1] else [g * patch for g in grid],
+      "patch_size": patch, "num_channels": channels, "qkv_bias": True,
+      "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+      "initializer_range": 0.02}
+  t = {"embeddings.cls_token": p[IMAGE + "cls"].reshape(1, 1, width),
+       "embeddings.position_embeddings": np.concatenate(
+           [np.zeros((1, width), np.float32), pos])[None],
+       "embeddings.patch_embeddings.projection.weight": layout.patch_conv(
+           p[IMAGE + "patch_embed/kernel"], channels),
+       "embeddings.patch_embeddings.projection.bias": p[IMAGE + "patch_embed/bias"],
+       "layernorm.weight": p[enc + "norm/scale"], "layernorm.bias": p[enc + "norm/bias"]}
+  for i in range(size.depth):
+    layout.unblock(p, f"{enc}blocks/blocks/{i}/", f"encoder.layer.{i}.", NAMES, t)
+  return hf_config, t

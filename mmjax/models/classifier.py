@@ -17,7 +17,6 @@ from mmjax.errors import UserError
 from mmjax.modalities import presence_key
 from mmjax.models import encoding
 from mmjax.models import mmt
-from mmjax.models import sizes
 from mmjax.models.transformer import ZEROS, Arch, layer_norm, partitioned
 
 
@@ -34,6 +33,10 @@ def check_config(config, info):
                     f"{list(info.modalities)}.")
   if not info.num_classes:
     raise UserError(f"Dataset {info.name!r} has no class labels to fine-tune on.")
+  widths = encoding.widths(config, inputs)
+  if len(set(widths.values())) > 1:
+    raise UserError(f"config.model.inputs={list(inputs)} have towers of different widths "
+                    f"{widths}: their pooled features cannot be averaged; fine-tune on one.")
 
 
 class Classifier(nnx.Module):
@@ -41,19 +44,19 @@ class Classifier(nnx.Module):
 
   def __init__(self, config, info, *, rngs):
     check_config(config, info)
-    size, arch = sizes.of(config), Arch.of(config)
+    arch = Arch.of(config)
     dtype = jnp.dtype(config.dtype)
     self.inputs = modality_lib.ordered(config.inputs)
     self.fusion, self.causal = config.fusion, tuple(config.get("causal", ()))
     encoding.check_modalities(config, self.inputs)
     self.pools = encoding.pools(config, self.inputs)
-    self.tokenizers = encoding.make_tokenizers(config, self.inputs, info, size.width, dtype=dtype,
-                                          rngs=rngs)
+    self.tokenizers = encoding.make_tokenizers(config, self.inputs, info, dtype=dtype, rngs=rngs)
+    width = encoding.widths(config, self.inputs)[self.inputs[0]]
     self.encoder, self.encoders = encoding.make_encoders(config, self.inputs, dtype=dtype, rngs=rngs)
     self.pool_heads = encoding.make_pool_heads(config, self.inputs, dtype=dtype, rngs=rngs)
-    self.head_norm = layer_norm(size.width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
+    self.head_norm = layer_norm(width, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
     # Zero-initialized head (as in MAE / BEiT fine-tuning): training starts from uniform logits.
-    self.head = nnx.Linear(size.width, info.num_classes, dtype=dtype,
+    self.head = nnx.Linear(width, info.num_classes, dtype=dtype,
                            kernel_init=partitioned(ZEROS, "embed", None),
                            bias_init=partitioned(ZEROS, None), rngs=rngs)
 

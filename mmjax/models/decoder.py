@@ -31,12 +31,18 @@ class Decoder(nnx.Module):
   token, adds fixed sin-cos positions and a modality-type vector, and predicts with one output
   head per modality."""
 
-  def __init__(self, width, size, modalities, outputs, *, dtype, rngs, scan=False,
-               remat="none", arch=Arch()):
+  def __init__(self, widths, size, outputs, *, dtype, rngs, scan=False, remat="none",
+               arch=Arch()):
+    """widths: {modality: its encoder output's width}; outputs: {modality: (features,
+    partitioning axis)} of its prediction head."""
     dw = size.decoder_width
-    self.modalities = tuple(modalities)
+    self.modalities = tuple(widths)
     self.width = dw
-    self.embed = linear(width, dw, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    embed = lambda w: linear(w, dw, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+    if len(set(widths.values())) == 1:
+      self.embed = embed(next(iter(widths.values())))
+    else:  # Towers of different widths (CLIP): an input map per modality.
+      self.embed = nnx.Dict({m: embed(w) for m, w in widths.items()})
     self.mask_token = nnx.Param(partitioned(EMBED_INIT, "embed")(rngs.params(), (dw,)))
     self.type_embed = nnx.Param(partitioned(EMBED_INIT, None, "embed")(
         rngs.params(), (len(self.modalities), dw)))
@@ -52,7 +58,7 @@ class Decoder(nnx.Module):
 
   def fill(self, modality, h_bkd, visible, grid):
     """Encoded visible tokens [B, K, width] -> decoder input [B, N, decoder_width]."""
-    y = self.embed(h_bkd)
+    y = self.embed_of(modality)(h_bkd)
     mask_token = self.mask_token[...].astype(y.dtype)
     if visible.restore is None:
       y = jnp.where(visible.hidden[..., None], mask_token, y)
@@ -61,6 +67,10 @@ class Decoder(nnx.Module):
     pos = posemb.for_grid(grid, self.width)
     type_d = self.type_embed[...][self.modalities.index(modality)]
     return y + pos.astype(y.dtype) + type_d.astype(y.dtype)
+
+  def embed_of(self, modality):
+    """The linear map from `modality`'s encoder output to the decoder's width."""
+    return self.embed[modality] if isinstance(self.embed, nnx.Dict) else self.embed
 
   def __call__(self, y_bnd, valid_bn):
     with jax.named_scope("decoder"):

@@ -48,26 +48,31 @@ TOWERS = ("shared", "separate")
 
 
 def make_encoders(config, modalities, *, dtype, rngs):
-  """(shared Encoder, None) or (None, nnx.Dict {m: Encoder}) by config.towers."""
-  size = sizes.of(config)
-  make = lambda: Encoder(size.width, size.depth, size.num_heads, size.mlp_dim, dtype=dtype,
-                         rngs=rngs, scan=config.scan_layers, remat=config.remat,
-                         arch=Arch.of(config))
+  """(shared Encoder, None) or (None, nnx.Dict {m: Encoder}) by config.towers; each tower of
+  its shape (sizes.of(config, m))."""
+  def make(modality=None):
+    size = sizes.of(config, modality)
+    return Encoder(size.width, size.depth, size.num_heads, size.mlp_dim, dtype=dtype,
+                   rngs=rngs, scan=config.scan_layers, remat=config.remat, arch=Arch.of(config))
   if config.get("towers", "shared") == "separate":
-    return None, nnx.Dict({m: make() for m in modality_lib.ordered(modalities)})
+    return None, nnx.Dict({m: make(m) for m in modality_lib.ordered(modalities)})
   return make(), None
+
+
+def widths(config, modalities):
+  """{m: the width of m's tokens and encoder output} (one width unless towers differ)."""
+  return {m: sizes.of(config, m).width for m in modality_lib.ordered(modalities)}
 
 
 def encoder_of(model, modality):  # The shared encoder, or `modality`'s tower.
   return model.encoder if model.encoders is None else model.encoders[modality]
 
 
-def make_tokenizers(config, modalities, info, width, *, dtype, rngs):
-  """{m: tokenizer} of `modalities` (nnx.Dict), in canonical order: the registry's."""
+def make_tokenizers(config, modalities, info, *, dtype, rngs):
+  """{m: tokenizer} of `modalities` (nnx.Dict), in canonical order: the registry's; each
+  gives tokens as wide as its encoder."""
   return nnx.Dict({m: modality_lib.get(m).tokenizer(config, info, width, dtype=dtype, rngs=rngs)
-                   for m in modality_lib.ordered(modalities)})
-
-
+                   for m, width in widths(config, modalities).items()})
 
 
 def check_config(config):
@@ -75,6 +80,16 @@ def check_config(config):
   towers, names = config.get("towers", "shared"), modality_lib.names()
   if towers not in TOWERS:
     raise UserError(f"config.model.towers={towers!r}: use one of {list(TOWERS)}.")
+  shaped = [m for m in (config.get("tower") or {}) if sizes.tower_overrides(config, m)]
+  if shaped and towers != "separate":
+    raise UserError(f"config.model.tower.{shaped[0]} sets a tower's shape, but towers="
+                    f"{towers!r} has one encoder for every modality: set towers='separate' "
+                    "or leave config.model.tower at 0.")
+  for m in [None] + shaped:
+    size, where = sizes.of(config, m), f"tower.{m}" if m else "encoder"
+    if size.width % size.num_heads:
+      raise UserError(f"config.model.{where}: width {size.width} is not divisible by "
+                      f"num_heads {size.num_heads}.")
   for key in ("ln_pre_off", "cls_token", "causal"):
     value = config.get(key, ())
     if (not isinstance(value, (tuple, list))
@@ -134,10 +149,11 @@ class MAPHead(nnx.Module):
 
 def make_pool_heads(config, modalities, *, dtype, rngs):
   """{m: MAPHead} (nnx.Dict) of the modalities pooled by 'map', or None when there are none."""
-  size = sizes.of(config)
-  heads = {m: MAPHead(size.width, size.num_heads, size.mlp_dim, dtype=dtype, rngs=rngs,
-                      arch=Arch.of(config))
-           for m, how in pools(config, modalities).items() if how == "map"}
+  def make(m):
+    size = sizes.of(config, m)
+    return MAPHead(size.width, size.num_heads, size.mlp_dim, dtype=dtype, rngs=rngs,
+                   arch=Arch.of(config))
+  heads = {m: make(m) for m, how in pools(config, modalities).items() if how == "map"}
   return nnx.Dict(heads) if heads else None
 
 

@@ -56,6 +56,10 @@ def default_config():
       # Overrides of the size's encoder shape (0: the size's own), e.g. for an imported
       # checkpoint (mmjax.models.sizes.of).
       encoder=ml_collections.ConfigDict(dict(width=0, depth=0, num_heads=0, mlp_dim=0)),
+      # With towers='separate', one tower's shape over that (0: as above), e.g. CLIP's text:
+      # --config.model.tower.text.width=512.
+      tower=ml_collections.ConfigDict({m: dict(width=0, depth=0, num_heads=0, mlp_dim=0)
+                                       for m in modality_lib.names()}),
       # Block architecture (mmjax.models.transformer.Arch): 'pre_ln' or 'post_ln' (BERT); the
       # LayerNorm epsilon (BERT: 1e-12); GELU 'tanh', 'exact' or 'quick' (OpenAI CLIP).
       block="pre_ln", ln_eps=1e-6, gelu="tanh",
@@ -100,14 +104,13 @@ def check_config(config):
                        ("gelu", tuple(GELUS))):
     if config.get(key, allowed[0]) not in allowed:
       raise UserError(f"config.model.{key}={config[key]!r}: use one of {list(allowed)}.")
-  for key in sizes.OVERRIDES:
-    if int((config.get("encoder") or {}).get(key, 0) or 0) < 0:
-      raise UserError(f"config.model.encoder.{key}={config.encoder[key]}: give a positive "
-                      f"number, or 0 for size {config.size!r}'s.")
-  size = sizes.of(config)
-  if size.width % size.num_heads:
-    raise UserError(f"config.model: width {size.width} is not divisible by num_heads "
-                    f"{size.num_heads}.")
+  groups = {"encoder": config.get("encoder") or {}}
+  groups |= {f"tower.{m}": v for m, v in (config.get("tower") or {}).items()}
+  for where, overrides in groups.items():
+    for key in sizes.OVERRIDES:
+      if int((overrides or {}).get(key, 0) or 0) < 0:
+        raise UserError(f"config.model.{where}.{key}={overrides[key]}: give a positive "
+                        f"number, or 0 for size {config.size!r}'s.")
   encoding.check_config(config)
   if not 0 < float(config.get("ln_eps", 1e-6)) < 1:
     raise UserError(f"config.model.ln_eps={config.ln_eps}: give a small positive number.")
@@ -129,16 +132,15 @@ class MultimodalTransformer(nnx.Module):
     self.fusion, self.causal = config.fusion, tuple(config.get("causal", ()))
     encoding.check_modalities(config, self.modalities)
     self.pools = encoding.pools(config, self.modalities)
-    self.tokenizers = make_tokenizers(config, self.modalities, info, size.width, dtype=dtype,
-                                      rngs=rngs)
+    widths = encoding.widths(config, self.modalities)
+    self.tokenizers = make_tokenizers(config, self.modalities, info, dtype=dtype, rngs=rngs)
     stack = dict(scan=config.scan_layers, remat=config.remat, arch=arch)
     self.encoder, self.encoders = make_encoders(config, self.modalities, dtype=dtype, rngs=rngs)
     self.pool_heads = encoding.make_pool_heads(config, self.modalities, dtype=dtype, rngs=rngs)
     outputs = {m: (t.out_dim, t.out_axis) for m, t in self.tokenizers.items()}
-    self.decoder = Decoder(size.width, size, self.modalities, outputs, dtype=dtype, rngs=rngs,
-                           **stack)
+    self.decoder = Decoder(widths, size, outputs, dtype=dtype, rngs=rngs, **stack)
     self.projections = nnx.Dict({
-        m: Projection(size.width, config.embed_dim, dtype=dtype, rngs=rngs, eps=arch.ln_eps,
+        m: Projection(widths[m], config.embed_dim, dtype=dtype, rngs=rngs, eps=arch.ln_eps,
                       norm=config.get("proj_norm", True))
         for m in self.modalities})
     # Stored as log so the optimizer works on a scale-free quantity (CLIP).
@@ -224,18 +226,19 @@ class MultimodalTransformer(nnx.Module):
     tokenizers' patch embeddings; in the masked pass the encoder on the visible real tokens,
     the decoder and its heads on all real tokens; the encoder on all real tokens of each
     modality in `clean`; the projection of each example with a modality in `embedded`."""
-    joint = self.fusion == "joint"
-    blocks = encoder_of(self, self.modalities[0]).blocks  # Every tower has the same shape.
-    each = lambda stack, valid: ([stack.useful_flops(jnp.concatenate(valid, axis=1))] if joint
-                                 else [stack.useful_flops(v) for v in valid])
+    blocks = lambda m: encoder_of(self, m).blocks
     flops = [linear_flops(self.tokenizers[m].patch_embed, t.valid)
              for m, t in tokens.items() if hasattr(self.tokenizers[m], "patch_embed")]
-    if visible:
-      flops += each(blocks, [v.valid for v in visible.values()])
-      flops += each(self.decoder.blocks, [tokens[m].valid for m in visible])
-      flops += [linear_flops(self.decoder.embed, v.valid) for v in visible.values()]
-      flops += [linear_flops(self.decoder.heads[m], tokens[m].valid) for m in visible]
-    flops += [blocks.useful_flops(tokens[m].valid) for m in clean]
+    if visible and self.fusion == "joint":  # One shared encoder and decoder pass.
+      flops += [blocks(None).useful_flops(jnp.concatenate([v.valid for v in visible.values()], 1)),
+                self.decoder.blocks.useful_flops(
+                    jnp.concatenate([tokens[m].valid for m in visible], 1))]
+    elif visible:
+      flops += [blocks(m).useful_flops(v.valid) for m, v in visible.items()]
+      flops += [self.decoder.blocks.useful_flops(tokens[m].valid) for m in visible]
+    flops += [linear_flops(self.decoder.embed_of(m), v.valid) for m, v in visible.items()]
+    flops += [linear_flops(self.decoder.heads[m], tokens[m].valid) for m in visible]
+    flops += [blocks(m).useful_flops(tokens[m].valid) for m in clean]
     flops += [linear_flops(self.projections[m].proj, tokens[m].valid.any(1, keepdims=True))
               for m in embedded]
     return sum(flops)

@@ -2,7 +2,9 @@
 
 A model config may override the encoder's shape (config.model.encoder.width, depth, num_heads,
 mlp_dim; 0 keeps the size's), to match a public checkpoint (e.g. all-MiniLM-L6: S's width,
-6 layers, 12 heads): `of(config.model)` is the shape a model config builds.
+6 layers, 12 heads), and with a tower per modality (config.model.towers='separate') one tower's
+shape on top (config.model.tower.<modality>.width, ...: CLIP's text tower is narrower than its
+image tower). `of(config.model, modality)` is the shape a model config builds.
 
 S/B/L/H follow ViT/MAE. The decoder only has to fill in masked tokens, so it stays light
 (MAE: 512 wide, 8 deep for every encoder size; S gets a narrower one to stay below its encoder).
@@ -48,10 +50,21 @@ def get(size_name):
 OVERRIDES = ("width", "depth", "num_heads", "mlp_dim")
 
 
-def of(model_cfg):
-  """The Size a model config builds: config.model.size's, with any of OVERRIDES that
-  config.model.encoder sets to a positive number in its place."""
-  size = get(model_cfg.size)
-  encoder = model_cfg.get("encoder") or {}
-  changes = {k: int(encoder[k]) for k in OVERRIDES if int(encoder.get(k, 0) or 0) > 0}
-  return dataclasses.replace(size, **changes)
+def _set(overrides):
+  return {k: int(overrides[k]) for k in OVERRIDES if int(overrides.get(k, 0) or 0) > 0}
+
+
+def tower_overrides(model_cfg, modality):
+  """{key: value} of the OVERRIDES that config.model.tower.<modality> sets (positive)."""
+  towers = model_cfg.get("tower") or {}
+  return _set(towers.get(modality) or {}) if modality in towers else {}
+
+
+def of(model_cfg, modality=None):
+  """The Size a model config builds (for `modality`'s tower, when given): config.model.size's,
+  with any of OVERRIDES that config.model.encoder sets to a positive number in its place, then
+  any that config.model.tower.<modality> sets."""
+  changes = _set(model_cfg.get("encoder") or {})
+  if modality is not None:
+    changes |= tower_overrides(model_cfg, modality)
+  return dataclasses.replace(get(model_cfg.size), **changes)

@@ -136,16 +136,21 @@ ADDED_DEFAULTS = {"model.block": "pre_ln", "model.ln_eps": 1e-6, "model.gelu": "
                   "model.encoder": {"width": 0, "depth": 0, "num_heads": 0, "mlp_dim": 0},
                   "model.towers": "shared", "model.cls_token": (), "model.pool": "mean",
                   "model.causal": (), "model.proj_norm": True,
-                  "model.ln_pre_off": (), "model.image.pos_embed": "sincos"}
+                  "model.ln_pre_off": (), "model.image.pos_embed": "sincos",
+                  # Every modality's tower shape at 0 (one entry per registered modality).
+                  "model.tower": lambda tower: all(
+                      not any(v.values()) for v in tower.values() if isinstance(v, dict))}
 
 
 def _pop(tree, key, only_if=None):
-  """Removes dotted `key` from a nested dict (when its value equals `only_if`, if given)."""
+  """Removes dotted `key` from a nested dict (when its value equals `only_if`, or passes it
+  when it is a function, if given)."""
   *parents, leaf = key.split(".")
   node = tree
   for part in parents:
     node = node.get(part, {}) if isinstance(node, dict) else {}
-  if isinstance(node, dict) and leaf in node and (only_if is None or node[leaf] == only_if):
+  if isinstance(node, dict) and leaf in node and (
+      only_if is None or (only_if(node[leaf]) if callable(only_if) else node[leaf] == only_if)):
     node.pop(leaf)
 
 

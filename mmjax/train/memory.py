@@ -142,13 +142,17 @@ def _passes(config, info):
   size = sizes.of(model)
   grid = {m: math.prod(modality_lib.get(m).token_grid(model, info))
           for m in modality_lib.ordered(info.modalities)}
-  encoder = lambda n: (n, size.depth, size.width, size.num_heads, size.mlp_dim)
+
+  def encoder(n, m=None):  # m's tower, or the shared encoder.
+    s = sizes.of(model, m)
+    return n, s.depth, s.width, s.num_heads, s.mlp_dim
   decoder = lambda n: (n, size.decoder_depth, size.decoder_width, size.decoder_heads,
                        4 * size.decoder_width)
   joint = model.fusion == "joint"
   if model.name == "classifier":
-    inputs = [grid[m] for m in grid if m in model.inputs]
-    return [encoder(sum(inputs))] if joint else [encoder(n) for n in inputs], []
+    inputs = [m for m in grid if m in model.inputs]
+    return ([encoder(sum(grid[m] for m in inputs))] if joint
+            else [encoder(grid[m], m) for m in inputs]), []
 
   ratios = step_lib.mask_ratios(config.objectives, info.modalities)
   masked = [m for m in grid if m in ratios]
@@ -156,12 +160,12 @@ def _passes(config, info):
           for m in masked]
   passes = []
   if masked:
-    passes += [encoder(sum(kept))] if joint else [encoder(k) for k in kept]
+    passes += [encoder(sum(kept))] if joint else [encoder(k, m) for k, m in zip(kept, masked)]
     filled = [grid[m] for m in masked]
     passes += [decoder(sum(filled))] if joint else [decoder(n) for n in filled]
   view = objectives.embedding_view(config.objectives)
   clean = [m for m in grid if view == "clean" or (view == "masked" and m not in masked)]
-  passes += [encoder(grid[m]) for m in clean]
+  passes += [encoder(grid[m], m) for m in clean]
   return passes, [(grid[m], modality_lib.get(m).out_dim(model, info)) for m in masked]
 
 
