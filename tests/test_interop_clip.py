@@ -117,3 +117,32 @@ def test_clip_import_names_the_flags_a_config_lacks(random_clip):
                "--config.model.proj_norm=False", "--config.model.encoder.width=48",
                "--config.model.tower.text.width=32", "--config.model.tower.text.depth=2"):
     assert flag in str(e.value)
+
+
+@pytest.mark.parametrize("with_config", [True, False])
+def test_open_clip_state_dict_imports_as_the_transformers_checkpoint(random_clip, imported,
+                                                                     tmp_path, with_config):
+  """The random CLIP in OpenAI's / open_clip's layout (open_clip.from_clip; its fused in_proj,
+  [in, out] projections): config.init_from=open_clip:<file> gives exactly the parameters of the
+  transformers import. With open_clip_config.json beside it the heads and GELU come from there;
+  without, heads = width / 64 (OpenAI's rule), which these widths refuse by name."""
+  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  from mmjax.interop import open_clip  # pylint: disable=g-import-not-at-top
+  folder, hf_config, _ = random_clip
+  _, params, cfg = imported
+  state, oc_config = open_clip.from_clip(hf_config, load_file(f"{folder}/model.safetensors"))
+  path = tmp_path / "open_clip_model.safetensors"
+  save_file(state, str(path))
+  info = info_lib.planned({"image": (IMAGE, IMAGE, 3), "text": TEXT_LEN}, vocab_size=VOCAB)
+  if not with_config:
+    with pytest.raises(UserError, match="put its open_clip_config.json there"):
+      init_from.restore_imported(f"open_clip:{path}", params, params, cfg, info)
+    return
+  (tmp_path / open_clip.CONFIG_FILE).write_text(__import__("json").dumps(oc_config))
+  loaded, report = init_from.restore_imported(f"open_clip:{path}", params, params, cfg, info)
+  assert {n.split("/")[0] for n in report["new"]} == {"decoder", "logit_bias"}
+  assert not report["unused"]
+  want = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  for p, value in jax.tree_util.tree_flatten_with_path(loaded)[0]:
+    np.testing.assert_allclose(value, want[p], atol=1e-7, rtol=0,
+                               err_msg=init_from.param_names.name(p))

@@ -10,8 +10,9 @@ config.json's model_type picks the converter:
   siglip SiglipModel: towers, the attention-pooling head, logit scale and bias,
          mmjax.interop.siglip
 
-config.init_from='big_vision:<file.npz>' starts from a big_vision SigLIP (two_towers), its
-architecture read from the tensors: mmjax.interop.big_vision.
+config.init_from='big_vision:<file.npz>' starts from a big_vision SigLIP (two_towers), and
+'open_clip:<file.safetensors>' from an OpenAI / open_clip CLIP state dict, the architecture
+read from the tensors: mmjax.interop.big_vision, mmjax.interop.open_clip.
 
 The converted weights go through mmjax.train.init_from's report (loaded / new / unused), and
 the config must build the checkpoint's architecture (a UserError lists the flags otherwise).
@@ -28,7 +29,9 @@ import numpy as np
 
 from mmjax.errors import UserError
 
-FORMATS = ("hf", "big_vision")
+FORMATS = ("hf", "big_vision", "open_clip")
+# Formats of one file whose tensors say the architecture (mmjax.interop.<format>).
+SINGLE_FILE = ("big_vision", "open_clip")
 # config.json's model_type -> the converter module (imported when used).
 CONVERTERS = {"bert": "mmjax.interop.bert", "vit": "mmjax.interop.vit",
               "clip": "mmjax.interop.clip", "siglip": "mmjax.interop.siglip"}
@@ -72,27 +75,31 @@ def model_config(folder):
   return converter.model_config(hf_config)
 
 
-def _big_vision(path, model_cfg, info):
-  """(tensors, the SigLIP converter's settings) of a big_vision .npz, checked against the
-  config."""
-  from mmjax.interop import big_vision  # pylint: disable=g-import-not-at-top
+def _single_file(fmt, path, model_cfg, info):
+  """(tensors, converter) of a one-file import (big_vision .npz, open_clip .safetensors): the
+  architecture read from its tensors and checked against the config like a folder's."""
   from mmjax.interop import clip  # pylint: disable=g-import-not-at-top
   from mmjax.interop import siglip  # pylint: disable=g-import-not-at-top
+  converter = importlib.import_module(f"mmjax.interop.{fmt}")
   if not os.path.isfile(path):
-    raise UserError(f"config.init_from=big_vision:{path}: no such file.")
-  tensors = big_vision.read(path)
-  hf_like = big_vision.hf_like_config(tensors)
-  clip.check_pair("SigLIP", siglip.model_config(hf_like), hf_like, model_cfg, info,
-                  f"big_vision:{path}")
-  return tensors
+    raise UserError(f"config.init_from={fmt}:{path}: no such file.")
+  tensors = converter.read(path)
+  if fmt == "big_vision":
+    hf_like = converter.hf_like_config(tensors)
+    kind, settings = "SigLIP", siglip.model_config(hf_like)
+  else:
+    hf_like = converter.hf_like_config(tensors, path, model_cfg.get("gelu"))
+    kind, settings = "CLIP", clip.model_config(hf_like)
+  clip.check_pair(kind, settings, hf_like, model_cfg, info, f"{fmt}:{path}")
+  return tensors, hf_like, converter
 
 
 def check(init_from, model_cfg, info):
   """Cheap checks before anything is built: the checkpoint's architecture against the config
   (UserError naming the flags to set)."""
   fmt, folder = split(init_from)
-  if fmt == "big_vision":
-    _big_vision(folder, model_cfg, info)
+  if fmt in SINGLE_FILE:
+    _single_file(fmt, folder, model_cfg, info)
     return
   hf_config, converter = _folder(fmt, folder)
   converter.check(hf_config, model_cfg, info, folder)
@@ -118,9 +125,10 @@ def load(init_from, model_cfg, info, target_shapes):
   (see the module docstring), checked against the config first."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   fmt, folder = split(init_from)
-  if fmt == "big_vision":
-    from mmjax.interop import big_vision  # pylint: disable=g-import-not-at-top
-    values, notes = big_vision.to_mmjax(_big_vision(folder, model_cfg, info), target_shapes)
+  if fmt in SINGLE_FILE:
+    tensors, hf_like, converter = _single_file(fmt, folder, model_cfg, info)
+    values, notes = (converter.to_mmjax(tensors, target_shapes) if fmt == "big_vision"
+                     else converter.to_mmjax(tensors, hf_like, target_shapes))
     return _to_layout(values, target_shapes), notes
   hf_config, converter = _folder(fmt, folder)
   converter.check(hf_config, model_cfg, info, folder)
