@@ -146,3 +146,42 @@ def test_position_resize_is_torch_bicubic(shape, new):
   ref = torch.nn.functional.interpolate(torch.as_tensor(table).permute(2, 0, 1)[None], size=new,
                                         mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
   np.testing.assert_allclose(layout.resize_bicubic(table, *new), ref.numpy(), atol=1e-5, rtol=0)
+
+
+def test_random_mae_reconstructs_as_transformers(tmp_path):
+  """A random-init ViTMAEForPreTraining imported whole (encoder, MAE's decoder with its class
+  token and learned position table): with the same hidden patches (given to transformers as
+  its `noise`), mmjax's masked pass predicts every patch as transformers' decoder does."""
+  from mmjax.interop import vit_mae  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  config = transformers.ViTMAEConfig(
+      hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+      image_size=IMAGE, patch_size=PATCH, decoder_hidden_size=24, decoder_num_hidden_layers=2,
+      decoder_num_attention_heads=2, decoder_intermediate_size=96, mask_ratio=0.75)
+  reference = transformers.ViTMAEForPreTraining(config)
+  with torch.no_grad():
+    for name, p in reference.named_parameters():
+      if "norm" in name or "cls_token" in name or "mask_token" in name:
+        p.add_(0.1 * torch.randn_like(p))
+  reference.save_pretrained(tmp_path, safe_serialization=True)
+  reference.eval()
+  cfg = mmt.default_config()
+  layout.apply(cfg, vit_mae.model_config(interop.read_config(tmp_path)))
+  info = info_lib.planned({"image": (IMAGE, IMAGE, 3)})
+  model = models.make(cfg, info, rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  params, report = init_from.restore_imported(f"hf:{tmp_path}", params, params, cfg, info)
+  assert {n.split("/")[0] for n in report["new"]} == {"projections"} and not report["unused"]
+  model = nnx.merge(graphdef, params, rest)
+
+  images = np.random.default_rng(0).normal(size=(3, IMAGE, IMAGE, 3)).astype(np.float32)
+  out = jax.device_get(jax.jit(lambda b: model(b, key=jax.random.key(1),
+                                               mask_ratios={"image": 0.75}, embeddings=None))(
+                                                   {"image": images}))["image"]
+  hidden = out["loss_mask"]
+  noise = np.where(hidden, 0.5, 0.0) + np.random.default_rng(1).uniform(0, 0.5, hidden.shape)
+  with torch.no_grad():
+    ref = reference(pixel_values=torch.as_tensor(images.transpose(0, 3, 1, 2)),
+                    noise=torch.as_tensor(noise, dtype=torch.float32))
+  np.testing.assert_array_equal(ref.mask.numpy().astype(bool), hidden)
+  np.testing.assert_allclose(out["pred"], ref.logits.numpy(), atol=TOL, rtol=0)

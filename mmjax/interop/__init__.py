@@ -6,6 +6,7 @@ config.json's model_type picks the converter:
 
   bert   BertModel and its family (BERT, MiniLM, ...): a text tower, mmjax.interop.bert
   vit    ViTModel (and ViTForImageClassification's encoder): an image tower, mmjax.interop.vit
+  vit_mae  ViTMAEForPreTraining: the image tower and MAE's decoder, mmjax.interop.vit_mae
   clip   CLIPModel: image and text towers, projections, logit scale, mmjax.interop.clip
   siglip SiglipModel: towers, the attention-pooling head, logit scale and bias,
          mmjax.interop.siglip
@@ -34,7 +35,8 @@ FORMATS = ("hf", "big_vision", "open_clip")
 SINGLE_FILE = ("big_vision", "open_clip")
 # config.json's model_type -> the converter module (imported when used).
 CONVERTERS = {"bert": "mmjax.interop.bert", "vit": "mmjax.interop.vit",
-              "clip": "mmjax.interop.clip", "siglip": "mmjax.interop.siglip"}
+              "clip": "mmjax.interop.clip", "siglip": "mmjax.interop.siglip",
+              "vit_mae": "mmjax.interop.vit_mae"}
 # (encoder or encoders/<m>)/blocks/blocks/<i>/<rest>: one layer's parameter, unscanned.
 _LAYER = re.compile(r"^((?:encoder|encoders/[^/]+)/blocks/blocks)/(\d+)/(.+)$")
 

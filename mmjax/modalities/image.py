@@ -90,16 +90,19 @@ class Image(modalities.Modality):
 
   def model_config(self):
     # pos_embed: fixed 2-D 'sincos' positions, or a 'learned' [rows, cols, width] table (ViT,
-    # CLIP), interpolated to a new grid by init_from.
-    return ml_collections.ConfigDict(dict(patch_size=2, pos_embed="sincos"))
+    # CLIP), interpolated to a new grid by init_from; decoder_pos_embed: the same for the
+    # masked-modeling decoder (an imported MAE's, whose sin-cos channels are laid out otherwise).
+    return ml_collections.ConfigDict(dict(patch_size=2, pos_embed="sincos",
+                                          decoder_pos_embed="sincos"))
 
   def check_model_config(self, cfg):
     if not isinstance(cfg.patch_size, int) or cfg.patch_size <= 0:
       raise UserError(f"config.model.{self.name}.patch_size={cfg.patch_size!r}: must be a "
                       "positive integer.")
-    if cfg.get("pos_embed", "sincos") not in ("sincos", "learned"):
-      raise UserError(f"config.model.{self.name}.pos_embed={cfg.pos_embed!r}: use 'sincos' or "
-                      "'learned'.")
+    for key in ("pos_embed", "decoder_pos_embed"):
+      if cfg.get(key, "sincos") not in ("sincos", "learned"):
+        raise UserError(f"config.model.{self.name}.{key}={cfg[key]!r}: use 'sincos' or "
+                        "'learned'.")
 
   def token_grid(self, model_cfg, info):
     return tokenizers.image_grid(info.shapes[self.name], model_cfg[self.name].patch_size,

@@ -32,9 +32,10 @@ class Decoder(nnx.Module):
   head per modality."""
 
   def __init__(self, widths, size, outputs, *, dtype, rngs, scan=False, remat="none",
-               arch=Arch()):
+               arch=Arch(), learned_pos=None):
     """widths: {modality: its encoder output's width}; outputs: {modality: (features,
-    partitioning axis)} of its prediction head."""
+    partitioning axis)} of its prediction head; learned_pos: {modality: its token grid} for
+    the modalities with a learned position table (an imported MAE's) instead of sin-cos."""
     dw = size.decoder_width
     self.modalities = tuple(widths)
     self.width = dw
@@ -48,25 +49,36 @@ class Decoder(nnx.Module):
         rngs.params(), (len(self.modalities), dw)))
     # Pre-LN blocks with the encoder's epsilon and GELU (MAE's decoder mirrors its encoder).
     arch = dataclasses.replace(arch, block="pre_ln")
-    self.blocks = Stack(dw, size.decoder_depth, size.decoder_heads, 4 * dw, dtype=dtype,
-                        rngs=rngs, scan=scan, remat=remat, arch=arch)
+    self.blocks = Stack(dw, size.decoder_depth, size.decoder_heads, size.decoder_mlp,
+                        dtype=dtype, rngs=rngs, scan=scan, remat=remat, arch=arch)
+    self.pos = (nnx.Dict({m: nnx.Param(partitioned(EMBED_INIT, *[None] * len(g), "embed")(
+        rngs.params(), (*g, dw))) for m, g in learned_pos.items()}) if learned_pos else None)
     self.norm = layer_norm(dw, dtype=dtype, rngs=rngs, eps=arch.ln_eps)
     # outputs: {m: (features, partitioning axis)}.
     self.heads = nnx.Dict({m: linear(dw, outputs[m][0], ("embed", outputs[m][1]), dtype=dtype,
                                      rngs=rngs)
                            for m in self.modalities})
 
-  def fill(self, modality, h_bkd, visible, grid):
-    """Encoded visible tokens [B, K, width] -> decoder input [B, N, decoder_width]."""
-    y = self.embed_of(modality)(h_bkd)
+  def fill(self, modality, h_bkd, visible, grid, cls_bd=None):
+    """Encoded visible tokens [B, K, width] -> decoder input [B, N, decoder_width], or
+    [B, 1 + N, decoder_width] with the encoder's class token output `cls_bd` first (MAE's
+    decoder sees it, at position zero)."""
+    embed = self.embed_of(modality)
+    y = embed(h_bkd)
     mask_token = self.mask_token[...].astype(y.dtype)
     if visible.restore is None:
       y = jnp.where(visible.hidden[..., None], mask_token, y)
     else:
       y = masking.restore_tokens(y, mask_token, visible.restore)
-    pos = posemb.for_grid(grid, self.width)
-    type_d = self.type_embed[...][self.modalities.index(modality)]
-    return y + pos.astype(y.dtype) + type_d.astype(y.dtype)
+    if self.pos is not None and modality in self.pos:
+      pos = self.pos[modality][...].reshape(-1, self.width)
+    else:
+      pos = posemb.for_grid(grid, self.width)
+    type_d = self.type_embed[...][self.modalities.index(modality)].astype(y.dtype)
+    y = y + pos.astype(y.dtype) + type_d
+    if cls_bd is None:
+      return y
+    return jnp.concatenate([(embed(cls_bd) + type_d)[:, None], y], axis=1)
 
   def embed_of(self, modality):
     """The linear map from `modality`'s encoder output to the decoder's width."""

@@ -60,6 +60,9 @@ def default_config():
       # --config.model.tower.text.width=512.
       tower=ml_collections.ConfigDict({m: dict(width=0, depth=0, num_heads=0, mlp_dim=0)
                                        for m in modality_lib.names()}),
+      # The masked-modeling decoder's shape over the size's (0: the size's; mlp_dim 0: 4 x
+      # width), e.g. an imported MAE's.
+      decoder=ml_collections.ConfigDict(dict(width=0, depth=0, num_heads=0, mlp_dim=0)),
       # Block architecture (mmjax.models.transformer.Arch): 'pre_ln' or 'post_ln' (BERT); the
       # LayerNorm epsilon (BERT: 1e-12); GELU 'tanh', 'exact' or 'quick' (OpenAI CLIP).
       block="pre_ln", ln_eps=1e-6, gelu="tanh",
@@ -104,7 +107,7 @@ def check_config(config):
                        ("gelu", tuple(GELUS))):
     if config.get(key, allowed[0]) not in allowed:
       raise UserError(f"config.model.{key}={config[key]!r}: use one of {list(allowed)}.")
-  groups = {"encoder": config.get("encoder") or {}}
+  groups = {"encoder": config.get("encoder") or {}, "decoder": config.get("decoder") or {}}
   groups |= {f"tower.{m}": v for m, v in (config.get("tower") or {}).items()}
   for where, overrides in groups.items():
     for key in sizes.OVERRIDES:
@@ -138,7 +141,10 @@ class MultimodalTransformer(nnx.Module):
     self.encoder, self.encoders = make_encoders(config, self.modalities, dtype=dtype, rngs=rngs)
     self.pool_heads = encoding.make_pool_heads(config, self.modalities, dtype=dtype, rngs=rngs)
     outputs = {m: (t.out_dim, t.out_axis) for m, t in self.tokenizers.items()}
-    self.decoder = Decoder(widths, size, outputs, dtype=dtype, rngs=rngs, **stack)
+    learned_pos = {m: t.grid for m, t in self.tokenizers.items()
+                   if (config.get(m) or {}).get("decoder_pos_embed") == "learned"}
+    self.decoder = Decoder(widths, size, outputs, dtype=dtype, rngs=rngs,
+                           learned_pos=learned_pos, **stack)
     self.projections = nnx.Dict({
         m: Projection(widths[m], config.embed_dim, dtype=dtype, rngs=rngs, eps=arch.ln_eps,
                       norm=config.get("proj_norm", True))
@@ -195,11 +201,20 @@ class MultimodalTransformer(nnx.Module):
     return (dict(zip(names, _split(h, [visible[m].x.shape[1] for m in names]))),
             dict.fromkeys(names))
 
-  def _decode_all(self, encoded, visible, tokens):
-    """-> {m: decoder output [B, N, decoder_width]}, jointly when fusion is joint."""
-    filled = {m: self.decoder.fill(m, encoded[m], visible[m], tokens[m].grid) for m in encoded}
+  def _decode_all(self, encoded, visible, tokens, cls_out):
+    """-> {m: decoder output [B, N, decoder_width]}, jointly when fusion is joint. A class
+    token's output goes through the decoder first (as in MAE) and is dropped after."""
+    filled = {m: self.decoder.fill(m, encoded[m], visible[m], tokens[m].grid, cls_out[m])
+              for m in encoded}
     if self.fusion == "separate":
-      return {m: self.decoder(y, tokens[m].valid) for m, y in filled.items()}
+      out = {}
+      for m, y in filled.items():
+        if cls_out[m] is None:
+          out[m] = self.decoder(y, tokens[m].valid)
+        else:
+          valid = jnp.concatenate([jnp.ones_like(tokens[m].valid[:, :1]), tokens[m].valid], 1)
+          out[m] = self.decoder(y, valid)[:, 1:]
+      return out
     names = list(filled)
     y = self.decoder(jnp.concatenate([filled[m] for m in names], axis=1),
                      jnp.concatenate([tokens[m].valid for m in names], axis=1))
@@ -294,7 +309,7 @@ class MultimodalTransformer(nnx.Module):
              for m in masked}
       visible = {m: v for m, (v, _) in hid.items()}
       encoded, cls_out = self._encode_all(visible, tokens)
-      decoded = self._decode_all(encoded, visible, tokens)
+      decoded = self._decode_all(encoded, visible, tokens, cls_out)
       for m in masked:
         pred = self.decoder.predict(m, decoded[m])
         out[m] = {"pred": pred,

@@ -4,7 +4,8 @@ A model config may override the encoder's shape (config.model.encoder.width, dep
 mlp_dim; 0 keeps the size's), to match a public checkpoint (e.g. all-MiniLM-L6: S's width,
 6 layers, 12 heads), and with a tower per modality (config.model.towers='separate') one tower's
 shape on top (config.model.tower.<modality>.width, ...: CLIP's text tower is narrower than its
-image tower). `of(config.model, modality)` is the shape a model config builds.
+image tower), and the decoder's (config.model.decoder.width, depth, num_heads, mlp_dim: an
+imported MAE's). `of(config.model, modality)` is the shape a model config builds.
 
 S/B/L/H follow ViT/MAE. The decoder only has to fill in masked tokens, so it stays light
 (MAE: 512 wide, 8 deep for every encoder size; S gets a narrower one to stay below its encoder).
@@ -23,6 +24,11 @@ class Size:
   decoder_width: int
   decoder_depth: int
   decoder_heads: int
+  decoder_mlp_dim: int = 0  # 0: 4 x decoder_width.
+
+  @property
+  def decoder_mlp(self):
+    return self.decoder_mlp_dim or 4 * self.decoder_width
 
 
 SIZES = {
@@ -48,6 +54,9 @@ def get(size_name):
 
 
 OVERRIDES = ("width", "depth", "num_heads", "mlp_dim")
+# config.model.decoder's overrides -> the Size's fields (an imported MAE's decoder shape).
+DECODER = {"width": "decoder_width", "depth": "decoder_depth", "num_heads": "decoder_heads",
+           "mlp_dim": "decoder_mlp_dim"}
 
 
 def _set(overrides):
@@ -67,4 +76,5 @@ def of(model_cfg, modality=None):
   changes = _set(model_cfg.get("encoder") or {})
   if modality is not None:
     changes |= tower_overrides(model_cfg, modality)
+  changes |= {DECODER[k]: v for k, v in _set(model_cfg.get("decoder") or {}).items()}
   return dataclasses.replace(get(model_cfg.size), **changes)

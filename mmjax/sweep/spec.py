@@ -137,6 +137,8 @@ ADDED_DEFAULTS = {"model.block": "pre_ln", "model.ln_eps": 1e-6, "model.gelu": "
                   "model.towers": "shared", "model.cls_token": (), "model.pool": "mean",
                   "model.causal": (), "model.proj_norm": True,
                   "model.ln_pre_off": (), "model.image.pos_embed": "sincos",
+                  "model.image.decoder_pos_embed": "sincos",
+                  "model.decoder": {"width": 0, "depth": 0, "num_heads": 0, "mlp_dim": 0},
                   # Every modality's tower shape at 0 (one entry per registered modality).
                   "model.tower": lambda tower: all(
                       not any(v.values()) for v in tower.values() if isinstance(v, dict))}

@@ -147,7 +147,7 @@ def _passes(config, info):
     s = sizes.of(model, m)
     return n, s.depth, s.width, s.num_heads, s.mlp_dim
   decoder = lambda n: (n, size.decoder_depth, size.decoder_width, size.decoder_heads,
-                       4 * size.decoder_width)
+                       size.decoder_mlp)
   joint = model.fusion == "joint"
   if model.name == "classifier":
     inputs = [m for m in grid if m in model.inputs]
