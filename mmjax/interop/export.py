@@ -89,18 +89,6 @@ def write(fmt, params, model_cfg, out_dir, *, vocab_file=None, eos_token_id=None
   raise UserError(f"--format={fmt!r}: mmjax exports {list(FORMATS)}.")
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run to export.", required=True)
-_OUT = flags.DEFINE_string("out", None, "The folder to write.", required=True)
-_STEP = flags.DEFINE_integer("step", None, "The checkpoint step (default: the latest).")
-_VOCAB = flags.DEFINE_string("vocab_file", None, "The run's vocab.txt (default: its "
-                             "config.data.vocab_file).")
-_FORMAT = flags.DEFINE_enum("format", "bert", FORMATS, "The transformers model to write.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "vit, clip, siglip: the (square) image size, "
-                                   "for a model with sin-cos positions.")
-_EOS = flags.DEFINE_integer("eos_token_id", None, "clip: the id that ends every text row "
-                            "(default: [SEP] in the run's vocab).")
-
-
 def export_run(workdir, out_dir, step=None, vocab_file=None, fmt="bert", eos_token_id=None,
                image_size=None):
   """The run (its checkpoint `step`, or the latest) as a transformers folder (see `write`)."""
@@ -150,15 +138,32 @@ def _token_id(vocab_file, token):
   raise UserError(f"{vocab_file} has no {token}: give --eos_token_id.")
 
 
+def _define_flags():
+  """The command line's flags (defined only when run as a program: absl's flag names are
+  global, and --image_size is also mmjax.data.build's)."""
+  flags.DEFINE_string("workdir", None, "The run to export.", required=True)
+  flags.DEFINE_string("out", None, "The folder to write.", required=True)
+  flags.DEFINE_integer("step", None, "The checkpoint step (default: the latest).")
+  flags.DEFINE_string("vocab_file", None, "The run's vocab.txt (default: its "
+                      "config.data.vocab_file).")
+  flags.DEFINE_enum("format", "bert", FORMATS, "The transformers model to write.")
+  flags.DEFINE_integer("image_size", None, "vit, clip, siglip: the (square) image size, for a "
+                       "model with sin-cos positions.")
+  flags.DEFINE_integer("eos_token_id", None, "clip: the id that ends every text row (default: "
+                       "[SEP] in the run's vocab).")
+
+
 def main(argv):
   del argv
+  f = flags.FLAGS
   try:
-    out = export_run(_WORKDIR.value, _OUT.value, _STEP.value, _VOCAB.value, _FORMAT.value,
-                     _EOS.value, _IMAGE_SIZE.value)
+    out = export_run(f.workdir, f.out, f.step, f.vocab_file, f.format, f.eos_token_id,
+                     f.image_size)
     print(f"Wrote {out}")
   except UserError as e:
     raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
