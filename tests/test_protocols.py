@@ -54,3 +54,21 @@ def test_esc50_folds_from_file_names():
   for bad in ("1-100032-A.wav", "6-100032-A-0.wav", "clip.wav"):
     with pytest.raises(UserError, match="not an ESC-50 file name"):
       protocols.esc50_fold(bad)
+
+
+def test_prompt_files_give_their_templates(tmp_path):
+  """zero_shot's templates: the shipped CLIP ImageNet set (80, each with one '{}'), a file of
+  one's own (comments and blank lines left out), and a bad line named by its number."""
+  from mmjax.evaluate import zero_shot  # pylint: disable=g-import-not-at-top
+  clip80 = zero_shot.read_templates("configs/prompts/clip_imagenet.txt", "t")
+  assert len(clip80) == 80 and clip80[0] == "a bad photo of a {}."
+  path = tmp_path / "prompts.txt"
+  path.write_text("# mine\n\na photo of a {}.\n  a drawing of the {}.  \n")
+  assert zero_shot.read_templates(str(path), "t") == ("a photo of a {}.",
+                                                       "a drawing of the {}.")
+  assert zero_shot.read_templates(("a {}",), "t") == ("a {}",)
+  path.write_text("a photo of a {}.\nno slot here\n")
+  with pytest.raises(UserError, match="line 2: 'no slot here'"):
+    zero_shot.read_templates(str(path), "config.evals.zero_shot.templates")
+  with pytest.raises(UserError, match="no such prompt file"):
+    zero_shot.read_templates("configs/prompts/missing.txt", "t")

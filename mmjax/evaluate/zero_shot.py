@@ -2,11 +2,15 @@
 mean text embedding of its name put into prompt templates; an image or a sound is assigned the
 class whose text embedding is nearest (cosine). No training on labels.
 
-cfg: split, batch_size, templates (strings with one '{}' for the class name), attribute (a
+cfg: split, batch_size, templates (strings with one '{}' for the class name, or the path of a
+prompt file: one template per line, '#' comments; configs/prompts/clip_imagenet.txt holds
+CLIP's 80 ImageNet templates), attribute (a
 stored class-label feature to classify, e.g. mmjax_scenes' 'shape'; default: data.label_key),
 class_names (default: that feature's names), inputs (modalities to classify; default: every non-text
 modality of the dataset). The prompts are text: this evaluator needs the text modality.
 """
+import os
+
 import jax
 import ml_collections
 import numpy as np
@@ -21,6 +25,31 @@ from mmjax.parallel import mesh as mesh_lib
 
 
 PROMPTS = "text"  # The modality of the class prompts.
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def read_templates(templates, where):
+  """The prompt templates: `templates` itself (strings), or the lines of the prompt file it
+  names (relative to the working directory or to the repository), '#' comments and blank
+  lines left out. UserError unless each has exactly one '{}'."""
+  if isinstance(templates, str):
+    path = templates if os.path.isfile(templates) else os.path.join(REPO, templates)
+    if not os.path.isfile(path):
+      raise UserError(f"{where}={templates!r}: no such prompt file (one template per line).")
+    with open(path, encoding="utf-8") as f:
+      lines = [(i, line.strip()) for i, line in enumerate(f, 1)]
+    templates = [t for _, t in lines if t and not t.startswith("#")]
+    bad = [f"line {i}: {t!r}" for i, t in lines if t and not t.startswith("#")
+           and t.count("{}") != 1]
+  else:
+    templates = list(templates or ())
+    bad = [repr(t) for t in templates if t.count("{}") != 1]
+  if not templates or bad:
+    raise UserError(f"{where}: templates must have exactly one '{{}}' for the class name"
+                    + (f"; not {', '.join(bad)}." if bad else ", and there are none."))
+  return tuple(templates)
 
 
 class Evaluator:
@@ -44,15 +73,13 @@ class Evaluator:
     if not self.class_names:
       raise NotApplicable(f"{where}: dataset {info.name!r} has no class names (no labels); "
                           f"set config.evals.{name}.class_names if it has classes.")
-    if not cfg.templates or any(t.count("{}") != 1 for t in cfg.templates):
-      raise UserError(f"{where}: templates must be strings with exactly one '{{}}' for the "
-                      f"class name, got {list(cfg.templates)}.")
+    self.templates = read_templates(cfg.templates, f"config.evals.{name}.templates")
     missing = [m for m in self.inputs if m not in own or m == PROMPTS]
     if missing or not self.inputs:
       raise UserError(f"{where}: inputs {list(self.inputs)} must be non-text modalities of "
                       f"{info.name!r} ({list(own)}).")
     self._split = retrieval.Evaluator(cfg, name=name, config=config, info=info, mesh=mesh)
-    prompts = [t.format(c) for c in self.class_names for t in cfg.templates]
+    prompts = [t.format(c) for c in self.class_names for t in self.templates]
     self._prompts = modality_lib.get(PROMPTS).encode(info, prompts)
 
   @staticmethod
@@ -73,7 +100,7 @@ class Evaluator:
     embed = jax.jit(lambda s, b: nnx.merge(graphdef, s).embed(b)[PROMPTS],
                     out_shardings=mesh_lib.replicated(self.mesh))
     z = np.asarray(jax.device_get(embed(state, self._prompts)))
-    z = z.reshape(len(self.class_names), len(self.cfg.templates), -1).mean(1)
+    z = z.reshape(len(self.class_names), len(self.templates), -1).mean(1)
     return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
 
   def run(self, model, step, writer):
