@@ -114,3 +114,40 @@ def test_vocab_without_specials_is_refused(tmp_path):
   path.write_text("hello\nworld\n")
   with pytest.raises(UserError, match=r"\[CLS\]"):
     text_tokenizer.WordPieceTokenizer(str(path), 16)
+
+
+def test_a_tokenizer_json_gives_the_rows_transformers_gives(tmp_path):
+  """data.vocab_file may be a checkpoint's tokenizer.json (CLIP's is a byte-level BPE with
+  start- and end-of-text tokens): JsonTokenizer's ids and mask equal transformers' fast
+  tokenizer's on the same file (padding to max_length, truncation keeping the end token), and
+  every row ends in its end-of-text token, which mmjax pools."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  from tokenizers import decoders, models, pre_tokenizers, processors, trainers  # pylint: disable=g-import-not-at-top
+  transformers = pytest.importorskip("transformers", reason="./scripts/setup_env.sh --interop")
+  texts = [p for p in zen_of_python().split("\n") if p]
+  tok = tokenizers.Tokenizer(models.BPE(unk_token="<|endoftext|>"))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(texts, trainers.BpeTrainer(
+      vocab_size=300, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+  sot, eot = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|endoftext|>")
+  tok.post_processor = processors.TemplateProcessing(
+      single="<|startoftext|> $A <|endoftext|>",
+      special_tokens=[("<|startoftext|>", sot), ("<|endoftext|>", eot)])
+  path = str(tmp_path / "tokenizer.json")
+  tok.save(path)
+  ours = text_tokenizer.load(path, 16)
+  assert isinstance(ours, text_tokenizer.JsonTokenizer)
+  assert ours.vocab_size == tok.get_vocab_size()
+  ids, mask = ours.encode(texts)
+  reference = transformers.PreTrainedTokenizerFast(tokenizer_file=path, pad_token="<|endoftext|>")
+  want = reference(texts, padding="max_length", truncation=True, max_length=16,
+                   return_tensors="np")
+  np.testing.assert_array_equal(mask, want["attention_mask"].astype(bool))
+  np.testing.assert_array_equal(ids[mask], want["input_ids"][mask])
+  last = mask.sum(1) - 1
+  assert (ids[:, 0] == sot).all() and (ids[np.arange(len(ids)), last] == eot).all()
+  assert (mask.sum(1) == 16).any() and (mask.sum(1) < 16).any()  # Truncated and padded rows.
+  with pytest.raises(UserError, match="tokenizer.json"):
+    text_tokenizer.load(str(tmp_path / "missing.json"), 16)

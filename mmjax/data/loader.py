@@ -52,7 +52,9 @@ def default_config():
       sample_rate=8000,  # Hz of the stored speech; part of the built dataset's identity.
       audio_seconds=1.0,  # Waveforms are cropped/padded to this length.
       text_len=16,  # Token rows: [CLS] wordpieces [SEP] [PAD]...
-      vocab_file="",  # A BERT-style vocab.txt; '' learns one from the train captions.
+      # A BERT-style vocab.txt or a transformers tokenizer.json; '' learns a WordPiece vocab
+      # from the train captions.
+      vocab_file="",
       vocab_size=200,  # Upper bound when learning the vocab.
       max_images=0,  # 0: all images; otherwise a smaller dataset (its own build).
       examples_per_image=3,  # Train split: pairings (caption, voice) per image.

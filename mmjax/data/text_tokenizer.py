@@ -1,7 +1,9 @@
-"""BERT-style WordPiece text tokenization with HF `tokenizers` (learned here or loaded).
+"""Text tokenization with HF `tokenizers`: BERT-style WordPiece (learned here or loaded), or a
+checkpoint's own `tokenizer.json` (CLIP's BPE, SentencePiece models, ...) as it is.
 
 Vocabularies are plain BERT `vocab.txt` files (one token per line, the line number is the id),
-so a vocab learned here also works with BERT tooling and vice versa.
+so a vocab learned here also works with BERT tooling and vice versa. `load` picks by the file:
+a `.json` is a whole tokenizer (JsonTokenizer), anything else a WordPiece vocab.
 """
 import os
 
@@ -130,3 +132,46 @@ class WordPieceTokenizer:
   @property
   def mask_id(self):
     return self._ids[MASK]
+
+
+class JsonTokenizer:
+  """A `tokenizer.json` (what transformers' fast tokenizers save: CLIP's BPE with its start- and
+  end-of-text tokens, a SentencePiece model, a BERT) as fixed-length id rows: its own
+  normalization, pre-tokenization and special tokens, truncated to max_len (the special tokens
+  kept) and padded after (mask False). A CLIP row is <|startoftext|> tokens <|endoftext|>, so
+  mmjax's end-of-text pooling (the last valid token) and masked modeling (first and last
+  valid tokens never hidden) read it as they read [CLS] ... [SEP]."""
+
+  def __init__(self, path, max_len):
+    try:
+      tok = tokenizers.Tokenizer.from_file(os.fspath(path))
+    except Exception as e:  # tokenizers raises a bare Exception for unreadable files.
+      raise UserError(f"Cannot read the tokenizer file {path!r} ({e}): give a transformers "
+                      "tokenizer.json.") from e
+    self.vocab_path, self.max_len = os.fspath(path), max_len
+    self._vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    padding = tok.padding or {}
+    tok.enable_truncation(max_length=max_len)
+    tok.enable_padding(length=max_len, pad_id=padding.get("pad_id", 0),
+                       pad_token=padding.get("pad_token", "[PAD]"))
+    self._tok = tok
+
+  def encode(self, texts):
+    """ids int32[B, max_len], mask bool[B, max_len] (True on the tokenizer's tokens)."""
+    texts = list(texts)
+    encodings = ([self._tok.encode(texts[0])] if len(texts) == 1 else
+                 self._tok.encode_batch(texts))
+    ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(-1, self.max_len)
+    mask = np.array([e.attention_mask for e in encodings], dtype=bool).reshape(-1, self.max_len)
+    return ids, mask
+
+  @property
+  def vocab_size(self):
+    return self._vocab_size
+
+
+def load(path, max_len):
+  """The tokenizer of `path`: a tokenizer.json (JsonTokenizer) or a WordPiece vocab.txt."""
+  if os.fspath(path).endswith(".json"):
+    return JsonTokenizer(path, max_len)
+  return WordPieceTokenizer(path, max_len)

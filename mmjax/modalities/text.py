@@ -1,7 +1,9 @@
 """Text: word-piece rows [CLS] pieces [SEP] [PAD]... (text_ids int32[B, L], text_mask bool[B, L])
 with learned positions, and masked language modeling (objective masked_text) hiding word
 pieces in place, never the special tokens (BERT, M3AE). The vocab is a BERT-style vocab.txt
-(data.vocab_file) or learned from the train captions when a dataset is prepared."""
+(data.vocab_file) or learned from the train captions when a dataset is prepared; or
+data.vocab_file is a checkpoint's tokenizer.json (CLIP's BPE, ...), used as it is
+(mmjax.data.text_tokenizer.JsonTokenizer)."""
 import os
 
 import numpy as np
@@ -43,8 +45,8 @@ class Text(modalities.Modality):
     need(data_cfg.vocab_size > specials, "vocab_size",
          f"must exceed the {specials} special tokens, e.g. 200.")
     need(not data_cfg.vocab_file or os.path.isfile(os.path.expanduser(data_cfg.vocab_file)),
-         "vocab_file", "no such file; give a BERT-style vocab.txt, or '' to learn a vocab "
-         "from the training captions.")
+         "vocab_file", "no such file; give a BERT-style vocab.txt or a transformers "
+         "tokenizer.json, or '' to learn a vocab from the training captions.")
 
   def stored_shapes(self, data_cfg, features):
     del features
@@ -56,12 +58,11 @@ class Text(modalities.Modality):
 
   def pp_context(self, data_cfg, info):
     del data_cfg
-    return {"tokenizer_factory": lambda n: text_tokenizer.WordPieceTokenizer(info.vocab_file, n)}
+    return {"tokenizer_factory": lambda n: text_tokenizer.load(info.vocab_file, n)}
 
   def encode(self, info, strings):
     """A host batch of `strings` (text_ids, text_mask) as dataset `info` tokenizes them."""
-    ids, mask = text_tokenizer.WordPieceTokenizer(info.vocab_file, self.size(info)).encode(
-        list(strings))
+    ids, mask = text_tokenizer.load(info.vocab_file, self.size(info)).encode(list(strings))
     return {"text_ids": np.asarray(ids, np.int32), "text_mask": np.asarray(mask, bool)}
 
   def describe(self, data_cfg, dataset):
@@ -83,7 +84,7 @@ class Text(modalities.Modality):
         # Bad captions (empty, not UTF-8) are left out here; the loader reports them.
         captions = (c for ex in dataset.train_examples() for c in texts(ex[key]) if c.strip())
         text_tokenizer.learn_vocab(captions, data_cfg.vocab_size, vocab_file)
-    vocab_size = text_tokenizer.WordPieceTokenizer(vocab_file, data_cfg.text_len).vocab_size
+    vocab_size = text_tokenizer.load(vocab_file, data_cfg.text_len).vocab_size
     return {"vocab_file": vocab_file, "vocab_size": vocab_size}
 
   def build_features(self, opts):
