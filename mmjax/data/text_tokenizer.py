@@ -65,6 +65,17 @@ def learn_vocab(texts, vocab_size, path):
   return len(vocab)
 
 
+def _rows(tok, texts, max_len):
+  """(ids int32[B, max_len], mask bool[B, max_len]) of `texts` through `tok` (padded and
+  truncated to max_len)."""
+  texts = list(texts)
+  # One text (the per-example loader op) is ~10x faster without encode_batch's thread pool.
+  encodings = [tok.encode(texts[0])] if len(texts) == 1 else tok.encode_batch(texts)
+  ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(-1, max_len)
+  mask = np.array([e.attention_mask for e in encodings], dtype=bool).reshape(-1, max_len)
+  return ids, mask
+
+
 class WordPieceTokenizer:
   """Turns strings into fixed-length [CLS] wordpieces [SEP] [PAD]... id rows."""
 
@@ -101,13 +112,7 @@ class WordPieceTokenizer:
       ids: int32[B, max_len], [CLS] wordpieces [SEP] then [PAD]s.
       mask: bool[B, max_len], True on real tokens (including [CLS] and [SEP]).
     """
-    texts = list(texts)
-    # One text (the per-example loader op) is ~10x faster without encode_batch's thread pool.
-    encodings = ([self._tok.encode(texts[0])] if len(texts) == 1 else
-                 self._tok.encode_batch(texts))
-    ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(-1, self.max_len)
-    mask = np.array([e.attention_mask for e in encodings], dtype=bool).reshape(-1, self.max_len)
-    return ids, mask
+    return _rows(self._tok, texts, self.max_len)
 
   @property
   def vocab_size(self):
@@ -158,12 +163,7 @@ class JsonTokenizer:
 
   def encode(self, texts):
     """ids int32[B, max_len], mask bool[B, max_len] (True on the tokenizer's tokens)."""
-    texts = list(texts)
-    encodings = ([self._tok.encode(texts[0])] if len(texts) == 1 else
-                 self._tok.encode_batch(texts))
-    ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(-1, self.max_len)
-    mask = np.array([e.attention_mask for e in encodings], dtype=bool).reshape(-1, self.max_len)
-    return ids, mask
+    return _rows(self._tok, texts, self.max_len)
 
   @property
   def vocab_size(self):

@@ -31,8 +31,6 @@ from mmjax.interop import layout
 
 MODEL_TYPES = ("bert",)
 # HF hidden_act -> config.model.gelu, and back.
-GELU = {"gelu": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "quick_gelu": "quick"}
-HIDDEN_ACT = {"exact": "gelu", "tanh": "gelu_pytorch_tanh", "quick": "quick_gelu"}
 LAYER = "encoder/blocks/blocks/{i}/"
 TEXT = "tokenizers/text/"
 # A layer's tensors by layout.BLOCK_ROLES.
@@ -44,15 +42,12 @@ NAMES = ("attention.self.query", "attention.self.key", "attention.self.value",
 def model_config(hf_config):
   """{dotted config.model key: value} that build this checkpoint's architecture in mmjax."""
   act = hf_config.get("hidden_act", "gelu")
-  if act not in GELU:
-    raise UserError(f"hidden_act={act!r} in the checkpoint's config.json: mmjax has "
-                    f"{sorted(GELU)}.")
   if hf_config.get("position_embedding_type", "absolute") != "absolute":
     raise UserError("position_embedding_type="
                     f"{hf_config['position_embedding_type']!r} in the checkpoint's config.json: "
                     "mmjax has learned absolute positions only.")
   return {"block": "post_ln", "ln_eps": float(hf_config.get("layer_norm_eps", 1e-12)),
-          "gelu": GELU[act], "encoder.width": hf_config["hidden_size"],
+          "gelu": layout.gelu(act), "encoder.width": hf_config["hidden_size"],
           "encoder.depth": hf_config["num_hidden_layers"],
           "encoder.num_heads": hf_config["num_attention_heads"],
           "encoder.mlp_dim": hf_config["intermediate_size"]}
@@ -127,7 +122,7 @@ def from_mmjax(params, model_cfg, vocab_size):
   hf_config = {
       "architectures": ["BertModel"], "model_type": "bert", "hidden_size": width,
       "num_hidden_layers": size.depth, "num_attention_heads": heads,
-      "intermediate_size": size.mlp_dim, "hidden_act": HIDDEN_ACT[model_cfg.get("gelu")],
+      "intermediate_size": size.mlp_dim, "hidden_act": layout.HIDDEN_ACT[model_cfg.get("gelu")],
       "layer_norm_eps": float(model_cfg.get("ln_eps")), "vocab_size": vocab_size,
       "max_position_embeddings": len(positions), "type_vocab_size": 2, "pad_token_id": 0,
       "position_embedding_type": "absolute", "hidden_dropout_prob": 0.1,

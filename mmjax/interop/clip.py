@@ -29,7 +29,6 @@ from mmjax.errors import UserError
 from mmjax.interop import layout
 
 MODEL_TYPES = ("clip",)
-GELU = {"gelu": "exact", "quick_gelu": "quick", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 # What mmjax's towers must share (one block architecture for the model).
 SHARED = ("hidden_act", "layer_norm_eps")
 # config.model's tower shape key -> the HF config's.
@@ -60,10 +59,7 @@ def model_config(hf_config):
   """{dotted config.model key: value} that build this checkpoint's architecture in mmjax."""
   text, vision = towers(hf_config)
   act = vision.get("hidden_act", "quick_gelu")
-  if act not in GELU:
-    raise UserError(f"hidden_act={act!r} in the checkpoint's config.json: mmjax has "
-                    f"{sorted(GELU)}.")
-  return {"towers": "separate", "block": "pre_ln", "gelu": GELU[act],
+  return {"towers": "separate", "block": "pre_ln", "gelu": layout.gelu(act),
           "ln_eps": float(vision.get("layer_norm_eps", 1e-5)), **shapes(text, vision),
           "cls_token": ("image",),
           "causal": ("text",), "pool": "image=cls,text=eot", "ln_pre_off": ("text",),
@@ -143,11 +139,21 @@ def to_mmjax(hf_config, tensors, target_shapes):
   out["encoders/text/norm/scale"] = take(x + "final_layer_norm.weight")
   out["encoders/text/norm/bias"] = take(x + "final_layer_norm.bias")
   out["projections/text/proj/kernel"] = layout.linear_in(take("text_projection.weight"))
+  notes = finish(out, take("logit_scale"), text_cfg["hidden_size"], side, target_shapes)
+  out |= {k: np.asarray(val) for k, val in t.items() if k not in used}
+  return out, notes
+
+
+def finish(out, logit_scale, text_width, side, target_shapes):
+  """What a CLIP's converters (transformers', open_clip's) add alike to `out`: zero modality
+  vectors and projection biases (CLIP has neither), the logit scale, the image positions
+  resized to the model's grid. Returns the notes."""
+  width = out["tokenizers/image/pos_embed"].shape[-1]
   embed = out["projections/text/proj/kernel"].shape[1]
-  for m, w in (("image", width), ("text", text_cfg["hidden_size"])):
+  for m, w in (("image", width), ("text", text_width)):
     out[f"tokenizers/{m}/type_embed"] = np.zeros(w, np.float32)
     out[f"projections/{m}/proj/bias"] = np.zeros(embed, np.float32)
-  out["logit_scale/image_text"] = take("logit_scale").reshape(())
+  out["logit_scale/image_text"] = np.asarray(logit_scale, np.float32).reshape(())
   grid = tuple(target_shapes.get("tokenizers/image/pos_embed", (side, side))[:2])
   notes = ["tokenizers/image/cls: the class embedding plus its position",
            "patch embedding and projection biases, modality vectors: zeros (CLIP has none)"]
@@ -155,8 +161,18 @@ def to_mmjax(hf_config, tensors, target_shapes):
     out["tokenizers/image/pos_embed"] = layout.resize_bicubic(
         out["tokenizers/image/pos_embed"], *grid)
     notes.append(f"tokenizers/image/pos_embed: {side}x{side} resized to {grid[0]}x{grid[1]}")
-  out |= {k: np.asarray(val) for k, val in t.items() if k not in used}
-  return out, notes
+  return notes
+
+
+def export_towers(model_cfg):
+  """(vision_config, text_config) entries of an image-text config.json for `model_cfg`'s
+  towers: their shapes, activation and LayerNorm epsilon."""
+  from mmjax.models import sizes  # pylint: disable=g-import-not-at-top
+  shared = {"hidden_act": layout.HIDDEN_ACT[model_cfg.get("gelu", "tanh")],
+            "layer_norm_eps": float(model_cfg.get("ln_eps"))}
+  tower_cfg = lambda m: dict(shared, **{hf: getattr(sizes.of(model_cfg, m), k)
+                                        for k, hf in SHAPE.items()})
+  return tower_cfg("image"), tower_cfg("text")
 
 
 # What a CLIPModel is, as config.model settings (the towers' shapes aside).
@@ -171,7 +187,6 @@ def from_mmjax(params, model_cfg, eos_token_id, image_size=None):
   `eos_token_id`: the token that ends every text row (CLIP pools it); `image_size` (H, W) for
   sin-cos positions. Projections with a bias (CLIP's have none) are refused."""
   from mmjax.interop import vit  # pylint: disable=g-import-not-at-top
-  from mmjax.models import sizes  # pylint: disable=g-import-not-at-top
   vit.export_problems(model_cfg, EXPORT_SETTINGS, "A CLIPModel")
   p = params
   biased = [m for m in ("image", "text") if np.abs(p[f"projections/{m}/proj/bias"]).max() > 0]
@@ -181,12 +196,7 @@ def from_mmjax(params, model_cfg, eos_token_id, image_size=None):
   if eos_token_id is None:
     raise UserError("A CLIPModel pools its texts at the end-of-text token: give its id "
                     "(--eos_token_id).")
-  act = {"exact": "gelu", "tanh": "gelu_pytorch_tanh", "quick": "quick_gelu"}[
-      model_cfg.get("gelu", "tanh")]
-  shared = {"hidden_act": act, "layer_norm_eps": float(model_cfg.get("ln_eps"))}
-  tower_cfg = lambda m: dict(shared, **{hf: getattr(sizes.of(model_cfg, m), k)
-                                        for k, hf in SHAPE.items()})
-  vision, text = tower_cfg("image"), tower_cfg("text")
+  vision, text = export_towers(model_cfg)
   patch, width = model_cfg.image.patch_size, vision["hidden_size"]
   channels = p["tokenizers/image/patch_embed/kernel"].shape[0] // (patch * patch)
   grid = None if image_size is None else (image_size[0] // patch, image_size[1] // patch)

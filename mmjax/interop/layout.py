@@ -2,6 +2,21 @@
 [in, out], and the fused q/k/v projection of mmjax's attention ([width, 3, heads, head_dim])."""
 import numpy as np
 
+from mmjax.errors import UserError
+
+
+# transformers' hidden_act -> config.model.gelu, and back (the names transformers writes).
+GELU = {"gelu": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "quick_gelu": "quick"}
+HIDDEN_ACT = {"exact": "gelu", "tanh": "gelu_pytorch_tanh", "quick": "quick_gelu"}
+
+
+def gelu(act):
+  """config.model.gelu of a checkpoint's hidden_act; UserError for one mmjax does not have."""
+  if act not in GELU:
+    raise UserError(f"hidden_act={act!r} in the checkpoint's config.json: mmjax has "
+                    f"{sorted(GELU)}.")
+  return GELU[act]
+
 
 def linear_in(weight):
   """A torch Linear weight [out, in] as an mmjax kernel [in, out] (and back: the same map)."""

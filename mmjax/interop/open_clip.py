@@ -82,8 +82,7 @@ def hf_like_config(t, path, gelu=None):
                       f"widths ({v_width}, {t_width}) are not multiples of 64 (OpenAI's rule, "
                       f"heads = width / 64): put its {CONFIG_FILE} there for the head counts.")
     v_heads, t_heads = v_width // 64, t_width // 64
-    act = {"exact": "gelu", "quick": "quick_gelu", "tanh": "gelu_pytorch_tanh"}.get(
-        gelu, "quick_gelu")
+    act = layout.HIDDEN_ACT.get(gelu, "quick_gelu")
   patch = t["visual.conv1.weight"].shape[-1]
   side = int(round((t["visual.positional_embedding"].shape[0] - 1) ** 0.5))
   tower = lambda prefix, width, heads: {
@@ -145,18 +144,7 @@ def to_mmjax(t, hf_config, target_shapes):
   out["encoders/text/norm/scale"] = take("ln_final.weight")
   out["encoders/text/norm/bias"] = take("ln_final.bias")
   out["projections/text/proj/kernel"] = take("text_projection")
-  embed = out["projections/text/proj/kernel"].shape[1]
-  for m, w in (("image", width), ("text", text["hidden_size"])):
-    out[f"tokenizers/{m}/type_embed"] = np.zeros(w, np.float32)
-    out[f"projections/{m}/proj/bias"] = np.zeros(embed, np.float32)
-  out["logit_scale/image_text"] = take("logit_scale").reshape(())
-  grid = tuple(target_shapes.get("tokenizers/image/pos_embed", (side, side))[:2])
-  notes = ["tokenizers/image/cls: the class embedding plus its position",
-           "patch embedding and projection biases, modality vectors: zeros (CLIP has none)"]
-  if grid != (side, side):
-    out["tokenizers/image/pos_embed"] = layout.resize_bicubic(
-        out["tokenizers/image/pos_embed"], *grid)
-    notes.append(f"tokenizers/image/pos_embed: {side}x{side} resized to {grid[0]}x{grid[1]}")
+  notes = clip.finish(out, take("logit_scale"), text["hidden_size"], side, target_shapes)
   if not hf_config.get("_gelu_known"):
     notes.append(f"GELU: the file does not say (no {CONFIG_FILE} beside it); the config's is "
                  "used (OpenAI's weights: quick)")

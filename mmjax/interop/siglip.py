@@ -41,10 +41,7 @@ def model_config(hf_config):
   """{dotted config.model key: value} that build this checkpoint's architecture in mmjax."""
   text, vision = _towers(hf_config)
   act = vision.get("hidden_act", "gelu_pytorch_tanh")
-  if act not in clip.GELU:
-    raise UserError(f"hidden_act={act!r} in the checkpoint's config.json: mmjax has "
-                    f"{sorted(clip.GELU)}.")
-  return {"towers": "separate", "block": "pre_ln", "gelu": clip.GELU[act],
+  return {"towers": "separate", "block": "pre_ln", "gelu": layout.gelu(act),
           "ln_eps": float(vision.get("layer_norm_eps", 1e-6)), **clip.shapes(text, vision),
           "pool": "image=map,text=eot",
           "ln_pre_off": ("image", "text"), "proj_norm": False,
@@ -142,12 +139,7 @@ def from_mmjax(params, model_cfg, image_size=None):
           and not p["projections/image/proj/bias"].any()):
     raise UserError("A SiglipModel cannot express this model exactly: its image projection is "
                     "not the identity (SigLIP's image embedding is the MAP head's output).")
-  act = {"exact": "gelu", "tanh": "gelu_pytorch_tanh", "quick": "quick_gelu"}[
-      model_cfg.get("gelu", "tanh")]
-  shared = {"hidden_act": act, "layer_norm_eps": float(model_cfg.get("ln_eps"))}
-  tower_cfg = lambda m: dict(shared, **{hf: getattr(sizes.of(model_cfg, m), k)
-                                        for k, hf in clip.SHAPE.items()})
-  vision, text = tower_cfg("image"), tower_cfg("text")
+  vision, text = clip.export_towers(model_cfg)
   patch = model_cfg.image.patch_size
   channels = p["tokenizers/image/patch_embed/kernel"].shape[0] // (patch * patch)
   grid = None if image_size is None else (image_size[0] // patch, image_size[1] // patch)

@@ -28,7 +28,6 @@ from mmjax.errors import UserError
 from mmjax.interop import layout
 
 MODEL_TYPES = ("vit",)
-GELU = {"gelu": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "quick_gelu": "quick"}
 IMAGE = "tokenizers/image/"
 LAYER = "encoder/blocks/blocks/{i}/"
 # A layer's tensors by layout.BLOCK_ROLES.
@@ -47,15 +46,12 @@ _V5 = ((r"^layers\.(\d+)\.", r"encoder.layer.\1."),
 def model_config(hf_config):
   """{dotted config.model key: value} that build this checkpoint's architecture in mmjax."""
   act = hf_config.get("hidden_act", "gelu")
-  if act not in GELU:
-    raise UserError(f"hidden_act={act!r} in the checkpoint's config.json: mmjax has "
-                    f"{sorted(GELU)}.")
   if not hf_config.get("qkv_bias", True):
     raise UserError("qkv_bias=false in the checkpoint's config.json: mmjax's attention has "
                     "q/k/v biases (they would import as zeros, but the export would not be "
                     "this architecture).")
   return {"block": "pre_ln", "ln_eps": float(hf_config.get("layer_norm_eps", 1e-12)),
-          "gelu": GELU[act], "encoder.width": hf_config["hidden_size"],
+          "gelu": layout.gelu(act), "encoder.width": hf_config["hidden_size"],
           "encoder.depth": hf_config["num_hidden_layers"],
           "encoder.num_heads": hf_config["num_attention_heads"],
           "encoder.mlp_dim": hf_config["intermediate_size"], "cls_token": ("image",), "pool": "image=cls",
@@ -63,18 +59,19 @@ def model_config(hf_config):
           "image.pos_embed": "learned"}
 
 
-def check(hf_config, model_cfg, info, where):
-  """UserError listing every config key that differs from the checkpoint's architecture."""
+def check(hf_config, model_cfg, info, where, settings=None, kind="a ViT"):
+  """UserError listing every config key that differs from the checkpoint's architecture
+  (`settings`: its model_config, by default a ViT's; `kind`: what it is, for the message)."""
   if "image" not in info.modalities:
     raise UserError(f"config.init_from=hf:{where} is an image encoder; dataset {info.name!r} "
                     f"has {list(info.modalities)}.")
-  problems = layout.config_problems(model_cfg, model_config(hf_config))
+  problems = layout.config_problems(model_cfg, settings or model_config(hf_config))
   channels = info.shapes["image"][-1]
   if channels != hf_config.get("num_channels", 3):
     problems.append(f"images with {hf_config.get('num_channels', 3)} channels (the data has "
                     f"{channels})")
   if problems:
-    raise UserError(f"config.init_from=hf:{where} is a ViT that this config does not build; "
+    raise UserError(f"config.init_from=hf:{where} is {kind} that this config does not build; "
                     "set:\n  " + "\n  ".join(problems))
 
 
@@ -170,7 +167,7 @@ def from_mmjax(params, model_cfg, image_size=None):
   channels //= patch * patch
   grid = None if image_size is None else (image_size[0] // patch, image_size[1] // patch)
   grid, pos = image_positions(p, width, grid, fold_bias=False)
-  act = {v: k for k, v in GELU.items() if k != "gelu_new"}[model_cfg.get("gelu", "tanh")]
+  act = layout.HIDDEN_ACT[model_cfg.get("gelu", "tanh")]
   hf_config = {
       "architectures": ["ViTModel"], "model_type": "vit", "hidden_size": width,
       "num_hidden_layers": size.depth, "num_attention_heads": size.num_heads,

@@ -39,13 +39,7 @@ def model_config(hf_config):
 
 def check(hf_config, model_cfg, info, where):
   """UserError listing every config key that differs from the checkpoint's architecture."""
-  if "image" not in info.modalities:
-    raise UserError(f"config.init_from=hf:{where} is an MAE image model; dataset {info.name!r} "
-                    f"has {list(info.modalities)}.")
-  problems = layout.config_problems(model_cfg, model_config(hf_config))
-  if problems:
-    raise UserError(f"config.init_from=hf:{where} is an MAE that this config does not build; "
-                    "set:\n  " + "\n  ".join(problems))
+  vit.check(hf_config, model_cfg, info, where, model_config(hf_config), "an MAE")
 
 
 def to_mmjax(hf_config, tensors, target_shapes):
