@@ -103,8 +103,10 @@ def test_the_compile_detectors_see_a_compile():
     ("objectives.masked_audio.norm_variance", "sample", "norm_variance='sample'"),
     ("model.image.patch_size", 0, "config.model.image.patch_size=0: must be a positive integer"),
     ("model.audio.patch_freq", 0, "config.model.audio.patch_freq=0: must be a positive integer"),
-    ("evals.retrieval.type", "retrival", "config.evals.retrieval.type='retrival' names no "
-     r"evaluator: use one of \['classification', 'reconstruction', 'retrieval', 'zero_shot'\]"),
+    ("evals.retrieval.type", "retrival", "config.evals.retrieval.type='retrival': no evaluator "
+     "of that name. Did you mean 'retrieval'[?] Known: classification, reconstruction, "
+     "retrieval, zero_shot."),
+    ("model.name", "mtt", "config.model.name='mtt': no model of that name. Did you mean 'mmt'[?]"),
     # Else found only at the first evaluation, after training.
     ("evals.retrieval.batch_size", 0,
      "config.evals.retrieval.batch_size=0 is out of range: expected a positive integer"),

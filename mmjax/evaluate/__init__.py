@@ -1,29 +1,22 @@
-"""Evaluators, looked up by name: `config.evals.<name>.type = "retrieval"` imports
-`mmjax.evaluate.retrieval`. Each such module exposes `Evaluator(cfg, *, config, info, mesh)` with
-`run(model, step, writer) -> dict[str, float]` returning metrics named `eval/<name>/...`.
-An evaluator that cannot run on the dataset (zero-shot without class names, reconstruction
-without images) raises `NotApplicable` from its constructor."""
-import importlib
-
+"""Evaluators, looked up by name (mmjax.registry): `config.evals.<name>.type = "retrieval"` is
+`mmjax.evaluate.retrieval`'s `Evaluator`, or one added with `register(name, cls)`. An evaluator
+is a class `Evaluator(cfg, *, name, config, info, mesh)` with `run(model, step, writer) ->
+dict[str, float]` returning metrics named `eval/<name>/...`. One that cannot run on the dataset
+(zero-shot without class names, reconstruction without images) raises `NotApplicable` from
+its constructor. (Modules here without an `Evaluator`, e.g. protocols, are helpers.)"""
 import jax
 from absl import logging
 
+from mmjax import registry
 from mmjax.errors import NotApplicable
-from mmjax.errors import UserError
 
-# Modules here that are not evaluators: the published protocols' metrics, used by evaluators.
-HELPERS = ("protocols",)
+EVALUATORS = registry.Registry("evaluator", __name__, "Evaluator")
+register, unregister, names = EVALUATORS.register, EVALUATORS.unregister, EVALUATORS.names
 
 
 def get(name, cfg, **kwargs):
-  try:
-    module = importlib.import_module(f"mmjax.evaluate.{cfg.type}")
-  except ModuleNotFoundError as e:
-    if e.name != f"mmjax.evaluate.{cfg.type}":
-      raise
-    raise UserError(f"config.evals.{name}.type={cfg.type!r}: no module mmjax/evaluate/"
-                    f"{cfg.type}.py.") from None
-  return module.Evaluator(cfg, name=name, **kwargs)
+  """Evaluator config.evals.<name> (of type cfg.type), built."""
+  return EVALUATORS.get(cfg.type, key=f"config.evals.{name}.type")(cfg, name=name, **kwargs)
 
 
 def build(config, info, mesh, *, requested=()):

@@ -1,5 +1,5 @@
 """Classification accuracy of a fine-tuned classifier (model name 'classifier', or the raw-input
-baseline 'raw': mmjax.models.CLASSIFIERS) on a split: top-1, and top-k for each k of
+baseline 'raw': mmjax.models.classifies) on a split: top-1, and top-k for each k of
 cfg.top_k beyond 1 (e.g. (1, 5), ImageNet's protocol: mmjax.evaluate.protocols)."""
 import jax
 import numpy as np
@@ -18,10 +18,10 @@ class Evaluator:
   optionally top_k)."""
 
   def __init__(self, cfg, *, name, config, info, mesh):
-    if config.model.name not in models.CLASSIFIERS:
-      raise UserError(f"config.evals.{name} (classification) needs a classifier model "
-                      f"(config.model.name one of {list(models.CLASSIFIERS)}), not "
-                      f"{config.model.name!r}.")
+    if not models.classifies(config.model.name):
+      raise UserError(f"config.evals.{name} (classification) needs a model that classifies "
+                      f"(one with classifies = True: 'classifier', 'raw'), not "
+                      f"config.model.name={config.model.name!r}.")
     self.cfg, self.name, self.data_cfg, self.info, self.mesh = cfg, name, config.data, info, mesh
     self._logits = None
     self.ks = tuple(sorted({1, *cfg.get("top_k", (1,))}))

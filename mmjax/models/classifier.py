@@ -41,6 +41,7 @@ def check_config(config, info):
 
 class Classifier(nnx.Module):
   """Tokenizers + encoder (restorable from pretraining) + a LayerNorm/Linear head."""
+  classifies = True  # Outputs {'classification': ...} (mmjax.models.classifies).
 
   def __init__(self, config, info, *, rngs):
     check_config(config, info)
@@ -85,3 +86,6 @@ class Classifier(nnx.Module):
     del key, mask_ratios, embeddings
     logits = self.head(self.head_norm(self.features(batch))).astype(jnp.float32)
     return {"classification": {"logits": logits, "labels": batch["label"]}}
+
+
+MODEL = Classifier  # config.model.name="classifier" (mmjax.models).

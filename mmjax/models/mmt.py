@@ -338,3 +338,6 @@ class MultimodalTransformer(nnx.Module):
   def embed(self, batch):
     """{m: f32[B, E]} L2-normalized, each present modality alone and unmasked."""
     return {m: self._embed_tokens(m, self._tokenize(m, batch)) for m in self.present(batch)}
+
+
+MODEL = MultimodalTransformer  # config.model.name="mmt" (mmjax.models).

@@ -163,6 +163,7 @@ def check_config(config, info):
 
 class RawBaseline(nnx.Module):
   """Fixed features of the raw inputs (module docstring) and a zero-initialized Linear head."""
+  classifies = True  # Outputs {'classification': ...} (mmjax.models.classifies).
 
   def __init__(self, config, info, *, rngs):
     check_config(config, info)
@@ -196,3 +197,6 @@ class RawBaseline(nnx.Module):
     del key, mask_ratios, embeddings
     logits = self.head(self.features(batch)).astype(jnp.float32)
     return {"classification": {"logits": logits, "labels": batch["label"]}}
+
+
+MODEL = RawBaseline  # config.model.name="raw" (mmjax.models).

@@ -21,12 +21,11 @@ Losses are returned as sums over examples or tokens and their counts, not as mea
 adds them up over devices (pmap), processes and gradient-accumulation micro-batches before it
 divides, so every way of splitting a batch gives the same loss as the whole batch at once.
 """
-import importlib
-import pkgutil
 import typing
 
 from jax import lax
 
+from mmjax import registry
 from mmjax.errors import UserError
 from mmjax.parallel import mesh as mesh_lib
 
@@ -56,28 +55,23 @@ class Context(typing.NamedTuple):
     return x if self.axis_name is None else lax.psum(x, self.axis_name)
 
 
-_REGISTERED = {}  # name -> module, added by `register`.
+OBJECTIVES = registry.Registry("objective", __name__, "loss", whole_module=True)
 
 
 def register(name, module):
   """Makes `module` (anything with a `loss` and the declarations above) objective `name`."""
   if not hasattr(module, "loss"):
     raise ValueError(f"objective {name!r}: {module!r} has no loss function.")
-  _REGISTERED[name] = module
+  OBJECTIVES.register(name, module)
 
 
-def unregister(name):
-  """Removes an objective added by `register`."""
-  _REGISTERED.pop(name, None)
+unregister = OBJECTIVES.unregister
 
 
 def available():
-  """Names of the objectives: the modules in this package, and the registered ones."""
-  names = set(_REGISTERED)
-  for info in pkgutil.iter_modules(__path__):
-    if hasattr(importlib.import_module(f"{__name__}.{info.name}"), "loss"):
-      names.add(info.name)
-  return sorted(names)
+  """Names of the objectives: the modules in this package that define `loss`, and the
+  registered ones."""
+  return OBJECTIVES.names()
 
 
 def active(objectives_cfg):
@@ -134,14 +128,5 @@ def get(name):
 
 
 def _module(name):
-  module = _REGISTERED.get(name)
-  if module is None and name.isidentifier():
-    try:
-      module = importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-      if e.name != f"{__name__}.{name}":
-        raise  # A real import error inside the module: keep its traceback.
-  if module is None or not hasattr(module, "loss"):
-    raise UserError(f"Unknown objective {name!r} (config.objectives.{name}); available: "
-                    f"{available()}.")
-  return module
+  """The module of objective `name` (a registered one, or one of this package's)."""
+  return OBJECTIVES.get(name, key="config.objectives")

@@ -6,7 +6,6 @@ when the flags are parsed.
 """
 import copy
 import os
-import pkgutil
 import tempfile
 
 import jax
@@ -135,16 +134,11 @@ def check_parallel(config, mesh):
 
 
 def _check_evaluator_types(config):
-  """Each config.evals entry's type names an evaluator module (mmjax/evaluate/<type>.py), and
-  its sizes are positive: checked before the dataset is built, which can take minutes on
-  first use, and long before the first evaluation."""
-  known = sorted(m.name for m in pkgutil.iter_modules(evaluate.__path__)
-                 if m.name not in evaluate.HELPERS)
+  """Each config.evals entry's type names an evaluator (mmjax.evaluate), and its sizes are
+  positive: checked before the dataset is built, which can take minutes on first use, and
+  long before the first evaluation."""
   for name, cfg in config.get("evals", {}).items():
-    kind = cfg.get("type")
-    if kind not in known:
-      raise UserError(f"config.evals.{name}.type={kind!r} names no evaluator: use one of "
-                      f"{known} (mmjax/evaluate/<type>.py).")
+    evaluate.EVALUATORS.get(cfg.get("type"), key=f"config.evals.{name}.type")
     for key in ("batch_size", "num_images"):  # Else only found at the first evaluation.
       if key in cfg:
         _check(cfg[key] > 0, f"evals.{name}.{key}", cfg[key], "a positive integer")
