@@ -26,7 +26,7 @@ import ml_collections
 
 from configs import common
 from configs import pretrain_digits
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax import objectives
 from mmjax.data import standard
 from mmjax.errors import UserError

@@ -18,7 +18,7 @@ from scipy.io import wavfile
 
 import numpy_metrics
 from mmjax import models
-from mmjax import modalities
+from mmjax import modality
 from mmjax import objectives
 from mmjax.data import build
 from mmjax.data import loader
@@ -53,7 +53,7 @@ class DepthTokenizer(nnx.Module):
                              target=patches, grid=self.grid)
 
 
-class Depth(modalities.Modality):
+class Depth(modality.Modality):
   name = feature = "depth"
   dtypes = {"depth": np.uint8}
 
@@ -97,10 +97,10 @@ MASKED_DEPTH = types.SimpleNamespace(
 
 @pytest.fixture(scope="module")
 def depth_registered():
-  modalities.register(Depth())
+  modality.register(Depth())
   objectives.register("masked_depth", MASKED_DEPTH)
   yield
-  modalities.unregister("depth")
+  modality.unregister("depth")
   objectives.unregister("masked_depth")
 
 
@@ -141,7 +141,7 @@ def _test_embeddings(config, info, step_dir):
   nnx.replace_by_pure_dict(params, unwrap(saved))
   split = next(loader.split_batches(config.data, info, "test", info.split_sizes["test"]))
   assert split["valid"].all()
-  batch = {k: split[k] for k in modalities.batch_keys(info.modalities)}
+  batch = {k: split[k] for k in modality.batch_keys(info.modalities)}
   z = jax.device_get(jax.jit(lambda p, b: nnx.merge(graphdef, p).embed(b))(params, batch))
   return z, split["label"]
 

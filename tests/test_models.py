@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mmjax import modalities
+from mmjax import modality
 from mmjax.data import info as data_info
 from mmjax.errors import UserError
 from mmjax.models import audio_frontend, mmt, sizes
@@ -80,9 +80,9 @@ def joint():
 
 # -- tokenizers -------------------------------------------------------------------------------
 
-def _tokenizer(modality, **overrides):
-  return modalities.get(modality).tokenizer(_config(**overrides), INFO, 128, dtype=jnp.float32,
-                                            rngs=nnx.Rngs(0))
+def _tokenizer(name, **overrides):
+  return modality.get(name).tokenizer(_config(**overrides), INFO, 128, dtype=jnp.float32,
+                                      rngs=nnx.Rngs(0))
 
 
 def test_image_tokens(batch):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from mmjax import modalities
+from mmjax import modality
 from mmjax import objectives
 from mmjax.errors import UserError
 from mmjax.objectives import contrastive, masked_modeling, masking
@@ -240,12 +240,12 @@ def test_a_modality_name_with_an_underscore_is_refused():
   """Contrastive pair names join two modality names with '_' (image_text): a registered
   'depth_map' would make 'image_depth_map', whose split gives no two modalities, so its pairs
   were silently left out of the loss. `register` refuses the name with one message instead."""
-  class DepthMap(modalities.Modality):
+  class DepthMap(modality.Modality):
     name = "depth_map"
 
   try:
     with pytest.raises(UserError, match=r"'depth_map' contains '_'.*e\.g\. 'depthmap'"):
-      modalities.register(DepthMap())
-    assert "depth_map" not in modalities.names()
+      modality.register(DepthMap())
+    assert "depth_map" not in modality.names()
   finally:
-    modalities.unregister("depth_map")  # The registry is global.
+    modality.unregister("depth_map")  # The registry is global.

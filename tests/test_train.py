@@ -19,7 +19,7 @@ from flax import nnx
 
 import numpy_metrics
 from configs import finetune_digits
-from mmjax import modalities
+from mmjax import modality
 from mmjax import models
 from mmjax.data import loader
 from mmjax.train import metrics as metrics_lib
@@ -83,10 +83,10 @@ def split_embeddings(trained, runlocal_config):
   n = len(split["label"])
   templates = config.evals.zero_shot.templates
   prompts = [t.format(c) for c in info.class_names for t in templates]
-  encoded = modalities.get("text").encode(info, prompts)
+  encoded = modality.get("text").encode(info, prompts)
   # One batch, so one compile: the split's rows, then the prompts as rows of text alone (their
   # blank image and audio get embedded too, and are ignored: each row is embedded alone).
-  keys = modalities.batch_keys(info.modalities)
+  keys = modality.batch_keys(info.modalities)
   batch = {k: np.concatenate([split[k], np.zeros((len(prompts),) + split[k].shape[1:],
                                                  split[k].dtype)]) for k in keys}
   batch["text_ids"][n:], batch["text_mask"][n:] = encoded["text_ids"], encoded["text_mask"]

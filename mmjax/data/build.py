@@ -54,7 +54,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax.data import manifest as manifest_lib
 from mmjax.data import ops
 from mmjax.errors import UserError

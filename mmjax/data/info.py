@@ -2,7 +2,7 @@
 its host batches."""
 import dataclasses
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,7 +14,7 @@ class DatasetInfo:
   of `modalities`. Batches flag the rest: has_<modality> False, zeros in its keys.
   """
   name: str
-  modalities: tuple  # Canonical order (mmjax.modalities.ordered).
+  modalities: tuple  # Canonical order (mmjax.modality.ordered).
   shapes: dict  # Host-batch key -> per-example shape, of every modality's keys.
   vocab_size: int = 0  # Tokens in vocab_file (a learned vocab can be smaller than asked for).
   vocab_file: str = ""

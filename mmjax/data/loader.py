@@ -13,7 +13,7 @@ This module is the data package's front door; the work is split by job:
                check, report or replace bad ones;
   sampling.py  the training stream (shuffle, mixture, this process's rows) and eval batches.
 What each modality contributes (batch keys, default ops, its part of DatasetInfo) comes from
-the modality registry, mmjax.modalities. TFDS is imported inside functions: configs import
+the modality registry, mmjax.modality. TFDS is imported inside functions: configs import
 this module for default_config(), and TFDS takes a while to import.
 
 Host batches are dicts of numpy arrays (B: this process's batch): each modality's keys

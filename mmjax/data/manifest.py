@@ -9,7 +9,7 @@ import os
 import re
 from typing import Any, NamedTuple
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax.data import ops
 from mmjax.errors import UserError
 

@@ -4,7 +4,7 @@ shapes; bad examples raise ops.BadExample (the reader reports or replaces them).
 import numpy as np
 from absl import logging
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax.data import info as info_lib
 from mmjax.data import ops
 from mmjax.data import sources

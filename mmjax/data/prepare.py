@@ -8,7 +8,7 @@ import os
 import ml_collections
 import numpy as np
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax.data import info as info_lib
 from mmjax.data import ops
 from mmjax.data import pipeline

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax import objectives
 from mmjax.data import loader
 from mmjax.errors import NotApplicable

@@ -17,10 +17,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax.data import loader
 from mmjax.errors import UserError
-from mmjax.modalities import presence_key
+from mmjax.modality import presence_key
 from mmjax.parallel import distributed
 from mmjax.parallel import mesh as mesh_lib
 

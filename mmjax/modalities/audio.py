@@ -6,7 +6,7 @@ import os
 import ml_collections
 import numpy as np
 
-from mmjax import modalities
+from mmjax import modality
 from mmjax.data import ops
 from mmjax.data import ops_audio
 from mmjax.errors import UserError
@@ -63,8 +63,9 @@ def read_audio(path, opts):
   return wave
 
 
-class Audio(modalities.Modality):
+class Audio(modality.Modality):
   name = "audio"
+  order = 2  # Canonical order: image, text, audio (mmjax.modality).
   dtypes = {"audio": np.float32, "audio_mask": bool}
   feature = "audio"
   info_fields = agree = ("sample_rate",)  # One model hears every mixture entry.
@@ -125,7 +126,7 @@ class Audio(modalities.Modality):
 
   def read(self, value, opts):
     return ({"audio": read_audio(value, opts), "sample_rate": opts.sample_rate},
-            modalities.extension_note("audio", value, EXTENSIONS, "WAV"))
+            modality.extension_note("audio", value, EXTENSIONS, "WAV"))
 
   def model_config(self):
     return ml_collections.ConfigDict(dict(

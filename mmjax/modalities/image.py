@@ -6,7 +6,7 @@ import os
 import ml_collections
 import numpy as np
 
-from mmjax import modalities
+from mmjax import modality
 from mmjax.data import ops
 from mmjax.errors import UserError
 from mmjax.models import tokenizers
@@ -49,7 +49,7 @@ def read_image(path, size, channels, max_pixels):
   return buf.getvalue(), image_format
 
 
-class Image(modalities.Modality):
+class Image(modality.Modality):
   """An image modality; `name` and `channels` (None: the stored ones; or 1, 3) make others
   of the same kind (a depth map: Image("depth", channels=1))."""
 
@@ -85,7 +85,7 @@ class Image(modalities.Modality):
     from PIL import Image as pil  # pylint: disable=g-import-not-at-top
     png, image_format = read_image(value, opts.image_size, self.channels or opts.channels,
                                    opts.max_image_pixels)
-    return {self.feature: png}, modalities.extension_note(self.name, value, pil.registered_extensions(),
+    return {self.feature: png}, modality.extension_note(self.name, value, pil.registered_extensions(),
                                                image_format)
 
   def model_config(self):
@@ -121,3 +121,4 @@ class Image(modalities.Modality):
 
 
 MODALITY = Image()
+MODALITY.order = 0  # Canonical order: image, text, audio (mmjax.modality).

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from mmjax import modalities
+from mmjax import modality
 from mmjax.data import ops_text
 from mmjax.data import sources
 from mmjax.data import text_tokenizer
@@ -24,8 +24,9 @@ def texts(value):
           for t in items]
 
 
-class Text(modalities.Modality):
+class Text(modality.Modality):
   name = "text"
+  order = 1  # Canonical order: image, text, audio (mmjax.modality).
   dtypes = {"text_ids": np.int32, "text_mask": bool}
   feature = "caption"
   masks_in_place = True

@@ -12,9 +12,9 @@ one joint sequence ('joint', as masked modeling with fusion='joint' was trained)
 import jax.numpy as jnp
 from flax import nnx
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax.errors import UserError
-from mmjax.modalities import presence_key
+from mmjax.modality import presence_key
 from mmjax.models import encoding
 from mmjax.models import mmt
 from mmjax.models.transformer import ZEROS, Arch, layer_norm, partitioned

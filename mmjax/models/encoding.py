@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax.errors import UserError
-from mmjax.modalities import presence_key
+from mmjax.modality import presence_key
 from mmjax.models import sizes
 from mmjax.models.transformer import (EMBED_INIT, XAVIER, ZEROS, Arch, Encoder, Mlp, layer_norm,
                                       partitioned)

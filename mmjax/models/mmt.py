@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax.errors import UserError
 from mmjax.models import encoding
 from mmjax.models import sizes

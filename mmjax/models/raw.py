@@ -50,9 +50,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax.errors import UserError
-from mmjax.modalities import presence_key
+from mmjax.modality import presence_key
 from mmjax.models import audio_frontend
 from mmjax.models import classifier
 from mmjax.models import tokenizers

@@ -129,7 +129,7 @@ def loss(outputs, cfg, ctx=objectives.Context()):
     raise UserError("The contrastive objective needs embeddings: call the model with "
                     "embeddings='clean' or 'masked'.")
   check_config(cfg)
-  # A pair name is 'a_b' and modality names have no '_' (mmjax.modalities.register refuses
+  # A pair name is 'a_b' and modality names have no '_' (mmjax.modality.register refuses
   # them), so splitting it gives back its two modalities.
   pairs = [p for p in outputs["logit_scale"] if all(m in z for m in p.split("_"))]
   if not pairs:

@@ -37,7 +37,7 @@ import os
 import jax
 import numpy as np
 
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax import objectives
 from mmjax.models import sizes
 from mmjax.objectives import masking

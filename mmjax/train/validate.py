@@ -12,7 +12,7 @@ import jax
 from absl import logging
 
 from mmjax import evaluate
-from mmjax import modalities as modality_lib
+from mmjax import modality as modality_lib
 from mmjax import objectives as objective_lib
 from mmjax.errors import UserError
 from mmjax.models import mmt
