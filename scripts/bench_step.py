@@ -83,11 +83,8 @@ def build_step(config):
   shardings = sharding.param_shardings(abstract_state, mesh, rules)
   state = trainer.initial_state(config, info, tx, shardings)
   step_fn = trainer.jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, shardings)
-  if hasattr(mesh_lib, "batch_axes"):
-    batch = mesh_lib.host_to_global(trainer.with_rows(host, config.batch_size), mesh,
-                                    mesh_lib.batch_axes(config.parallel.rules))
-  else:  # Revisions before the 'batch' rule was read.
-    batch = mesh_lib.host_to_global(trainer.with_rows(host, config.batch_size), mesh)
+  batch = mesh_lib.host_to_global(trainer.with_rows(host, config.batch_size), mesh,
+                                  mesh_lib.batch_axes(config.parallel.rules))
   return step_fn, state, batch, mesh, rules
 
 
@@ -110,13 +107,8 @@ def worker(args):
     traced = step_fn.trace(state, batch)
     compiled = traced.lower().compile()
     compile_s = time.perf_counter() - start
-  try:
-    from mmjax.train import mfu  # pylint: disable=g-import-not-at-top
-    count = mfu.matmul_flops
-  except ImportError:  # Revisions before mfu.py counted in the planner.
-    from mmjax.parallel import plan  # pylint: disable=g-import-not-at-top
-    count = plan.matmul_flops
-  flops = count(traced.jaxpr) / mesh.size
+  from mmjax.train import mfu  # pylint: disable=g-import-not-at-top
+  flops = mfu.matmul_flops(traced.jaxpr) / mesh.size
   memory = compiled.memory_analysis()
   peak_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
                 - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
@@ -134,10 +126,9 @@ def worker(args):
     return times
 
   run(args.warmup)
-  useful = metrics.get("train/useful_flops")  # Revisions before useful FLOPs: none.
+  useful = metrics["train/useful_flops"]
   print(json.dumps(dict(ready=True, flops_per_device=flops, compile_s=compile_s,
-                        useful_flops_per_device=None if useful is None
-                        else float(useful) / mesh.size,
+                        useful_flops_per_device=float(useful) / mesh.size,
                         bytes_per_device=int(peak_bytes), devices=mesh.size,
                         device_kind=jax.devices()[0].device_kind,
                         num_params=int(sum(x.size for x in jax.tree.leaves(state["params"]))))),

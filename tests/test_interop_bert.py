@@ -17,6 +17,7 @@ from mmjax.data import info as info_lib
 from mmjax.data import text_tokenizer
 from mmjax.errors import UserError
 from mmjax.interop import bert
+from mmjax import export as export_cli
 from mmjax.interop import export
 from mmjax.interop import layout
 from mmjax.models import mmt
@@ -200,7 +201,7 @@ def test_minilm_export_loads_in_transformers_with_the_same_outputs(minilm, tmp_p
 
 
 def test_export_cli_reads_a_run_checkpoint(minilm, tmp_path):
-  """export_run (python -m mmjax.interop.export): a run's config.json and its latest checkpoint
+  """export_run (python -m mmjax.export): a run's config.json and its latest checkpoint
   (as the trainer lays it out) -> the same BertModel folder as write_bert gives."""
   import json  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
@@ -211,5 +212,5 @@ def test_export_cli_reads_a_run_checkpoint(minilm, tmp_path):
                                 {"params": pure, "step": np.int32(3)})
   run_config = {"model": cfg.to_dict(), "data": {"vocab_file": info.vocab_file}}
   (workdir / "config.json").write_text(json.dumps(run_config, default=list))
-  out = export.export_run(str(workdir), str(tmp_path / "exported"))
+  out = export_cli.export_run(str(workdir), str(tmp_path / "exported"))
   _assert_close(ours, _reference(out, ids, mask), mask)

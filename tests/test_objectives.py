@@ -10,7 +10,8 @@ from ml_collections import ConfigDict
 from mmjax import modality
 from mmjax import objectives
 from mmjax.errors import UserError
-from mmjax.objectives import contrastive, masked_modeling, masking
+from mmjax.models import masking
+from mmjax.objectives import contrastive, masked_modeling
 
 
 # -- masking ----------------------------------------------------------------------------------

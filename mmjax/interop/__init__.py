@@ -18,8 +18,8 @@ read from the tensors: mmjax.interop.big_vision, mmjax.interop.open_clip.
 The converted weights go through mmjax.train.init_from's report (loaded / new / unused), and
 the config must build the checkpoint's architecture (a UserError lists the flags otherwise).
 
-Export: `python -m mmjax.interop.export --workdir=W --out=DIR --format=bert|vit|clip|siglip`
-writes a run as a transformers folder (see mmjax.interop.export).
+Export: `python -m mmjax.export --workdir=W --out=DIR --format=bert|vit|clip|siglip`
+writes a run as a transformers folder (see mmjax.export and mmjax.interop.export).
 """
 import importlib
 import json

@@ -8,7 +8,7 @@ from flax import nnx
 
 from mmjax.models import posemb
 from mmjax.models.transformer import EMBED_INIT, Arch, Stack, layer_norm, linear, partitioned
-from mmjax.objectives import masking
+from mmjax.models import masking
 
 
 class Projection(nnx.Module):

@@ -1,7 +1,7 @@
 """The multimodal Transformer (model name 'mmt'): modality tokenizers, ONE shared encoder, one
 light shared decoder for masked modeling, and pooled projections for contrastive alignment.
 
-Masked modeling hides tokens per modality (mmjax.objectives.masking) and runs the visible ones
+Masked modeling hides tokens per modality (mmjax.models.masking) and runs the visible ones
 through the encoder either each modality alone (fusion='separate', VATT) or all modalities in
 one sequence (fusion='joint', M3AE). Contrastive embeddings come from an extra unmasked pass of
 each modality alone ('clean'), or from the masked separate pass ('masked', FLIP: cheaper).
@@ -26,7 +26,7 @@ from mmjax.models.decoder import Decoder, Projection
 from mmjax.models.encoding import (encoder_of, make_encoders, make_tokenizers,
                                    masked_mean, tokenize_present)  # pylint: disable=unused-import
 from mmjax.models.transformer import BLOCKS, GELUS, REMAT_POLICIES, Arch, linear_flops
-from mmjax.objectives import masking
+from mmjax.models import masking
 
 def default_config():
   """The model's own defaults; experiment configs override what they change. Each modality

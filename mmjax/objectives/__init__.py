@@ -1,7 +1,7 @@
 """Training objectives, looked up by name: `get("masked_image")` imports
 mmjax.objectives.masked_image and returns its `loss(outputs, cfg, ctx) -> Terms`.
 
-Any module here that defines `loss` is an objective; the others (masking, masked_modeling,
+Any module here that defines `loss` is an objective; the others (masked_modeling,
 chunked_contrastive) are helpers. `register(name, module)` adds one from elsewhere.
 
 An objective module declares what the trainer must know about it (defaults in brackets):

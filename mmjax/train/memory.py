@@ -7,7 +7,7 @@ memory a device has.
 
 Nothing is compiled. Parts, per device:
 - params, opt_state: exact, from the abstract state's shapes and their shardings (the bytes of
-  each device's shards, as mmjax.parallel.plan counts them).
+  each device's shards, as mmjax.train.planner counts them).
 - grads: the parameters' bytes again (twice with gradient accumulation: the micro-batch's and
   the running sum).
 - activations: an analytic estimate from the batch rows per device, the tokens of each encoder
@@ -40,7 +40,7 @@ import numpy as np
 from mmjax import modality as modality_lib
 from mmjax import objectives
 from mmjax.models import sizes
-from mmjax.objectives import masking
+from mmjax.models import masking
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 from mmjax.train import step as step_lib
