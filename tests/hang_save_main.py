@@ -16,8 +16,9 @@ sys.path.insert(0, str(REPO))
 
 from orbax.checkpoint._src.checkpointers import async_checkpointer  # noqa: E402
 
-import main  # noqa: E402
 from absl import app  # noqa: E402
+
+from mmjax import cli  # noqa: E402
 
 _real = async_checkpointer._background_wait_for_commit_futures  # pylint: disable=protected-access
 
@@ -36,4 +37,4 @@ def _hang_before_finalizing(directory, commit_futures, on_commit_callback, **kwa
 async_checkpointer._background_wait_for_commit_futures = _hang_before_finalizing  # pylint: disable=protected-access
 
 if __name__ == "__main__":
-  app.run(main.main, flags_parser=main._parse_flags)  # pylint: disable=protected-access
+  app.run(cli.main, flags_parser=cli.parse_flags)

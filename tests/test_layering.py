@@ -21,7 +21,8 @@ ORDER = ("mmjax", "mmjax.errors", "mmjax.paths", "mmjax.provenance", "mmjax.regi
          "mmjax.evaluate",     # evaluators
          "mmjax.train",        # the run: trainer, step, checkpoints
          "mmjax.sweep",        # ablation sweeps over runs
-         "mmjax.export")       # python -m mmjax.export: a run's checkpoint to transformers
+         "mmjax.export",       # python -m mmjax.export: a run's checkpoint to transformers
+         "mmjax.cli")          # main.py's command line
 
 
 def _modules():
