@@ -20,6 +20,7 @@ from mmjax.interop import bert
 from mmjax import export as export_cli
 from mmjax.interop import export
 from mmjax.interop import layout
+from mmjax.models import encoding
 from mmjax.models import mmt
 from mmjax.train import init_from
 
@@ -81,7 +82,7 @@ def _token_states(model, ids, mask):
   def run(ids, mask):
     tokens = model.tokenizers["text"]({"text_ids": ids, "text_mask": mask})
     h = model.encoder(tokens.x, tokens.valid)
-    return h, mmt.masked_mean(h, tokens.valid)
+    return h, encoding.masked_mean(h, tokens.valid)
   return jax.device_get(run(ids, mask))
 
 

@@ -13,6 +13,7 @@ from mmjax.data import loader
 from mmjax.objectives import contrastive as contrastive_lib
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
+from mmjax.train import loops
 from mmjax.train import optimizer
 from mmjax.train import trainer
 
@@ -103,8 +104,8 @@ def run_steps(config, info, batches, *, mesh=None, devices=None, strategy="data_
   state = trainer.initial_state(config, info, tx, shardings)
   losses = []
   if loop == "pmap":
-    pstate = trainer.PmapState(shardings)
-    step = trainer.pmap_train_step(config, info, tx, lr, graphdef)
+    pstate = loops.PmapState(shardings)
+    step = loops.pmap_train_step(config, info, tx, lr, graphdef)
     state = pstate.to_pmap(state)
     for batch in batches:
       state, metrics = step(state, pstate.batch(batch))

@@ -34,6 +34,7 @@ import pytest
 from mmjax.errors import UserError
 from mmjax.parallel import sharding
 from mmjax.train import checkpoint
+from mmjax.train import monitors
 from mmjax.train import trainer
 from mmjax.train import workdir as workdir_lib
 
@@ -98,7 +99,7 @@ def _train_metrics(workdir, which=-1):
   for r in _rows(workdir):
     if "train/loss" in r:
       by_step.setdefault(r["step"], []).append(
-          {k: v for k, v in r.items() if k not in trainer.SPEED_METRICS})
+          {k: v for k, v in r.items() if k not in monitors.SPEED_METRICS})
   return {s: v[which] for s, v in by_step.items()}
 
 

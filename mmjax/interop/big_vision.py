@@ -25,7 +25,6 @@ import re
 import numpy as np
 
 from mmjax.errors import UserError
-from mmjax.interop import clip
 from mmjax.interop import layout
 
 _BLOCK = re.compile(r"^(img/Transformer|txt/Encoder_0)/encoderblock_(\d+)/")

@@ -23,8 +23,7 @@ from mmjax.errors import UserError
 from mmjax.models import encoding
 from mmjax.models import sizes
 from mmjax.models.decoder import Decoder, Projection
-from mmjax.models.encoding import (encoder_of, make_encoders, make_tokenizers,
-                                   masked_mean, tokenize_present)  # pylint: disable=unused-import
+from mmjax.models.encoding import encoder_of, make_encoders, make_tokenizers, tokenize_present
 from mmjax.models.transformer import BLOCKS, GELUS, REMAT_POLICIES, Arch, linear_flops
 from mmjax.models import masking
 

@@ -12,17 +12,16 @@ starts). Parameter and optimizer bytes are exact (their shards' shapes); the res
 compiler reports for one device's program, so it is only as good as that compiler's estimate:
 the CPU compiler fuses and schedules differently from the TPU and GPU ones.
 """
-import math
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mmjax.data import info as info_lib
 from mmjax.models import sizes
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
+from mmjax.train import loops
 from mmjax.train import memory as memory_lib
 from mmjax.train import mfu
 from mmjax.train import optimizer
@@ -94,7 +93,7 @@ def _trace(config, info, mesh):
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract_state, state_shardings)
-  step = trainer.jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings)
+  step = loops.jit_train_step(config, info, mesh, tx, lr_schedule, graphdef, state_shardings)
   with sharding.use(mesh, rules):
     traced = step.trace(abstract_state, abstract_batch(info, config.batch_size, mesh,
                                                        mesh_lib.batch_axes(config.parallel.rules)))

@@ -34,14 +34,12 @@ from mmjax.train import optimizer
 from mmjax.train import preemption
 from mmjax.train import validate
 from mmjax.train import workdir as workdir_lib
-# The building blocks live by job in loops.py and monitors.py; tests, scripts and the planner
-# use them from here too, and tests monkeypatch with_rows and initial_state here.
+# The building blocks live by job in loops.py and monitors.py (tests monkeypatch with_rows and
+# initial_state here, where the loop calls them). jit_train_step is also read from here by
+# ../shared/bench/anchors.py, with abstract_model, initial_state and with_rows.
 from mmjax.train.loops import (  # pylint: disable=unused-import
-    JitLoop, PmapLoop, PmapState, abstract_model, init_state, initial_state, jit_train_step,
-    pmap_train_step, with_rows)
-from mmjax.train.monitors import (  # pylint: disable=unused-import
-    MAX_SKIPS_IN_A_ROW, SPEED_METRICS, ExampleLog, NonFiniteGuard, Profile,
-    SpeedLog)
+    JitLoop, PmapLoop, abstract_model, initial_state, jit_train_step, with_rows)
+from mmjax.train.monitors import ExampleLog, NonFiniteGuard, Profile, SpeedLog
 
 
 # ----------------------------------------------------------------------------------------------
