@@ -89,7 +89,7 @@ def test_the_compile_detectors_see_a_compile():
     ("objectives.masked_image.mask_ratio", 1.5, "config.objectives.masked_image.mask_ratio=1.5"),
     ("optimizer.lr", -0.001, "config.optimizer.lr=-0.001"),
     ("model.fusion", "fused", "config.model.fusion='fused'"),
-    ("model.size", "XXL", "config.model.size='XXL' is unknown"),
+    ("model.size", "XXL", "config.model.size='XXL': no model size of that name. Known: B, H"),
     ("batch_size", 12, "must be divisible by the data-parallel size 8"),
     ("parallel.grad_accum_steps", 3, "2 rows per device, which config.parallel.grad_accum_steps=3"),
     ("parallel.loop", "vmap", "config.parallel.loop='vmap' is out of range"),

@@ -289,8 +289,8 @@ def test_preprocessing_from_op_strings(data_dir):
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(pp_train="decode|resise(16)"), r"data.pp_train: op 2 'resise\(16\)': unknown op "
-                                         r"'resise'. Did you mean 'resize'\?"),
+    (dict(pp_train="decode|resise(16)"), r"data.pp_train: op 2 'resise\(16\)': 'resise': no op "
+                                         r"of that name. Did you mean 'resize'\?"),
     (dict(pp_eval="decode(channels=1)|resize(-3)"), r"data.pp_eval: op 2 'resize\(-3\)': size"),
     (dict(pp_eval=f"decode(channels=1)|{AUDIO_PP}"),
      r"data.pp_eval does not produce \['text_ids', 'text_mask'\]"),

@@ -20,8 +20,6 @@ every `mmjax.data.ops_*` module the first time they look a name up, so a new
 """
 import ast
 import collections
-import difflib
-import functools
 import importlib
 import inspect
 import pkgutil
@@ -29,6 +27,7 @@ import sys
 
 import numpy as np
 
+from mmjax import registry
 from mmjax.errors import UserError
 
 
@@ -39,7 +38,20 @@ class BadExample(ValueError):
 # A registered op: `factory(*args, **kwargs)` returns `data -> data`, or `(data, rng) -> data`
 # when `random`.
 OpDef = collections.namedtuple("OpDef", ["factory", "random"])
-OPS = {}  # The ops registered so far; registry() has them all.
+
+
+def _import_op_modules():
+  """Imports each mmjax.data.ops_* module once: they register their ops (they import this
+  module for `register`, so it cannot import them at the top without a cycle)."""
+  package = sys.modules[__package__]
+  for module in pkgutil.iter_modules(package.__path__, prefix=f"{__package__}."):
+    if module.name.rpartition(".")[2].startswith("ops_"):
+      importlib.import_module(module.name)
+
+
+# The ops by name (mmjax.registry): {name: OpDef}, the built-in ones registered as their
+# modules are imported.
+OPS = registry.Registry("op", discover=_import_op_modules)
 
 
 def register(name, *, random=False):
@@ -49,23 +61,9 @@ def register(name, *, random=False):
   Factories check their arguments and raise ValueError or TypeError for bad ones.
   """
   def _register(factory):
-    OPS[name] = OpDef(factory, random)
+    OPS.register(name, OpDef(factory, random))
     return factory
   return _register
-
-
-@functools.cache
-def registry():
-  """{name: OpDef} of every op, after importing each mmjax.data.ops_* module once.
-
-  The modality modules import this one to register their ops, so it cannot import them at the
-  top without a cycle.
-  """
-  package = sys.modules[__package__]
-  for module in pkgutil.iter_modules(package.__path__, prefix=f"{__package__}."):
-    if module.name.rpartition(".")[2].startswith("ops_"):
-      importlib.import_module(module.name)
-  return OPS
 
 
 def _format(name, args, kwargs):
@@ -85,7 +83,6 @@ def parse(spec, *, where="data.pp"):
     spec = "|".join(spec)
   if not spec.strip():
     return []
-  known = registry()
   ops = []
   for i, text in enumerate(t.strip() for t in spec.split("|")):
     at = f"{where}: op {i + 1} {text!r}"
@@ -99,10 +96,8 @@ def parse(spec, *, where="data.pp"):
     if not isinstance(name_node, ast.Name):
       raise UserError(f"{at}: expected an op name, optionally followed by (arguments)")
     name = name_node.id
-    if name not in known:
-      close = difflib.get_close_matches(name, known, n=1)
-      hint = f" Did you mean {close[0]!r}?" if close else ""
-      raise UserError(f"{at}: unknown op {name!r}.{hint} Known ops: {', '.join(sorted(known))}.")
+    if name not in OPS:
+      raise UserError(f"{at}: {registry.unknown('op', name, OPS.names())}")
     args, kwargs = (), {}
     if call:
       if any(isinstance(a, ast.Starred) for a in call.args) or any(
@@ -170,7 +165,7 @@ def build(spec, context=None, *, where="data.pp"):
   context = dict(context or {})
   ops = []
   for i, (name, args, kwargs) in enumerate(parse(spec, where=where)):
-    factory, random = registry()[name]
+    factory, random = OPS.get(name)
     text = _format(name, args, kwargs)
     sig = inspect.signature(factory)
     extra = {"context": context} if "context" in sig.parameters else {}

@@ -98,9 +98,7 @@ class Visible(typing.NamedTuple):
 
 def check_config(config):
   """Raises UserError naming the key for a model config that cannot work (`config.model`)."""
-  if config.size not in sizes.SIZES:
-    raise UserError(f"config.model.size={config.size!r} is unknown: choose one of "
-                    f"{list(sizes.SIZES)}.")
+  sizes.get(config.size)  # UserError naming config.model.size for an unknown one.
   for key, allowed in (("fusion", ("separate", "joint")), ("dtype", ("float32", "bfloat16")),
                        ("remat", tuple(REMAT_POLICIES)), ("block", BLOCKS),
                        ("gelu", tuple(GELUS))):

@@ -12,7 +12,7 @@ S/B/L/H follow ViT/MAE. The decoder only has to fill in masked tokens, so it sta
 """
 import dataclasses
 
-from mmjax.errors import UserError
+from mmjax import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +45,14 @@ SIZES = {
 }
 
 
+# The sizes by name (mmjax.registry): register(name, Size(...)) adds one.
+REGISTRY = registry.Registry("model size", builtins=SIZES)
+register, unregister, names = REGISTRY.register, REGISTRY.unregister, REGISTRY.names
+
+
 def get(size_name):
-  """Returns the Size called `size_name` (a key of SIZES)."""
-  if size_name not in SIZES:
-    raise UserError(f"Unknown model size {size_name!r}: choose one of {list(SIZES)} "
-                    "(config.model.size).")
-  return SIZES[size_name]
+  """The Size called `size_name` (config.model.size)."""
+  return REGISTRY.get(size_name, key="config.model.size")
 
 
 OVERRIDES = ("width", "depth", "num_heads", "mlp_dim")
