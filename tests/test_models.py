@@ -11,6 +11,7 @@ from mmjax import modality
 from mmjax.data import info as data_info
 from mmjax.errors import UserError
 from mmjax.models import audio_frontend, mmt, sizes
+from mmjax.train import mfu
 
 INFO = data_info.planned({"image": (8, 8, 1), "text": 16, "audio": 8000}, name="test",
                          vocab_size=200, sample_rate=8000)
@@ -456,7 +457,8 @@ def test_towers_of_different_shapes(separate, batch):
     assert out[m]["pred"].shape == wide[m]["pred"].shape and np.isfinite(out[m]["pred"]).all()
     assert out["embeddings"][m].shape == wide["embeddings"][m].shape
   # The same image and audio passes, a text tower of half the width and depth: fewer FLOPs.
-  assert 0 < float(out["useful_flops"]) < float(wide["useful_flops"])
+  flops = lambda f, o: float(mfu.useful_flops(f.model, o["passes"]))
+  assert 0 < flops(narrow, out) < flops(separate, wide)
   with pytest.raises(UserError, match="towers='separate'"):
     mmt.MultimodalTransformer(_config(tower={"text": text}), INFO, rngs=nnx.Rngs(0))
 

@@ -230,9 +230,11 @@ def test_useful_flops_of_a_padded_batch_are_the_executed_flops_without_its_paddi
              "text_mask": jnp.arange(text_len)[None, :].repeat(b, 0) < real}
 
     def loss(params):
-      out = nnx.merge(graphdef, params)(batch, key=jax.random.key(0), mask_ratios=ratios)
+      model = nnx.merge(graphdef, params)
+      out = model(batch, key=jax.random.key(0), mask_ratios=ratios)
       return (out["image"]["pred"].sum() + out["text"]["pred"].sum()
-              + sum(e.sum() for e in out["embeddings"].values())), out["useful_flops"]
+              + sum(e.sum() for e in out["embeddings"].values())), mfu.useful_flops(
+                  model, out["passes"])
 
     executed = mfu.matmul_flops(jax.make_jaxpr(jax.grad(loss, has_aux=True))(params))
     return executed, 3 * float(jax.jit(loss)(params)[1])

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
+from flax import struct
 
 from mmjax import modality as modality_lib
 from mmjax.errors import UserError
@@ -24,7 +25,7 @@ from mmjax.models import encoding
 from mmjax.models import sizes
 from mmjax.models.decoder import Decoder, Projection
 from mmjax.models.encoding import encoder_of, make_encoders, make_tokenizers, tokenize_present
-from mmjax.models.transformer import BLOCKS, GELUS, REMAT_POLICIES, Arch, linear_flops
+from mmjax.models.transformer import BLOCKS, GELUS, REMAT_POLICIES, Arch
 from mmjax.models import masking
 
 def default_config():
@@ -81,6 +82,18 @@ def pair_names(modalities):
 def _split(x_bn_, lengths):
   """Splits the token axis into consecutive pieces of the given static lengths."""
   return jnp.split(x_bn_, list(itertools.accumulate(lengths))[:-1], axis=1)
+
+
+@struct.dataclass
+class Passes:
+  """What one call ran, for the accounting of useful FLOPs (mmjax.train.mfu.useful_flops):
+  tokens {m: bool[B, N]} the real tokens of each tokenized modality; visible {m: bool[B, K]}
+  those the masked pass encoded; clean: the modalities encoded again unmasked; embedded: the
+  modalities projected to embeddings (static: names, not arrays)."""
+  tokens: dict
+  visible: dict
+  clean: tuple = struct.field(pytree_node=False, default=())
+  embedded: tuple = struct.field(pytree_node=False, default=())
 
 
 class Visible(typing.NamedTuple):
@@ -233,28 +246,6 @@ class MultimodalTransformer(nnx.Module):
     return ({p: jnp.exp(self.logit_scale[p][...]) for p in pairs},
             {p: self.logit_bias[p][...].astype(jnp.float32) for p in pairs})
 
-  def _useful_flops(self, tokens, visible, clean, embedded):
-    """Forward matmul FLOPs on real tokens only (useful MFU, docs/performance.md): the
-    tokenizers' patch embeddings; in the masked pass the encoder on the visible real tokens,
-    the decoder and its heads on all real tokens; the encoder on all real tokens of each
-    modality in `clean`; the projection of each example with a modality in `embedded`."""
-    blocks = lambda m: encoder_of(self, m).blocks
-    flops = [linear_flops(self.tokenizers[m].patch_embed, t.valid)
-             for m, t in tokens.items() if hasattr(self.tokenizers[m], "patch_embed")]
-    if visible and self.fusion == "joint":  # One shared encoder and decoder pass.
-      flops += [blocks(None).useful_flops(jnp.concatenate([v.valid for v in visible.values()], 1)),
-                self.decoder.blocks.useful_flops(
-                    jnp.concatenate([tokens[m].valid for m in visible], 1))]
-    elif visible:
-      flops += [blocks(m).useful_flops(v.valid) for m, v in visible.items()]
-      flops += [self.decoder.blocks.useful_flops(tokens[m].valid) for m in visible]
-    flops += [linear_flops(self.decoder.embed_of(m), v.valid) for m, v in visible.items()]
-    flops += [linear_flops(self.decoder.heads[m], tokens[m].valid) for m in visible]
-    flops += [blocks(m).useful_flops(tokens[m].valid) for m in clean]
-    flops += [linear_flops(self.projections[m].proj, tokens[m].valid.any(1, keepdims=True))
-              for m in embedded]
-    return sum(flops)
-
   # -- public API -------------------------------------------------------------------------------
 
   def __call__(self, batch, *, key, mask_ratios, embeddings="clean"):
@@ -274,8 +265,8 @@ class MultimodalTransformer(nnx.Module):
       {m: {'pred' f32[B,N,P] (text: logits f32[B,L,V]), 'target', 'loss_mask' bool[B,N]}}
       for m in mask_ratios, 'embeddings' {m: f32[B,E]} and 'present' {m: bool[B]} (the
       examples with any valid token of m) unless embeddings is None, and 'logit_scale' /
-      'logit_bias' {pair: f32[]} for the pairs of present modalities, and 'useful_flops' f32[]
-      (forward matmul FLOPs on real, visible tokens: _useful_flops).
+      'logit_bias' {pair: f32[]} for the pairs of present modalities, and 'passes' (Passes:
+      which real tokens went through which part, for mmjax.train.mfu.useful_flops).
     """
     present = self.present(batch)
     missing = [m for m in mask_ratios if m not in present]
@@ -327,9 +318,11 @@ class MultimodalTransformer(nnx.Module):
       out["present"] = {m: tokens[m].valid.any(1) for m in present}
     out["logit_scale"], out["logit_bias"] = self._logit_params(present)
     embedded = present if embeddings else ()
-    clean = [m for m in embedded if embeddings == "clean" or m not in masked]
-    out["useful_flops"] = jax.lax.stop_gradient(
-        self._useful_flops(tokens, visible, clean, embedded))
+    out["passes"] = Passes(tokens={m: t.valid for m, t in tokens.items()},
+                           visible={m: v.valid for m, v in visible.items()},
+                           clean=tuple(m for m in embedded
+                                       if embeddings == "clean" or m not in masked),
+                           embedded=tuple(embedded))
     return out
 
   def embed(self, batch):

@@ -62,6 +62,32 @@ _READABLE = 0.75
 _CPU_DOT = 2048  # Side of the square f32 matrices of the measured CPU peak.
 
 
+def useful_flops(model, passes):
+  """Forward matmul FLOPs on real tokens only (useful MFU, docs/performance.md) of the call of
+  `model` (the pretraining model) that reported `passes` (mmt.Passes): the tokenizers' patch
+  embeddings; in the masked pass the encoder on the visible real tokens, the decoder and its
+  heads on all real tokens; the encoder on all real tokens of each modality encoded clean; the
+  projection of each example with a modality embedded."""
+  from mmjax.models import encoding  # pylint: disable=g-import-not-at-top
+  from mmjax.models.transformer import linear_flops  # pylint: disable=g-import-not-at-top
+  tokens, visible = passes.tokens, passes.visible
+  blocks = lambda m: encoding.encoder_of(model, m).blocks
+  flops = [linear_flops(model.tokenizers[m].patch_embed, valid)
+           for m, valid in tokens.items() if hasattr(model.tokenizers[m], "patch_embed")]
+  if visible and model.fusion == "joint":  # One shared encoder and decoder pass.
+    flops += [blocks(None).useful_flops(jnp.concatenate(list(visible.values()), 1)),
+              model.decoder.blocks.useful_flops(jnp.concatenate([tokens[m] for m in visible], 1))]
+  elif visible:
+    flops += [blocks(m).useful_flops(v) for m, v in visible.items()]
+    flops += [model.decoder.blocks.useful_flops(tokens[m]) for m in visible]
+  flops += [linear_flops(model.decoder.embed_of(m), v) for m, v in visible.items()]
+  flops += [linear_flops(model.decoder.heads[m], tokens[m]) for m in visible]
+  flops += [blocks(m).useful_flops(tokens[m]) for m in passes.clean]
+  flops += [linear_flops(model.projections[m].proj, tokens[m].any(1, keepdims=True))
+            for m in passes.embedded]
+  return jax.lax.stop_gradient(sum(flops))
+
+
 def matmul_flops(jaxpr):
   """FLOPs of the matrix multiplications (dot_general: 2 x M x N x K) of a jaxpr, for the
   global arrays: scan bodies count `length` times, the costliest branch of a cond counts, and

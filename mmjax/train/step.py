@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from mmjax import objectives
+from mmjax.train import mfu
 from mmjax.train import optimizer
 
 def mask_ratios(objectives_cfg, modalities):
@@ -46,8 +47,12 @@ def forward(params, graphdef, batch, key, config, modalities):
     params = jax.tree.map(lambda p, label: p if label == "train" else jax.lax.stop_gradient(p),
                           params, optimizer.trainable_labels(params, freeze))
   model = nnx.merge(graphdef, params)
-  return model(batch, key=key, mask_ratios=mask_ratios(config.objectives, modalities),
-               embeddings=objectives.embedding_view(config.objectives))
+  out = model(batch, key=key, mask_ratios=mask_ratios(config.objectives, modalities),
+              embeddings=objectives.embedding_view(config.objectives))
+  passes = out.pop("passes", None)  # Models that report what they ran: counted here.
+  if passes is not None:
+    out["useful_flops"] = mfu.useful_flops(model, passes)
+  return out
 
 
 def _terms(out, config, ctx, names):
